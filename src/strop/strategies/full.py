@@ -1,0 +1,22 @@
+"""Full fine-tuning: every weight trains; the result is a complete HF model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from strop.strategies.base import Strategy
+
+
+class FullStrategy(Strategy):
+    name = "full"
+
+    def apply(self, model: nn.Module, cfg) -> nn.Module:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+
+    def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)

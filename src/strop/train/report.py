@@ -1,0 +1,53 @@
+"""What a run prints: the plan before training, sample answers side by side, and the summary after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_plan(run) -> None:
+    cfg = run.cfg
+    trainable, total = run.strategy.count_parameters(run.model)
+    tokens = sum(len(r["input_ids"]) for r in run.train_rows)
+    table = Table(title="strop train: plan", show_header=False)
+    rows = [
+        ("model", f"{cfg.base_model} ({run.model_path})"),
+        ("objective", run.objective.name),
+        ("strategy", run.strategy.name + (f" r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}"
+                                           if run.strategy.name == "lora" else "")),
+        ("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"),
+        ("train rows", f"{len(run.train_rows):,} ({tokens:,} tokens{', packed' if cfg.sample_packing else ''})"),
+        ("validation rows", f"{len(run.val_rows):,}"),
+        ("batch", f"{cfg.micro_batch_size} x {cfg.gradient_accumulation_steps} accumulation, sequence_len {cfg.sequence_len}"),
+        ("steps", f"{run.total_steps:,} ({run.micro_batches_per_epoch:,} micro-batches an epoch)"),
+        ("device", str(run.device)),
+        ("output_dir", cfg.output_dir),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    for note in run.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def print_samples(prompts: list[str], before: list[str], after: list[str]) -> None:
+    table = Table(title="answers to held-out prompts: base model vs tuned model", show_lines=True)
+    table.add_column("prompt", ratio=2)
+    table.add_column("base", ratio=3)
+    table.add_column("tuned", ratio=3)
+    for prompt, old, new in zip(prompts, before, after):
+        table.add_row(prompt, old, new)
+    console.print(table)
+
+
+def print_summary(run, output_dir: Path, final_eval: float | None, plot: Path | None) -> None:
+    kind = "adapter (PEFT format)" if run.strategy.name != "full" else "model (HF format)"
+    console.print(f"[bold green]done.[/] {kind} written to {output_dir.resolve()}")
+    if final_eval is not None:
+        console.print(f"final eval loss: {final_eval:.4f}")
+    console.print(f"metrics: {output_dir / 'metrics.jsonl'}" + (f"   loss curve: {plot}" if plot else ""))

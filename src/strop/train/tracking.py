@@ -1,0 +1,96 @@
+"""Where a run reports: a rich progress bar, metrics.jsonl, TensorBoard when installed, a loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Tracker:
+    """Writes every logged step to metrics.jsonl (and TensorBoard) and shows it on the progress bar."""
+
+    def __init__(self, output_dir: Path, total_steps: int, start_step: int):
+        self.path = output_dir / "metrics.jsonl"
+        self._truncate_after(start_step)
+        self.file = self.path.open("a")
+        self.writer = self._tensorboard(output_dir)
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, forget steps logged after the checkpoint: they are about to be redone."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    @staticmethod
+    def _tensorboard(output_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(output_dir / "tensorboard"))
+
+    def __enter__(self) -> Tracker:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"step": step, **metrics}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+        shown = [f"{k} {_short(metrics[k])}" for k in ("loss", "eval_loss", "lr", "tokens_per_s") if k in metrics]
+        self.progress.update(self.task, info="  ".join(shown))
+
+    def advance(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
+
+    def print(self, *args) -> None:
+        self.progress.console.print(*args)
+
+
+def _short(value: float) -> str:
+    return f"{value:.2e}" if abs(value) < 1e-2 and value else f"{value:.4g}"
+
+
+def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
+    """Loss (and eval loss) against step; returns None when there is nothing to plot."""
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
