@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from strop.errors import StropError
-
-DatasetType = Literal["alpaca", "chat", "sharegpt", "completion", "text"]
-
 
 class DatasetSpec(BaseModel):
     """One entry of `datasets:`: a local file (JSONL, JSON, Parquet, CSV) or a hub dataset name."""
@@ -28,13 +26,15 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="File path (relative to the config file or the working folder) or hub dataset id.")
-    type: DatasetType = Field(description="Row format: alpaca, chat (sharegpt accepted), completion or text.")
+    type: str = Field(description="Row format: alpaca, chat (sharegpt accepted), completion, text, or an objective's own (e.g. dpo pairs).")
     split: str = Field("train", description="Split to read when path is a hub dataset.")
     name: str | None = Field(None, description="Hub dataset configuration (subset) name.")
 
 
 class Config(BaseModel):
-    """Every key of a strop training config. Descriptions double as `strop config --schema` help."""
+    """The keys every run has. Each objective and strategy adds its own small `params` model; the class
+    `config_class()` returns has all of them, flat, as Axolotl configs are. Descriptions double as
+    `strop config --schema` help."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -44,11 +44,8 @@ class Config(BaseModel):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you trust the source.")
     chat_template: str | None = Field(None, description="'chatml' to force ChatML; default: the tokenizer's own template (ChatML if it has none).")
 
-    adapter: Literal["lora", "full", "none"] | None = Field(None, description="Update strategy: lora, or full/none/empty for full fine-tuning.")
-    lora_r: int = Field(8, gt=0, description="LoRA rank.")
-    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or all-linear.")
+    adapter: str | None = Field(None, description="Update strategy: lora, or full/none/empty for full fine-tuning (see the strategy matrix).")
+    rl: str | None = Field(None, description="Objective other than SFT (preference or RL); empty means SFT.")
 
     datasets: list[DatasetSpec] = Field(description="Training data: list of {path, type, split?, name?}.")
     val_set_size: float = Field(0.0, ge=0, description="Held-out share (< 1) or count (>= 1) of examples for eval loss.")
@@ -94,15 +91,31 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        from strop.data.formats import known_dataset_types
+        from strop.objectives import OBJECTIVES
+        from strop.strategies import STRATEGIES
+
         if not self.datasets:
             raise ValueError("datasets: at least one dataset is needed")
         if self.fp16 and self.bf16 is True:
             raise ValueError("bf16 and fp16 are both on: choose one")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"adapter: unknown strategy '{self.adapter}' (known: {', '.join(sorted(STRATEGIES))})")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"rl: unknown objective '{self.rl}' (known: {', '.join(sorted(OBJECTIVES))})")
+        for index, spec in enumerate(self.datasets):
+            if spec.type not in known_dataset_types():
+                raise ValueError(f"datasets[{index}].type: unknown type '{spec.type}' "
+                                 f"(known: {', '.join(sorted(known_dataset_types()))})")
         return self
 
     @property
     def strategy(self) -> str:
-        return "lora" if self.adapter == "lora" else "full"
+        return "full" if self.adapter in (None, "none", "full") else self.adapter
+
+    @property
+    def objective(self) -> str:
+        return self.rl or "sft"
 
 
 # Keys that later capabilities will own: refused clearly until they exist.
@@ -112,13 +125,40 @@ NOT_YET_SUPPORTED = {
     "neftune_noise_alpha": "NEFTune (update strategies issue)",
     "peft_use_dora": "DoRA (update strategies issue)",
     "peft_use_rslora": "rsLoRA (update strategies issue)",
-    "rl": "preference and RL objectives (preference alignment / RL issues)",
     "orpo_alpha": "ORPO (preference alignment issue)",
     "dpo_beta": "DPO (preference alignment issue)",
     "rl_beta": "DPO-family objectives (preference alignment issue)",
     "deepspeed": "DeepSpeed (strop uses FSDP2; multi-GPU issue)",
     "fsdp": "FSDP (multi-GPU issue)",
 }
+
+
+@functools.cache
+def config_class() -> type[Config]:
+    """Config plus the params of every registered objective and strategy, flat."""
+    from strop.objectives import OBJECTIVES
+    from strop.strategies import STRATEGIES
+
+    fields: dict[str, Any] = {}
+    for extension in [*OBJECTIVES.values(), *STRATEGIES.values()]:
+        params = getattr(extension, "params", None)
+        for name, field in (params.model_fields.items() if params else ()):
+            fields.setdefault(name, (field.annotation, field))
+    return create_model("StropConfig", __base__=Config, **fields)
+
+
+def key_owners() -> dict[str, str]:
+    """Which objective or strategy each extension key belongs to (for the schema listing)."""
+    from strop.objectives import OBJECTIVES
+    from strop.strategies import STRATEGIES
+
+    owners: dict[str, str] = {}
+    for kind, registry in (("objective", OBJECTIVES), ("strategy", STRATEGIES)):
+        for name, extension in registry.items():
+            params = getattr(extension, "params", None)
+            for key in (params.model_fields if params else ()):
+                owners.setdefault(key, f"{kind} {name}")
+    return owners
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -130,9 +170,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def _check_keys(raw: dict[str, Any], source: str) -> None:
-    valid = list(Config.model_fields)
+    valid = list(config_class().model_fields)
     for key in raw:
-        if key in Config.model_fields:
+        if key in valid:
             continue
         if key in NOT_YET_SUPPORTED:
             raise StropError(f"{source}: key '{key}' is not supported yet: {NOT_YET_SUPPORTED[key]} has not landed")
@@ -165,7 +205,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[C
         raw[key] = value
     _check_keys(raw, str(path))
     try:
-        return Config.model_validate(raw), path.resolve().parent
+        return config_class().model_validate(raw), path.resolve().parent
     except ValidationError as err:
         raise StropError(_format_validation_error(err, str(path))) from err
 
@@ -180,9 +220,11 @@ def _type_name(annotation: Any) -> str:
 
 def schema_rows() -> list[tuple[str, str, str, str]]:
     rows = []
-    for name, field in Config.model_fields.items():
+    owners = key_owners()
+    for name, field in config_class().model_fields.items():
         default = "required" if field.is_required() else repr(field.default)
-        rows.append((name, _type_name(field.annotation), default, field.description or ""))
+        owner = f"({owners[name]}) " if name in owners else ""
+        rows.append((name, _type_name(field.annotation), default, owner + (field.description or "")))
     for name, field in DatasetSpec.model_fields.items():
         default = "required" if field.is_required() else repr(field.default)
         rows.append((f"datasets[].{name}", _type_name(field.annotation), default, field.description or ""))

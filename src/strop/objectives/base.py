@@ -19,6 +19,10 @@ class Objective:
     """
 
     name = "base"
+    #: The `datasets[].type` values this objective reads.
+    dataset_types: tuple[str, ...] = ()
+    #: Pydantic model of this objective's own config keys (flat in the YAML), or None.
+    params = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         raise NotImplementedError
@@ -30,7 +34,13 @@ class Objective:
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """The micro-batch's share of the step loss (divided by `denominator`) and metrics that are
+        likewise shares: the loop sums both over the micro-batches of a step."""
         raise NotImplementedError
+
+    def prepare_training(self, run) -> None:
+        """Called once after the strategy is applied and before the first step, when the policy still
+        equals the reference model: the place to compute and cache reference log-probs."""
 
 
 def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:

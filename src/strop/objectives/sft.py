@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from strop.data import build_sft_data, collate
+from strop.data.formats import FORMATS
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 
 
@@ -25,6 +26,7 @@ def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
 
 class SFTObjective(Objective):
     name = "sft"
+    dataset_types = tuple(FORMATS)
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         return build_sft_data(cfg, tokenizer, base_dir)

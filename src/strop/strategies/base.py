@@ -12,11 +12,29 @@ class Strategy:
     """Base class: subclasses set `name` and override `apply` and `save`."""
 
     name = "base"
+    #: Pydantic model of this strategy's own config keys (flat in the YAML), or None.
+    params = None
     #: Trainable weights that must stay in float32 even when the frozen base is stored in bf16.
     upcast_trainable = True
 
+    def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
+        """Load the base model; strategies that quantize or shard the base override this."""
+        from strop.models import load_model
+
+        return load_model(model_path, torch.float32, cfg.trust_remote_code, cfg.model_type).to(device)
+
     def apply(self, model: nn.Module, cfg) -> nn.Module:
         raise NotImplementedError
+
+    def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters; strategies with their own update rule override this."""
+        from strop.train.optim import build_optimizer
+
+        return build_optimizer(list(self.trainable_parameters(model).values()), cfg, device)
+
+    def on_step_start(self, model: nn.Module, step: int, cfg) -> None:
+        """Called before every optimizer step (LISA resamples its layers here). Must be a pure function
+        of (seed, step) so that resumed runs match."""
 
     def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
         raise NotImplementedError

@@ -7,14 +7,24 @@ the format vLLM, TGI, llama.cpp's converter and `peft.PeftModel.from_pretrained`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, Field
 from torch import nn
 
 from strop.strategies.base import Strategy
 
 
+class LoraParams(BaseModel):
+    lora_r: int = Field(8, gt=0, description="LoRA rank.")
+    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or all-linear.")
+
+
 class LoraStrategy(Strategy):
     name = "lora"
+    params = LoraParams
 
     def peft_config(self, cfg):
         from peft import LoraConfig

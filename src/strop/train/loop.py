@@ -24,11 +24,11 @@ import torch
 from strop.config import Config, config_to_yaml
 from strop.errors import StropError
 from strop.generate import answer_prompts
-from strop.models import load_model, load_tokenizer, resolve_model_path
+from strop.models import load_tokenizer, resolve_model_path
 from strop.objectives import get_objective
 from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
-from strop.train.optim import autocast, autocast_dtype, build_optimizer, build_scheduler
+from strop.train.optim import autocast, autocast_dtype, build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.tracking import Tracker, plot_losses
 
@@ -67,13 +67,13 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     """Load tokenizer, data, model and strategy; every input error surfaces here, before any output."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    objective = get_objective("sft")
+    objective = get_objective(cfg.objective)
     strategy = get_strategy(cfg.strategy)
     model_path = resolve_model_path(cfg.base_model)
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
     device = pick_device()
-    model = load_model(model_path, torch.float32, cfg.trust_remote_code, cfg.model_type).to(device)
+    model = strategy.load(model_path, cfg, device)
     model.config.use_cache = False
     return Run(cfg, model, tokenizer, strategy, objective, train_rows, val_rows, report.notes, device, model_path)
 
@@ -191,7 +191,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     amp_dtype = autocast_dtype(cfg, run.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     trainable = run.strategy.trainable_parameters(run.model)
-    optimizer = build_optimizer(list(trainable.values()), cfg, run.device)
+    optimizer = run.strategy.build_optimizer(run.model, cfg, run.device)
     total = run.total_steps
     scheduler = build_scheduler(optimizer, cfg, total)
     step = 0
@@ -199,10 +199,12 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
         step = ckpt.load_checkpoint(start_from, trainable, optimizer, scheduler)["step"]
         print(f"strop: resumed from {start_from} at step {step}")
     samples_before = _samples(run) if step == 0 else None
+    run.objective.prepare_training(run)
     run.model.train()
     started, tokens_seen = time.perf_counter(), 0
     with Tracker(output_dir, total, step) as tracker:
         while step < total:
+            run.strategy.on_step_start(run.model, step, cfg)
             metrics = train_step(run, step, optimizer, scaler, amp_dtype)
             metrics["lr"] = scheduler.get_last_lr()[0]
             scheduler.step()
