@@ -17,6 +17,10 @@ COMMAND_MODULES = (
     "strop.train.command",
     "strop.chat",
     "strop.config",
+    "strop.reward_score",
+    "strop.evaluate",
+    "strop.strategies.spectrum_command",
+    "strop.estimate",
 )
 
 

@@ -1,0 +1,34 @@
+"""Learning, measured on the real default model: LoRA SFT of SmolLM2-135M-Instruct on the quickstart task.
+
+The base model answers review-sentiment questions in free prose; the task asks for exactly
+"Sentiment: positive" or "Sentiment: negative". Held-out reviews use products and phrasings absent from
+training, so exact match measures what the adapter learned, not what it memorised.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from strop.chat import load_for_chat
+from strop.config import load_config
+from strop.evaluate import exact_match, load_references
+from strop.train.command import quickstart_config
+from strop.train.loop import train
+
+pytestmark = pytest.mark.integration
+
+
+def test_lora_sft_on_smollm2_learns_the_held_out_task(tmp_path, capsys):
+    config = quickstart_config()
+    held_out = load_references(str(config.parent / "held_out.jsonl"), "alpaca")
+    model, tokenizer = load_for_chat("smollm2-135m-instruct")
+    before, _ = exact_match(model, tokenizer, held_out, max_new_tokens=12)
+    del model
+    cfg, base = load_config(config, [f"output_dir={tmp_path / 'run'}", "sample_prompts=null"])
+    out = train(cfg, base)
+    model, tokenizer = load_for_chat(str(out))
+    after, replies = exact_match(model, tokenizer, held_out, max_new_tokens=12)
+    with capsys.disabled():
+        print(f"\nheld-out exact match (n={len(held_out)}): base {before:.3f} -> LoRA-tuned {after:.3f}")
+    assert before <= 0.1
+    assert after >= 0.8, replies
