@@ -1,0 +1,117 @@
+"""`strop export` (HF folder -> GGUF + Ollama Modelfile) and `strop merge-lora` (adapter -> full model)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from strop.errors import StropError
+from strop.export.gguf_export import QTYPES
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{n} B"
+
+
+def default_gguf_path(model_dir: Path, qtype: str) -> Path:
+    """`<model_dir>/<name>-<qtype>.gguf`: next to the weights it came from."""
+    return model_dir / f"{model_dir.resolve().name}-{qtype}.gguf"
+
+
+def export_model(model_dir: Path, qtype: str, out: Path | None = None, modelfile: bool = True,
+                 params: dict | None = None):
+    """GGUF of `model_dir` and, optionally, an Ollama Modelfile beside it: (ExportResult, Modelfile path)."""
+    from strop.export.gguf_export import export_gguf_timed
+    from strop.export.modelfile import write_modelfile
+
+    result = export_gguf_timed(model_dir, out or default_gguf_path(model_dir, qtype.lower()), qtype)
+    if not modelfile:
+        return result, None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    template = tok.chat_template if isinstance(tok.chat_template, str) else None
+    stops = [tok.eos_token] if tok.eos_token else []
+    return result, write_modelfile(result.path, template, result.path.parent / "Modelfile", stops, params or {})
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    model_dir = Path(args.model_dir)
+    params = {"temperature": args.temperature} if args.temperature is not None else {}
+    result, modelfile = export_model(model_dir, args.gguf, Path(args.out) if args.out else None, args.modelfile, params)
+    print(f"GGUF ({result.qtype}): {result.path}  {_human_size(result.size_bytes)}  in {result.seconds:.1f} s")
+    if modelfile:
+        print(f"Modelfile: {modelfile}")
+        print(f"  ollama create {model_dir.resolve().name} -f {modelfile}")
+    return 0
+
+
+def _merge_paths(args: argparse.Namespace) -> tuple[Path, Path, Path, bool | None]:
+    """(base, adapter, out, qlora) from a training config and/or the explicit flags (flags win)."""
+    base, adapter, out, qlora = args.base, args.adapter, args.out, (True if args.qlora else None)
+    if args.config:
+        from strop.config import load_config
+
+        cfg, _ = load_config(args.config)
+        base = base or cfg.base_model
+        adapter = adapter or cfg.output_dir
+        out = out or str(Path(cfg.output_dir) / "merged")
+    if not (base and adapter and out):
+        raise StropError("merge-lora needs a training CONFIG.yml, or all of --base, --adapter and --out")
+    try:
+        from strop.models import resolve_model_path
+    except ImportError:
+        resolved = base
+    else:
+        resolved = resolve_model_path(str(base))
+    if not Path(resolved).is_dir():
+        raise StropError(f"base model {base!r} is not a local model folder; download it first (merge-lora works offline)")
+    return Path(resolved), Path(adapter), Path(out), qlora
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from strop.export.merge_lora import merge_lora
+
+    base, adapter, out, qlora = _merge_paths(args)
+    start = time.perf_counter()
+    merged = merge_lora(base, adapter, out, qlora=qlora)
+    print(f"merged {adapter} into {base}: {merged}  ({time.perf_counter() - start:.1f} s)")
+    print(f"  export it with: strop export {merged} --gguf q4_k_m")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `export` and `merge-lora`."""
+    export = subparsers.add_parser(
+        "export",
+        help="write a GGUF file (llama.cpp / Ollama) and an Ollama Modelfile",
+        description="Convert a Hugging Face model folder (a full fine-tune or a merged LoRA) to GGUF.",
+    )
+    export.add_argument("model_dir", metavar="MODEL_DIR", help="HF model folder (config.json, safetensors, tokenizer)")
+    export.add_argument("--gguf", default="f16", choices=QTYPES, metavar="QTYPE",
+                        help=f"GGUF type: {', '.join(QTYPES)} (default f16; K-quants need strop[gguf])")
+    export.add_argument("--out", help="output .gguf path (default MODEL_DIR/<name>-<qtype>.gguf)")
+    export.add_argument("--modelfile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write an Ollama Modelfile next to the GGUF (default on)")
+    export.add_argument("--temperature", type=float, help="PARAMETER temperature in the Modelfile")
+    export.set_defaults(func=_run_export)
+
+    merge = subparsers.add_parser(
+        "merge-lora",
+        help="merge a LoRA adapter into its base model",
+        description="Fold a LoRA adapter into the base weights and save a standalone HF model folder.",
+    )
+    merge.add_argument("config", nargs="?", metavar="CONFIG.yml",
+                       help="training config: base = base_model, adapter = output_dir, out = output_dir/merged")
+    merge.add_argument("--base", help="base model (folder, GGUF file or alias); overrides the config")
+    merge.add_argument("--adapter", help="adapter folder (adapter_config.json + adapter_model.safetensors)")
+    merge.add_argument("--out", help="where the merged model goes")
+    merge.add_argument("--qlora", action="store_true",
+                       help="the adapter was trained on a 4-bit base (detected from strop_config.yml otherwise)")
+    merge.set_defaults(func=_run_merge)

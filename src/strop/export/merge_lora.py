@@ -1,0 +1,125 @@
+"""Fold a LoRA adapter into its base model, producing a plain HF model folder.
+
+A merged folder loads anywhere without peft and is what GGUF export consumes. The merge runs in
+float32 (W + scale * B @ A rounded once), then the result is cast back to the dtype the base was
+saved in, so a bf16 base yields a bf16 merged model of the same size.
+
+The folder is written under a temporary name and renamed into place only when complete, so an
+interrupted merge never leaves something that looks like a finished model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from strop.errors import StropError
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+_QLORA_KEYS = ("strop_quantization", "load_in_4bit", "quantization")
+
+
+def _find_flag(node: Any, keys: tuple[str, ...]) -> bool:
+    """True when any of `keys` is set (truthy, and not "none"/"false") anywhere in a nested mapping."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in keys and value not in (None, False, "", "none", "false", "no"):
+                return True
+            if _find_flag(value, keys):
+                return True
+    elif isinstance(node, list):
+        return any(_find_flag(item, keys) for item in node)
+    return False
+
+
+def adapter_was_qlora(adapter_dir: Path) -> bool:
+    """Whether the adapter was trained on a 4-bit base, from the strop_config.yml saved beside it."""
+    import yaml
+
+    for name in ("strop_config.yml", "strop_config.yaml"):
+        path = adapter_dir / name
+        if path.is_file():
+            try:
+                return _find_flag(yaml.safe_load(path.read_text(encoding="utf-8")), _QLORA_KEYS)
+            except yaml.YAMLError:
+                return False
+    return False
+
+
+def _saved_dtype(base_dir: Path):
+    """The dtype the base checkpoint was saved in (float32 when config.json does not say)."""
+    import json
+
+    import torch
+
+    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    name = str(config.get("dtype") or config.get("torch_dtype") or "float32").replace("torch.", "")
+    dtype = getattr(torch, name, None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+def _check_inputs(base: Path, adapter: Path) -> None:
+    if not (base / "config.json").is_file():
+        raise StropError(f"base model {base} is not a Hugging Face model folder (no config.json)")
+    if not (adapter / "adapter_config.json").is_file():
+        raise StropError(
+            f"{adapter} has no adapter_config.json: not a LoRA adapter folder "
+            "(a full fine-tune is already a complete model and needs no merge)"
+        )
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """Move a finished folder into place, replacing a previous merge but never unrelated files."""
+    if out.exists():
+        if out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file()):
+            old = out.with_name(out.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        raise StropError(f"{out} exists and is not a model folder; choose another --out")
+    os.replace(tmp, out)
+
+
+def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bool | None = None) -> Path:
+    """Merge the PEFT adapter in `adapter` into the HF model in `base`; save safetensors + tokenizer to `out`.
+
+    `qlora`: the adapter was trained on a 4-bit quantized base. None detects it from the adapter's
+    strop_config.yml. Either way the merge goes into the full-precision base weights (merging into
+    dequantized 4-bit weights would bake the quantization error into the result).
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, adapter, out = Path(base), Path(adapter), Path(out)
+    _check_inputs(base, adapter)
+    if qlora is None:
+        qlora = adapter_was_qlora(adapter)
+    if qlora:
+        print(
+            "strop: note: this adapter was trained on a 4-bit (QLoRA) base; merging it into the "
+            f"full-precision weights of {base}. Outputs can differ slightly from the 4-bit training model.",
+            file=sys.stderr,
+        )
+    dtype = _saved_dtype(base)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model = model.to(dtype)
+    has_tok = any((adapter / name).is_file() for name in _TOKENIZER_FILES)
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter if has_tok else base))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        _place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
