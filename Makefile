@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # The test suite also proves GGUF exports in llama.cpp: llama-cpp-python compiles llama.cpp (minutes).
 # GGML_NATIVE=OFF: the native build emits AMX code that crashes on some CPUs at the first generation.
 $(TEST_STAMP): $(STAMP)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[test,gguf]"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[test,gguf,qlora]"
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

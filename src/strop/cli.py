@@ -19,6 +19,10 @@ COMMAND_MODULES = (
     "strop.config",
     "strop.reward_score",
     "strop.evaluate",
+    "strop.generate_data",
+    "strop.merge.command",
+    "strop.export.command",
+    "strop.pipeline",
     "strop.strategies.spectrum_command",
     "strop.estimate",
 )

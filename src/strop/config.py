@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from strop.errors import StropError
+from strop.train.distributed import FsdpParams
 
 class DatasetSpec(BaseModel):
     """One entry of `datasets:`: a local file (JSONL, JSON, Parquet, CSV) or a hub dataset name."""
@@ -82,6 +83,7 @@ class Config(BaseModel):
 
     sample_prompts: list[str] | None = Field(None, description="Prompts answered before and after training, printed side by side.")
     sample_max_new_tokens: int = Field(48, gt=0, description="Tokens generated per sample prompt.")
+    fsdp: FsdpParams | None = Field(None, description="Under torchrun: {sharding: full_shard|shard_grad_op|no_shard, cpu_offload, activation_checkpointing}.")
 
     @field_validator("learning_rate", "adam_epsilon", "weight_decay", mode="before")
     @classmethod
@@ -120,16 +122,11 @@ class Config(BaseModel):
 
 # Keys that later capabilities will own: refused clearly until they exist.
 NOT_YET_SUPPORTED = {
-    "load_in_4bit": "QLoRA / 4-bit loading (update strategies issue)",
     "load_in_8bit": "8-bit loading (update strategies issue)",
-    "neftune_noise_alpha": "NEFTune (update strategies issue)",
-    "peft_use_dora": "DoRA (update strategies issue)",
-    "peft_use_rslora": "rsLoRA (update strategies issue)",
     "orpo_alpha": "ORPO (preference alignment issue)",
     "dpo_beta": "DPO (preference alignment issue)",
     "rl_beta": "DPO-family objectives (preference alignment issue)",
     "deepspeed": "DeepSpeed (strop uses FSDP2; multi-GPU issue)",
-    "fsdp": "FSDP (multi-GPU issue)",
 }
 
 

@@ -36,8 +36,11 @@ def _find_flag(node: Any, keys: tuple[str, ...]) -> bool:
 
 
 def adapter_was_qlora(adapter_dir: Path) -> bool:
-    """Whether the adapter was trained on a 4-bit base, from the strop_config.yml saved beside it."""
+    """Whether the adapter was trained on a 4-bit base: the QLoRA strategy's note, or the saved config."""
     import yaml
+
+    if (adapter_dir / "strop_quantization.json").is_file():
+        return True
 
     for name in ("strop_config.yml", "strop_config.yaml"):
         path = adapter_dir / name

@@ -6,16 +6,56 @@ function of log-probs. It never asks which update strategy is in use.
 
 from __future__ import annotations
 
+import copy
+
+from strop.errors import StropError
 from strop.objectives.base import Objective
+from strop.objectives.cpo import CPOObjective
+from strop.objectives.distill import DistillObjective
+from strop.objectives.dpo import DPOObjective, IPOObjective
+from strop.objectives.kto import KTOObjective
+from strop.objectives.orpo import ORPOObjective
+from strop.objectives.reward import RewardObjective
 from strop.objectives.sft import SFTObjective
+from strop.objectives.simpo import SimPOObjective
 
 OBJECTIVES: dict[str, Objective] = {
     "sft": SFTObjective(),
+    "dpo": DPOObjective(),
+    "ipo": IPOObjective(),
+    "orpo": ORPOObjective(),
+    "simpo": SimPOObjective(),
+    "cpo": CPOObjective(),
+    "kto": KTOObjective(),
+    "reward": RewardObjective(),
+    "distill": DistillObjective(),
 }
+
+#: The objective a dataset type implies when the config sets no `rl` (Axolotl-style configs such as
+#: `type: orpo` + `orpo_alpha`, with no `rl: orpo`, mean ORPO).
+IMPLIED_BY_DATASET_TYPE = {"dpo": "dpo", "orpo": "orpo", "kto": "kto", "chatml.intel": "dpo",
+                           "chatml.argilla": "dpo", "chatml.ultra": "dpo"}
 
 
 def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
-__all__ = ["OBJECTIVES", "Objective", "get_objective"]
+def objective_name(cfg) -> str:
+    """`rl`, else `reward_model: true`, else what the dataset types imply (SFT for SFT formats)."""
+    if cfg.rl:
+        return cfg.rl
+    if getattr(cfg, "reward_model", False):
+        return "reward"
+    implied = {IMPLIED_BY_DATASET_TYPE.get(spec.type, "sft") for spec in cfg.datasets}
+    if len(implied) > 1:
+        raise StropError(f"datasets mix types of different objectives ({', '.join(sorted(implied))}): set rl")
+    return implied.pop()
+
+
+def objective_for(cfg) -> Objective:
+    """A fresh instance of the run's objective: a run may keep its settings on it."""
+    return copy.copy(OBJECTIVES[objective_name(cfg)])
+
+
+__all__ = ["OBJECTIVES", "Objective", "get_objective", "objective_for", "objective_name"]

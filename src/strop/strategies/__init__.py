@@ -1,18 +1,36 @@
 """Update strategies: how the weights change. One module per strategy, registered here.
 
 A strategy prepares a loaded model for training (freezing, adding adapter layers) and saves the final
-artifact in the format other tools read. It never asks which objective is being trained.
+artifact in the format other tools read. It never asks which objective is being trained. NEFTune
+(`neftune_noise_alpha`) and a 4-bit base (`load_in_4bit`) compose with strategies through base.py.
 """
 
 from __future__ import annotations
 
 from strop.strategies.base import Strategy
+from strop.strategies.bitfit import BitFitStrategy
 from strop.strategies.full import FullStrategy
-from strop.strategies.lora import LoraStrategy
+from strop.strategies.galore import GaLoreStrategy
+from strop.strategies.ia3 import IA3Strategy
+from strop.strategies.lisa import LisaStrategy
+from strop.strategies.lora import DoraStrategy, LoraStrategy, RsLoraStrategy
+from strop.strategies.prompt import PrefixTuningStrategy, PromptTuningStrategy
+from strop.strategies.qlora import QLoraStrategy
+from strop.strategies.spectrum import SpectrumStrategy
 
 STRATEGIES: dict[str, Strategy] = {
     "full": FullStrategy(),
     "lora": LoraStrategy(),
+    "qlora": QLoraStrategy(),
+    "dora": DoraStrategy(),
+    "rslora": RsLoraStrategy(),
+    "ia3": IA3Strategy(),
+    "prompt_tuning": PromptTuningStrategy(),
+    "prefix_tuning": PrefixTuningStrategy(),
+    "bitfit": BitFitStrategy(),
+    "galore": GaLoreStrategy(),
+    "spectrum": SpectrumStrategy(),
+    "lisa": LisaStrategy(),
 }
 
 

@@ -1,11 +1,50 @@
-"""The contract every update strategy meets."""
+"""The contract every update strategy meets, and what all strategies share.
+
+Shared by every strategy, whatever its own keys:
+- `neftune_noise_alpha` (NEFTune): `apply` of every subclass is wrapped (in `__init_subclass__`) so that
+  after the strategy has prepared the model the NEFTune embedding hook is installed. No strategy, no
+  objective and not the loop need to know about it.
+- `load_in_4bit` (QLoRA base): `load` quantizes the frozen base to 4-bit NF4 for strategies whose base
+  stays frozen (`supports_quantized_base`); the others refuse it with a clear message.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
+
+from strop.errors import StropError
+
+
+class StrategyParams(BaseModel):
+    """Keys every strategy understands (each strategy's own `params` model extends this one)."""
+
+    neftune_noise_alpha: float | None = Field(
+        None, ge=0, description="(any strategy) NEFTune: uniform noise of size alpha/sqrt(L*d) on input embeddings while training; 5 is typical.")
+    load_in_4bit: bool = Field(
+        False, description="(adapter strategies) Load the frozen base in 4-bit NF4 with double quantization: QLoRA when adapter is lora.")
+
+
+def _apply_then_common(apply):
+    @functools.wraps(apply)
+    def wrapped(self, model: nn.Module, cfg) -> nn.Module:
+        from strop.strategies.neftune import install_neftune
+
+        model = apply(self, model, cfg)
+        install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
+        return model
+
+    wrapped._strop_common = True
+    return wrapped
+
+
+def is_4bit(param: torch.Tensor) -> bool:
+    return type(param).__name__ == "Params4bit"
 
 
 class Strategy:
@@ -13,12 +52,33 @@ class Strategy:
 
     name = "base"
     #: Pydantic model of this strategy's own config keys (flat in the YAML), or None.
-    params = None
+    params = StrategyParams
     #: Trainable weights that must stay in float32 even when the frozen base is stored in bf16.
     upcast_trainable = True
+    #: Whether the base stays frozen, so that it may be stored in 4-bit (load_in_4bit).
+    supports_quantized_base = False
+    #: What `save` writes, for the run summary.
+    artifact_kind = "model (HF format)"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        apply = cls.__dict__.get("apply")
+        if apply is not None and not getattr(apply, "_strop_common", False):
+            cls.apply = _apply_then_common(apply)
+
+    def describe(self, cfg) -> str:
+        """This strategy's settings in one line, for the plan printed before training."""
+        return ""
 
     def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
         """Load the base model; strategies that quantize or shard the base override this."""
+        if getattr(cfg, "load_in_4bit", False):
+            if not self.supports_quantized_base:
+                raise StropError(f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "
+                                 "they cannot be stored in 4-bit; use an adapter (lora, qlora, dora, ia3, ...) or drop load_in_4bit")
+            from strop.strategies.qlora import load_4bit
+
+            return load_4bit(model_path, cfg, device)
         from strop.models import load_model
 
         return load_model(model_path, torch.float32, cfg.trust_remote_code, cfg.model_type).to(device)
@@ -47,8 +107,8 @@ class Strategy:
         return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
     def count_parameters(self, model: nn.Module) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        total = sum(p.numel() for p in model.parameters())
+        """(trainable, total) parameter counts; a 4-bit weight counts as its unpacked size."""
+        total = sum(p.numel() * (2 if is_4bit(p) else 1) for p in model.parameters())
         return sum(p.numel() for p in self.trainable_parameters(model).values()), total
 
     def upcast(self, model: nn.Module) -> None:
@@ -56,3 +116,19 @@ class Strategy:
             for param in self.trainable_parameters(model).values():
                 if param.dtype != torch.float32:
                     param.data = param.data.float()
+
+
+def write_quantization_note(model: nn.Module, out_dir: Path) -> None:
+    """Record in an artifact folder that the base was trained in 4-bit NF4 (adapters trained on a
+    quantized base fit that base best; merging into the float base is an approximation)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "is_loaded_in_4bit", False):
+        return
+    config = getattr(base.config, "quantization_config", None)
+    details = config.to_dict() if hasattr(config, "to_dict") else {}
+    note = {"base_quantization": "bitsandbytes 4-bit", "quant_type": details.get("bnb_4bit_quant_type", "nf4"),
+            "double_quant": details.get("bnb_4bit_use_double_quant", True),
+            "compute_dtype": str(details.get("bnb_4bit_compute_dtype", "")),
+            "note": "adapter trained against the 4-bit NF4 base (QLoRA); load the base with the same quantization "
+                    "for identical outputs, or merge into the float base (an approximation)."}
+    (Path(out_dir) / "strop_quantization.json").write_text(json.dumps(note, indent=1) + "\n")

@@ -1,30 +1,42 @@
-"""LoRA (Hu et al. 2021): W' = W + (alpha / r) · B A with A ∈ R^{r×d_in}, B ∈ R^{d_out×r}, B = 0 at start.
+"""LoRA (Hu et al. 2021) and its variants, on PEFT's layers.
 
-Built on PEFT's layers so that the saved adapter (adapter_config.json + adapter_model.safetensors) is
-the format vLLM, TGI, llama.cpp's converter and `peft.PeftModel.from_pretrained` read.
+    LoRA:    W' = W + (α / r) · B A,        A ∈ R^{r×d_in}, B ∈ R^{d_out×r}, B = 0 at start
+    rsLoRA:  W' = W + (α / √r) · B A        (Kalajdzievski 2023: rank-stabilised scaling, so the update's
+                                              size does not shrink as r grows)
+    DoRA:    W' = m · (W + s·B A) / ‖W + s·B A‖_c   (Liu et al. 2024: a trained magnitude vector m per
+                                              output row, ‖·‖_c the row-wise norm of the adapted weight;
+                                              m starts at ‖W‖_c so W' = W at step 0)
+    QLoRA:   LoRA over a frozen base stored in 4-bit NF4 with double quantization (Dettmers et al. 2023);
+             see strategies/qlora.py. `adapter: lora` + `load_in_4bit: true` is QLoRA as in Axolotl.
+
+Built on PEFT so that the saved adapter is the format vLLM, TGI, llama.cpp's converter and
+`peft.PeftModel.from_pretrained` read; DoRA and rsLoRA are PEFT flags and save the same way.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
-from torch import nn
+from pydantic import Field
 
-from strop.strategies.base import Strategy
+from strop.strategies.base import StrategyParams
+from strop.strategies.peft_base import PeftStrategy
 
 
-class LoraParams(BaseModel):
+class LoraParams(StrategyParams):
     lora_r: int = Field(8, gt=0, description="LoRA rank.")
     lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or all-linear.")
+    peft_use_dora: bool = Field(False, description="DoRA: decompose each adapted weight into magnitude and direction (LoRA on the direction).")
+    peft_use_rslora: bool = Field(False, description="rsLoRA: scale the update by lora_alpha / sqrt(lora_r) instead of lora_alpha / lora_r.")
 
 
-class LoraStrategy(Strategy):
+class LoraStrategy(PeftStrategy):
     name = "lora"
     params = LoraParams
+    use_dora = False
+    use_rslora = False
 
     def peft_config(self, cfg):
         from peft import LoraConfig
@@ -34,17 +46,26 @@ class LoraStrategy(Strategy):
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=cfg.lora_target_modules,
+            use_dora=self.use_dora or cfg.peft_use_dora,
+            use_rslora=self.use_rslora or cfg.peft_use_rslora,
             task_type="CAUSAL_LM",
         )
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
-        from peft import get_peft_model
+    def describe(self, cfg) -> str:
+        flags = [f for f, on in (("dora", self.use_dora or cfg.peft_use_dora), ("rslora", self.use_rslora or cfg.peft_use_rslora),
+                                 ("4-bit base", cfg.load_in_4bit or self.name == "qlora")) if on]
+        return f"r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}" + (f" ({', '.join(flags)})" if flags else "")
 
-        return get_peft_model(model, self.peft_config(cfg))
 
-    def base_model(self, model: nn.Module) -> nn.Module:
-        return model.get_base_model()
+class DoraStrategy(LoraStrategy):
+    """`adapter: dora`, the same as `adapter: lora` + `peft_use_dora: true`."""
 
-    def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
+    name = "dora"
+    use_dora = True
+
+
+class RsLoraStrategy(LoraStrategy):
+    """`adapter: rslora`, the same as `adapter: lora` + `peft_use_rslora: true`."""
+
+    name = "rslora"
+    use_rslora = True

@@ -115,3 +115,111 @@ def load_checkpoint(path: Path, trainable: dict[str, torch.nn.Parameter], optimi
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(load_file(path / "rng.safetensors"), state["rng"])
     return state
+
+
+# --- sharded checkpoints (several processes) ----------------------------------------------------------
+#
+# Under torchrun every rank writes its own shard with torch.distributed.checkpoint (DCP) into
+# checkpoint-N.tmp/; after a barrier rank 0 adds trainer_state.json and renames the folder, so the
+# checkpoint-N/ rule above holds. Tensors are keyed by parameter name (get_state_dict), not by layout,
+# so DCP reshards on load: a checkpoint written by N processes resumes on M, or on one process.
+
+def is_sharded(path: Path) -> bool:
+    return (path / ".metadata").is_file()
+
+
+def _dist():
+    from strop.train import distributed
+
+    return distributed
+
+
+def _state_options(**kwargs):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, **kwargs)
+
+
+def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any],
+                            keep: int | None) -> Path:
+    """Every rank must call this. Trainable weights and optimizer state as DCP shards, plus the
+    scheduler, step and each rank's RNG; committed by rank 0's rename once all ranks are done."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    dist = _dist()
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f"checkpoint-{step}.tmp"
+    if dist.is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+    rng_tensors, rng_meta = rng_state()
+    save_file(rng_tensors, tmp / f"rng-{dist.rank()}.safetensors")
+    (tmp / f"rng-{dist.rank()}.json").write_text(json.dumps(rng_meta))
+    dist.barrier()
+    if dist.is_main():
+        state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        _fsync_dir(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _fsync_dir(output_dir)
+        _rotate(output_dir, keep)
+    dist.barrier()
+    return final
+
+
+def _load_sharded(path: Path, model, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
+    dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                   options=_state_options(strict=False))
+
+
+def _load_single_into_sharded(path: Path, state: dict[str, Any], model, optimizer) -> None:
+    """A one-process checkpoint (safetensors, optimizer keyed by index) into a sharded model."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    weights = load_file(path / "trainable.safetensors")
+    indexed = _join_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    optim_state = {"state": {order[i]: v for i, v in indexed["state"].items()},
+                   "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in indexed["param_groups"]]}
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim_state,
+                   options=_state_options(full_state_dict=True, strict=False))
+
+
+def resume(path: Path, model, trainable: dict[str, torch.nn.Parameter], optimizer, scheduler) -> dict[str, Any]:
+    """Restore any checkpoint, one-process or sharded, into this run, whatever its number of processes."""
+    dist = _dist()
+    if not is_sharded(path) and not dist.active():
+        return load_checkpoint(path, trainable, optimizer, scheduler)
+    state = json.loads((path / "trainer_state.json").read_text())
+    if is_sharded(path):
+        _load_sharded(path, model, optimizer)
+    else:
+        _load_single_into_sharded(path, state, model, optimizer)
+    scheduler.load_state_dict(state["scheduler"])
+    rank_rng = path / f"rng-{dist.rank()}.safetensors"
+    if rank_rng.is_file():
+        restore_rng(load_file(rank_rng), json.loads(rank_rng.with_suffix(".json").read_text()))
+    elif (path / "rng.safetensors").is_file() and dist.rank() == 0:
+        restore_rng(load_file(path / "rng.safetensors"), state["rng"])
+    else:  # more ranks than wrote the checkpoint: a fresh stream, still a function of (step, rank)
+        torch.manual_seed(hash((state["step"], dist.rank())) % (2**31))
+    return state
+
+
+def gather_full_state(model, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """Every rank must call this; rank 0 receives the whole (unsharded, CPU) state dict, others {}."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
+    return get_model_state_dict(model, options=options)

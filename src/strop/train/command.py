@@ -9,13 +9,28 @@ from pathlib import Path
 from strop.config import load_config
 
 
+def _relaunch_args(args: argparse.Namespace) -> list[str]:
+    """The same `strop train` command line, without --nproc, for each torchrun worker."""
+    argv = ["train", str(Path(args.config).resolve())]
+    for item in args.set:
+        argv += ["--set", item]
+    if args.output_dir:
+        argv += ["--output-dir", args.output_dir]
+    argv += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                   ("--dry-run", args.dry_run)) if on]
+    return argv
+
+
 def _train(args: argparse.Namespace) -> int:
+    from strop.train import distributed
     from strop.train.loop import train
 
     overrides = list(args.set)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     cfg, base_dir = load_config(args.config, overrides)
+    if getattr(args, "nproc", 1) > 1 and not distributed.launched():  # validated once, then N workers
+        return distributed.launch(args.nproc, _relaunch_args(args))
     train(cfg, base_dir, resume=args.resume, overwrite=args.overwrite, dry_run=args.dry_run)
     return 0
 
@@ -38,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
     parser.add_argument("--dry-run", action="store_true", help="validate, load data, print the plan; train nothing")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="train on N processes (GPUs) with FSDP2: re-launches itself under torchrun")
     parser.set_defaults(func=_train)
 
     quick = subparsers.add_parser("quickstart", help="LoRA-tune the embedded SmolLM2 on the bundled demo task")

@@ -7,7 +7,9 @@
 The micro-batch stream is a pure function of (seed, step): epoch e visits the examples in the order of
 a permutation seeded by seed + e, and optimizer step s consumes micro-batches [s·A, (s+1)·A). So a
 resumed run needs only the step to find its data position, and a run killed and resumed ends with the
-same weights as one that never stopped.
+same weights as one that never stopped. Under torchrun (train/distributed.py) a global micro-batch is
+micro_batch_size × N rows of that same order and rank r trains on its r-th slice, so N processes with
+micro_batch_size m make the same updates as one process with N·m.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from strop.config import Config, config_to_yaml
 from strop.errors import StropError
 from strop.generate import answer_prompts
 from strop.models import load_tokenizer, resolve_model_path
-from strop.objectives import get_objective
+from strop.objectives import objective_for
 from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
+from strop.train import distributed
 from strop.train.optim import autocast, autocast_dtype, build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
-from strop.train.tracking import Tracker, plot_losses
+from strop.train.tracking import NullTracker, Tracker, plot_losses
 
 
 @dataclass
@@ -49,8 +52,13 @@ class Run:
     model_path: str
 
     @property
+    def global_micro_batch(self) -> int:
+        """Rows of one micro-batch over all processes."""
+        return self.cfg.micro_batch_size * distributed.world_size()
+
+    @property
     def micro_batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train_rows) / self.cfg.micro_batch_size)
+        return math.ceil(len(self.train_rows) / self.global_micro_batch)
 
     @property
     def total_steps(self) -> int:
@@ -67,24 +75,34 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     """Load tokenizer, data, model and strategy; every input error surfaces here, before any output."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    objective = get_objective(cfg.objective)
+    distributed.check_supported(cfg)
+    objective = objective_for(cfg)
     strategy = get_strategy(cfg.strategy)
     model_path = resolve_model_path(cfg.base_model)
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
-    device = pick_device()
+    device = distributed.init()
     model = strategy.load(model_path, cfg, device)
     model.config.use_cache = False
     return Run(cfg, model, tokenizer, strategy, objective, train_rows, val_rows, report.notes, device, model_path)
 
 
 def micro_batch_rows(run: Run, index: int) -> list:
-    """Rows of global micro-batch `index` (epoch = index // micro-batches per epoch)."""
+    """This process's rows of global micro-batch `index` (epoch = index // micro-batches per epoch);
+    in a single process, the whole micro-batch. The last one of an epoch may leave a rank none."""
     per_epoch = run.micro_batches_per_epoch
     epoch, position = divmod(index, per_epoch)
     order = torch.randperm(len(run.train_rows), generator=torch.Generator().manual_seed(run.cfg.seed + epoch))
-    size = run.cfg.micro_batch_size
-    return [run.train_rows[i] for i in order[position * size:(position + 1) * size].tolist()]
+    size = run.global_micro_batch
+    rows = [run.train_rows[i] for i in order[position * size:(position + 1) * size].tolist()]
+    return distributed.shard(rows, run.cfg.micro_batch_size)
+
+
+def _collate_or_filler(run: Run, rows: list, filler: list) -> tuple[dict[str, torch.Tensor], float]:
+    """A rank with no rows still runs the model (the sharded weights need every rank in each
+    collective) on a filler row whose loss is multiplied by 0; returns the batch and that weight."""
+    pad = run.tokenizer.pad_token_id
+    return (run.objective.collate(rows, pad), 1.0) if rows else (run.objective.collate(filler, pad), 0.0)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -93,33 +111,39 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, float]:
     """One optimizer step over A micro-batches, the loss normalised over all of them."""
-    cfg, pad = run.cfg, run.tokenizer.pad_token_id
+    cfg = run.cfg
     first = step * cfg.gradient_accumulation_steps
-    batches = [run.objective.collate(micro_batch_rows(run, first + i), pad) for i in range(cfg.gradient_accumulation_steps)]
-    denominator = max(1, sum(run.objective.count(b) for b in batches))
+    filler = run.train_rows[:1]
+    batches = [_collate_or_filler(run, micro_batch_rows(run, first + i), filler) for i in range(cfg.gradient_accumulation_steps)]
+    # Every process divides by the response tokens of the whole step, over all processes.
+    denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in batches if w)))
     totals: dict[str, float] = {}
     tokens = 0
-    for batch in batches:
+    scale = distributed.loss_scale()
+    for batch, weight in batches:
         batch = _to(batch, run.device)
         mask = batch["attention_mask"]
-        tokens += int(mask.sum()) if mask.dim() == 2 else batch["input_ids"].numel()
+        tokens += int(weight * (int(mask.sum()) if mask.dim() == 2 else batch["input_ids"].numel()))
         with autocast(run.device, amp_dtype):
             loss, metrics = run.objective.loss(run.model, batch, denominator)
+        if scale != 1.0 or weight != 1.0:
+            loss = loss * (scale * weight)
         (scaler.scale(loss) if scaler else loss).backward()
         for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value
+            totals[key] = totals.get(key, 0.0) + weight * value
+    totals = distributed.sum_over_ranks(totals)
     if scaler:
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clip = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
-    totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    totals["grad_norm"] = distributed.to_float(torch.nn.utils.clip_grad_norm_(params, clip))
     if scaler:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    totals["tokens"] = tokens
+    totals["tokens"] = distributed.sum_count(tokens)
     return totals
 
 
@@ -127,20 +151,24 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, f
 def evaluate(run: Run, amp_dtype) -> float:
     """Token-weighted loss over the validation rows, dropout off."""
     run.model.eval()
-    pad, size = run.tokenizer.pad_token_id, run.cfg.micro_batch_size
+    size = run.global_micro_batch
     total, count = 0.0, 0
     for start in range(0, len(run.val_rows), size):
-        batch = _to(run.objective.collate(run.val_rows[start:start + size], pad), run.device)
+        rows = distributed.shard(run.val_rows[start:start + size], run.cfg.micro_batch_size)
+        batch, weight = _collate_or_filler(run, rows, run.val_rows[:1])
+        batch = _to(batch, run.device)
         n = run.objective.count(batch)
         with autocast(run.device, amp_dtype):
             loss, _ = run.objective.loss(run.model, batch, 1.0)
-        total, count = total + float(loss), count + n
+        total, count = total + weight * float(loss), count + int(weight * n)
     run.model.train()
-    return total / max(1, count)
+    summed = distributed.sum_over_ranks({"total": total, "count": count})
+    return summed["total"] / max(1, summed["count"])
 
 
 def _prepare_output(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after refusing to clobber an earlier run by accident."""
+    """The checkpoint to resume from, after refusing to clobber an earlier run by accident. Every
+    process checks (so all refuse alike); only rank 0 deletes."""
     checkpoints = ckpt.list_checkpoints(output_dir)
     if resume:
         if not checkpoints:
@@ -150,7 +178,9 @@ def _prepare_output(output_dir: Path, resume: bool, overwrite: bool) -> Path | N
         if not overwrite:
             raise StropError(f"output_dir {output_dir} is not empty: use --resume to continue that run, "
                              "--overwrite to replace it, or another --output-dir")
-        shutil.rmtree(output_dir)
+        distributed.barrier()  # every rank has looked before rank 0 deletes
+        if distributed.is_main():
+            shutil.rmtree(output_dir)
     return None
 
 
@@ -160,6 +190,8 @@ def _save_final(run: Run, output_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     run.strategy.save(run.model, run.tokenizer, tmp)
+    if hasattr(run.objective, "save_artifacts"):  # e.g. the reward model's head
+        run.objective.save_artifacts(run.model, tmp)
     (tmp / "strop_config.yml").write_text(config_to_yaml(run.cfg))
     files = sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors")
     for item in files:
@@ -170,39 +202,66 @@ def _save_final(run: Run, output_dir: Path) -> None:
     tmp.rmdir()
 
 
+def _save_final_sharded(run: Run, output_dir: Path) -> None:
+    """Gather the whole trainable state to rank 0 (every rank takes part), which saves it in the same
+    HF/PEFT format as a single process: the strategy's own `save` reads the gathered state dict."""
+    from strop.strategies.peft_base import PeftStrategy
+
+    state = ckpt.gather_full_state(run.model, trainable_only=isinstance(run.strategy, PeftStrategy))
+    with distributed.gathered_root(run.model):  # e.g. a reward head read directly by save_artifacts
+        if distributed.is_main():
+            run.model.state_dict = lambda *args, **kwargs: state
+            try:
+                _save_final(run, output_dir)
+            finally:
+                del run.model.state_dict
+    distributed.barrier()
+
+
 def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
           dry_run: bool = False) -> Path | None:
-    run = prepare(cfg, base_dir)
-    run.model = run.strategy.apply(run.model, cfg)
-    run.strategy.upcast(run.model)
-    print_plan(run)
-    if dry_run:
-        return None
-    output_dir = Path(cfg.output_dir)
-    start_from = _prepare_output(output_dir, resume, overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return _train_loop(run, output_dir, start_from)
+    try:
+        run = prepare(cfg, base_dir)
+        run.model = run.strategy.apply(run.model, cfg)
+        run.strategy.upcast(run.model)
+        if distributed.is_main():
+            print_plan(run)
+        if dry_run:
+            return None
+        output_dir = Path(cfg.output_dir)
+        start_from = _prepare_output(output_dir, resume, overwrite)
+        if distributed.is_main():
+            output_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
+        return _train_loop(run, output_dir, start_from)
+    finally:
+        if distributed.launched():
+            distributed.teardown()
 
 
 def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     cfg = run.cfg
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing or distributed.activation_checkpointing(cfg):
         run.strategy.base_model(run.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     amp_dtype = autocast_dtype(cfg, run.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    run.objective.prepare_training(run)  # before the optimizer and any checkpoint: may add trainable modules
+    if distributed.active():  # after prepare_training, so that modules it adds are sharded too
+        run.model = distributed.wrap(run.model, cfg, run.device, amp_dtype)
+        torch.manual_seed(cfg.seed + distributed.rank())  # same init everywhere, then dropout differs by rank
     trainable = run.strategy.trainable_parameters(run.model)
-    optimizer = run.strategy.build_optimizer(run.model, cfg, run.device)
+    optimizer = run.strategy.build_optimizer(run.model, cfg, distributed.optimizer_device(cfg, run.device))
     total = run.total_steps
     scheduler = build_scheduler(optimizer, cfg, total)
     step = 0
     if start_from is not None:
-        step = ckpt.load_checkpoint(start_from, trainable, optimizer, scheduler)["step"]
-        print(f"strop: resumed from {start_from} at step {step}")
+        step = ckpt.resume(start_from, run.model, trainable, optimizer, scheduler)["step"]
+        if distributed.is_main():
+            print(f"strop: resumed from {start_from} at step {step}")
     samples_before = _samples(run) if step == 0 else None
-    run.objective.prepare_training(run)
     run.model.train()
     started, tokens_seen = time.perf_counter(), 0
-    with Tracker(output_dir, total, step) as tracker:
+    with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
         while step < total:
             run.strategy.on_step_start(run.model, step, cfg)
             metrics = train_step(run, step, optimizer, scaler, amp_dtype)
@@ -218,19 +277,29 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
                 tracker.log(step, metrics)
             tracker.advance(step)
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
-                ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, cfg.save_total_limit)
+                _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
     final_eval = evaluate(run, amp_dtype) if run.val_rows else None
     if cfg.save_steps:
-        ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, cfg.save_total_limit)
-    _save_final(run, output_dir)
-    plot = plot_losses(output_dir / "metrics.jsonl", output_dir / "loss.png")
-    if samples_before is not None:
-        print_samples(cfg.sample_prompts, samples_before, _samples(run))
-    print_summary(run, output_dir, final_eval, plot)
+        _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
+    (_save_final_sharded if distributed.active() else _save_final)(run, output_dir)
+    samples_after = _samples(run) if samples_before is not None else None
+    if distributed.is_main():
+        plot = plot_losses(output_dir / "metrics.jsonl", output_dir / "loss.png")
+        if samples_before is not None:
+            print_samples(cfg.sample_prompts, samples_before, samples_after)
+        print_summary(run, output_dir, final_eval, plot)
     return output_dir
+
+
+def _save_checkpoint(run: Run, output_dir: Path, step: int, trainable, optimizer, scheduler) -> None:
+    if distributed.active():
+        ckpt.save_sharded_checkpoint(output_dir, step, run.model, optimizer, scheduler, {}, run.cfg.save_total_limit)
+    else:
+        ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit)
 
 
 def _samples(run: Run) -> list[str] | None:
     if not run.cfg.sample_prompts:
         return None
-    return answer_prompts(run.model, run.tokenizer, run.cfg.sample_prompts, run.cfg.sample_max_new_tokens)
+    with distributed.gathered_root(run.model):  # every rank generates in lockstep; rank 0 prints
+        return answer_prompts(run.model, run.tokenizer, run.cfg.sample_prompts, run.cfg.sample_max_new_tokens)

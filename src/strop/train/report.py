@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from strop.train import distributed
+
 console = Console()
 
 
@@ -18,14 +20,15 @@ def print_plan(run) -> None:
     rows = [
         ("model", f"{cfg.base_model} ({run.model_path})"),
         ("objective", run.objective.name),
-        ("strategy", run.strategy.name + (f" r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}"
-                                           if run.strategy.name == "lora" else "")),
+        ("strategy", run.strategy.describe(cfg)),
         ("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"),
         ("train rows", f"{len(run.train_rows):,} ({tokens:,} tokens{', packed' if cfg.sample_packing else ''})"),
         ("validation rows", f"{len(run.val_rows):,}"),
-        ("batch", f"{cfg.micro_batch_size} x {cfg.gradient_accumulation_steps} accumulation, sequence_len {cfg.sequence_len}"),
+        ("batch", f"{cfg.micro_batch_size} x {cfg.gradient_accumulation_steps} accumulation"
+                  + (f" x {distributed.world_size()} processes" if distributed.active() else "")
+                  + f", sequence_len {cfg.sequence_len}"),
         ("steps", f"{run.total_steps:,} ({run.micro_batches_per_epoch:,} micro-batches an epoch)"),
-        ("device", str(run.device)),
+        ("device", distributed.describe(cfg, run.device)),
         ("output_dir", cfg.output_dir),
     ]
     for key, value in rows:
@@ -46,7 +49,7 @@ def print_samples(prompts: list[str], before: list[str], after: list[str]) -> No
 
 
 def print_summary(run, output_dir: Path, final_eval: float | None, plot: Path | None) -> None:
-    kind = "adapter (PEFT format)" if run.strategy.name != "full" else "model (HF format)"
+    kind = run.strategy.artifact_kind
     console.print(f"[bold green]done.[/] {kind} written to {output_dir.resolve()}")
     if final_eval is not None:
         console.print(f"final eval loss: {final_eval:.4f}")

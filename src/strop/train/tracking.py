@@ -66,6 +66,28 @@ class Tracker:
         self.progress.console.print(*args)
 
 
+class NullTracker:
+    """What ranks other than 0 log to under torchrun: nothing (rank 0 logs the metrics of all ranks)."""
+
+    def __init__(self, output_dir: Path, total_steps: int, start_step: int):
+        pass
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def print(self, *args) -> None:
+        pass
+
+
 def _short(value: float) -> str:
     return f"{value:.2e}" if abs(value) < 1e-2 and value else f"{value:.4g}"
 

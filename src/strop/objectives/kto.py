@@ -1,0 +1,96 @@
+"""KTO: Kahneman-Tversky Optimization (Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect
+Theoretic Optimization", eq. 8). Learns from unpaired completions labelled desirable or undesirable.
+
+With r(x, y) = log π(y|x) − log π_ref(y|x) and the reference point
+
+    z₀ = max(0, mean over mismatched pairs (x, y') of [log π(y'|x) − log π_ref(y'|x)])   (no gradient)
+
+an estimate of KL(π ‖ π_ref), the loss of an example is
+
+    desirable:    λ_D · (1 − σ(β (r − z₀)))
+    undesirable:  λ_U · (1 − σ(β (z₀ − r)))
+
+β is `rl_beta` (default 0.1); λ_D, λ_U are `kto_desirable_weight`, `kto_undesirable_weight` (default 1;
+the paper advises λ_D n_D / (λ_U n_U) in [1, 4/3] when the classes are unbalanced).
+
+The mismatched pair of a row (its prompt with another row's completion) is fixed when the data is
+built, not reshuffled per batch, so its reference log-prob is cached per row like everything else;
+z₀ is the mean over the micro-batch's mismatched pairs, as in the paper. Paired datasets are accepted
+and split into one desirable and one undesirable example per pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from strop.data.preference import PAIR_FORMATS, UNPAIRED_FORMATS, build_unpaired_data, collate_unpaired
+from strop.objectives.base import Objective
+from strop.objectives.preference_common import (REFERENCE_CACHE, ReferenceParams, beta, halves, prepare_reference,
+                                                reference_logps, rows_of, sequence_logps, shares)
+
+
+class KTOParams(ReferenceParams):
+    kto_desirable_weight: float = Field(1.0, gt=0, description="λ_D: weight of desirable examples in KTO.")
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="λ_U: weight of undesirable examples in KTO.")
+
+
+def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
+    """z₀: the mismatched pairs' mean log-ratio, clamped at 0 and detached."""
+    return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
+
+
+def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor,
+             beta: float = 0.1, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-example KTO losses and metrics (NaN where a metric does not apply to the example)."""
+    ratio = policy_logps - ref_logps
+    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl))),
+                         undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratio))))
+    nan = torch.full_like(ratio, float("nan"))
+    rewards = (beta * ratio).detach()
+    metrics = {
+        "rewards/chosen": torch.where(desirable, rewards, nan),
+        "rewards/rejected": torch.where(desirable, nan, rewards),
+        "logps/chosen": torch.where(desirable, policy_logps.detach(), nan),
+        "logps/rejected": torch.where(desirable, nan, policy_logps.detach()),
+        "kl": kl.detach().expand_as(ratio),
+    }
+    return losses, metrics
+
+
+class KTOObjective(Objective):
+    name = "kto"
+    dataset_types = (*UNPAIRED_FORMATS, *PAIR_FORMATS)
+    params = KTOParams
+    cfg = None
+
+    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+        self.cfg = cfg
+        return build_unpaired_data(cfg, tokenizer, base_dir, self.name)
+
+    def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_unpaired(rows, pad_id)
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["desirable"].shape[0]
+
+    def prepare_training(self, run) -> None:
+        self.cfg = run.cfg
+        if run.cfg.precompute_ref_log_probs:
+            done = prepare_reference(run, self.collate, "unpaired")
+            print(f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed")
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
+        n, cfg = self.count(batch), self.cfg
+        policy, _ = sequence_logps(model, rows_of(batch, slice(0, n)))
+        with torch.no_grad():
+            policy_kl, _ = sequence_logps(model, rows_of(batch, slice(n, 2 * n)))
+        ref, ref_kl = halves(reference_logps(model, batch, cfg.precompute_ref_log_probs))
+        kl = kto_reference_point(policy_kl, ref_kl)
+        per_example, metrics = kto_loss(policy, ref, batch["desirable"], kl, beta(cfg, 0.1),
+                                        cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
+        return shares(per_example, metrics, denominator)

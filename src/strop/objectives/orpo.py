@@ -1,0 +1,53 @@
+"""ORPO: Odds Ratio Preference Optimization (Hong et al. 2024, "ORPO: Monolithic Preference Optimization
+without Reference Model", eqs. 6-7). No reference model: SFT on the chosen reply plus an odds-ratio term.
+
+With P(y|x) = exp((1/|y|) Σ_t log π(y_t|x, y_<t)) the length-normalised likelihood and
+odds(y|x) = P / (1 − P):
+
+    L = −(1/|y_c|) log π(y_c|x)  +  λ · (−log σ( log odds(y_c|x) − log odds(y_r|x) ))
+
+λ is `orpo_alpha` (Axolotl's name; 0.1 in the paper's main runs). Reported rewards are λ · mean log-prob,
+as in TRL, so the numbers compare.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from strop.data.preference import PAIR_FORMATS
+from strop.objectives.preference_common import PairObjective, halves, pair_metrics
+
+
+class ORPOParams(BaseModel):
+    orpo_alpha: float = Field(0.1, ge=0, description="λ: weight of the odds-ratio term added to the chosen NLL (ORPO).")
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − eˣ) for x < 0, accurate on both sides of −log 2 (Mächler 2012)."""
+    x = x.clamp(max=-1e-7)
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def orpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor,
+              alpha: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-pair ORPO losses from length-averaged log-probs, and per-pair metrics."""
+    log_odds = (chosen_mean_logps - rejected_mean_logps) - (log1mexp(chosen_mean_logps) - log1mexp(rejected_mean_logps))
+    ratio_loss = -F.logsigmoid(log_odds)
+    nll = -chosen_mean_logps
+    metrics = pair_metrics(alpha * chosen_mean_logps, alpha * rejected_mean_logps, chosen_mean_logps, rejected_mean_logps)
+    metrics.update({"nll_loss": nll.detach(), "log_odds_ratio": log_odds.detach()})
+    return nll + alpha * ratio_loss, metrics
+
+
+class ORPOObjective(PairObjective):
+    name = "orpo"
+    dataset_types = tuple(PAIR_FORMATS)
+    params = ORPOParams
+
+    def pair_loss(self, logps, lengths, ref):
+        chosen, rejected = halves(logps / lengths.clamp(min=1))
+        return orpo_loss(chosen, rejected, self.cfg.orpo_alpha)

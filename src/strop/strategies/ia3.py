@@ -1,0 +1,37 @@
+"""(IA)³ (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context
+Learning"): learned vectors rescale activations elementwise,
+
+    k ← l_k ⊙ k,   v ← l_v ⊙ v,   h_ff ← l_ff ⊙ h_ff      (l initialised to 1, so the model starts unchanged)
+
+i.e. a per-feature scale on the outputs of the attention keys/values and on the input of the feed-forward
+down projection. Tens of thousands of parameters for a 100M model. PEFT's layers, PEFT's format; the
+scales merge exactly into the weights.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from strop.strategies.base import StrategyParams
+from strop.strategies.peft_base import PeftStrategy
+
+
+class IA3Params(StrategyParams):
+    ia3_target_modules: list[str] | None = Field(
+        None, description="(ia3) Modules to rescale; default: PEFT's choice for the architecture (e.g. k_proj, v_proj, down_proj).")
+    ia3_feedforward_modules: list[str] | None = Field(
+        None, description="(ia3) Which targets are feed-forward (scaled on their input, not output); default: PEFT's choice.")
+
+
+class IA3Strategy(PeftStrategy):
+    name = "ia3"
+    params = IA3Params
+
+    def peft_config(self, cfg):
+        from peft import IA3Config
+
+        return IA3Config(target_modules=cfg.ia3_target_modules, feedforward_modules=cfg.ia3_feedforward_modules,
+                         task_type="CAUSAL_LM")
+
+    def describe(self, cfg) -> str:
+        return f"targets={cfg.ia3_target_modules or 'PEFT default'}"

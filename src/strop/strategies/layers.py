@@ -1,0 +1,27 @@
+"""Finding the repeated decoder blocks of a transformers model, for strategies that reason per layer."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(qualified name, ModuleList) of the decoder blocks: the longest ModuleList in the model, which
+    is `model.layers` for Llama/Qwen/Mistral, `transformer.h` for GPT-2, and so on."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        raise ValueError(f"{type(model).__name__}: no repeated decoder layers found")
+    return best
+
+
+def layer_type(name: str) -> str:
+    """`model.layers.7.self_attn.q_proj.weight` → `model.layers.*.self_attn.q_proj.weight`: the name
+    with its layer index replaced, so that matrices of the same role can be compared across layers."""
+    return _INDEX.sub(".*.", name, count=1)

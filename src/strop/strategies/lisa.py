@@ -1,0 +1,64 @@
+"""LISA (Pan et al. 2024, "LISA: Layerwise Importance Sampling for Memory-Efficient Large Language Model
+Fine-Tuning"): full-parameter training in which, at any time, only the embeddings, the LM head (and the
+other weights outside the decoder blocks: final norm) plus γ randomly chosen decoder layers train; every
+K steps a fresh set of γ layers is drawn uniformly without replacement, the rest are frozen.
+
+Resumable by construction: the active set for step s is a pure function of (seed, s // K), computed at
+every step in `on_step_start`, so a run resumed at step s trains the same layers as one that never
+stopped. The optimizer holds every parameter that can ever train; AdamW skips a parameter whose
+gradient is None (frozen this period), so its moments and weight decay pause with it. The artifact is a
+complete HF model folder.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import Field
+from torch import nn
+
+from strop.strategies.base import StrategyParams
+from strop.strategies.full import FullStrategy
+from strop.strategies.layers import decoder_layers
+
+
+class LisaParams(StrategyParams):
+    lisa_n_layers: int = Field(2, gt=0, description="(lisa) γ: decoder layers trained at a time (besides embeddings and head).")
+    lisa_step_interval: int = Field(20, gt=0, description="(lisa) K: draw a new set of layers every K optimizer steps.")
+
+
+def active_layers(n_layers: int, cfg, step: int) -> list[int]:
+    """The γ layer indices that train at `step`: seeded by (seed, step // K) only."""
+    period = step // cfg.lisa_step_interval
+    rng = random.Random(f"lisa:{cfg.seed}:{period}")
+    return sorted(rng.sample(range(n_layers), min(cfg.lisa_n_layers, n_layers)))
+
+
+class LisaStrategy(FullStrategy):
+    name = "lisa"
+    params = LisaParams
+
+    def apply(self, model: nn.Module, cfg) -> nn.Module:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        self.on_step_start(model, 0, cfg)
+        return model
+
+    def on_step_start(self, model: nn.Module, step: int, cfg) -> None:
+        _, layers = decoder_layers(model)
+        active = set(active_layers(len(layers), cfg, step))
+        for index, layer in enumerate(layers):
+            for param in layer.parameters():
+                param.requires_grad_(index in active)
+
+    def trainable_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """Every parameter that can ever train (all of them): the optimizer and checkpoints need them."""
+        return dict(model.named_parameters())
+
+    def count_parameters(self, model: nn.Module) -> tuple[int, int]:
+        """(trained at this moment: outside the blocks + the γ active layers, total)."""
+        params = list(model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def describe(self, cfg) -> str:
+        return f"gamma={cfg.lisa_n_layers} layers resampled every K={cfg.lisa_step_interval} steps"

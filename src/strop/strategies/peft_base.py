@@ -1,0 +1,32 @@
+"""What the PEFT-backed strategies (LoRA family, IA3, prompt and prefix tuning) share: the base stays
+frozen (so it may be 4-bit), and the artifact is PEFT's adapter folder (adapter_config.json +
+adapter_model.safetensors) that `peft.PeftModel.from_pretrained`, vLLM and TGI read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from strop.strategies.base import Strategy, write_quantization_note
+
+
+class PeftStrategy(Strategy):
+    supports_quantized_base = True
+    artifact_kind = "adapter (PEFT format)"
+
+    def peft_config(self, cfg):
+        raise NotImplementedError
+
+    def apply(self, model: nn.Module, cfg) -> nn.Module:
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config(cfg))
+
+    def base_model(self, model: nn.Module) -> nn.Module:
+        return model.get_base_model()
+
+    def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        write_quantization_note(model, out_dir)

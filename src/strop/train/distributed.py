@@ -1,0 +1,236 @@
+"""Several processes, one run: PyTorch FSDP2 (`fully_shard`) under torchrun.
+
+    torchrun --nproc-per-node N -m strop train CONFIG.yml      (or: strop train --nproc N CONFIG.yml)
+
+Every rank loads the model, the strategy prepares it, then `wrap` shards it: one FSDP2 group per decoder
+layer plus one for the rest (embeddings, final norm, head). A global micro-batch is micro_batch_size × N
+rows of the same seeded permutation a single process reads; rank r takes its r-th slice. The step's loss
+denominator (response tokens of the whole step) is all-reduced, so each rank's loss is its share of the
+global loss and the sum of the ranks' gradients is the global gradient. FSDP2 averages gradients over
+ranks; the loop multiplies each rank's loss by N (`loss_scale`) to turn that average back into the sum.
+(`set_gradient_divide_factor(1.0)` would do the same, but needs PREMUL_SUM, which gloo lacks.)
+
+`fsdp.sharding`:
+- full_shard: parameters, gradients and optimizer state sharded; layers re-gathered in backward (ZeRO-3).
+- shard_grad_op: layers stay gathered between forward and backward (ZeRO-2: more memory, fewer gathers).
+- no_shard: plain data parallelism. Done as FSDP2 over a 2-D mesh (N replicas × 1 shard), i.e. HSDP with
+  a shard group of one, rather than DistributedDataParallel, so that every mode shares one code path:
+  DTensor parameters, the same mixed-precision policy, gradient clipping, DCP checkpoints and
+  full-state-dict gathering. The traffic is DDP's: one all-reduce of the gradients per step.
+
+Mixed precision follows the run's autocast dtype: parameters are gathered in bf16/fp16 and gradients
+reduced in fp32, while the sharded master weights (and LoRA adapters) stay in fp32.
+
+Only rank 0 prints, logs metrics and writes the final artifact; everything that runs the model (eval,
+sample generation) runs on every rank in lockstep, because the sharded weights need all ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field
+
+from strop.errors import StropError
+
+#: Strategies whose update rule or trainable set does not fit FSDP2's static parameter groups.
+UNSUPPORTED = {
+    "lisa": "LISA changes which layers train at every step",
+    "galore": "GaLore projects whole gradient matrices, which FSDP shards",
+    "qlora": "a 4-bit bitsandbytes base cannot be sharded by FSDP2",
+}
+
+
+class FsdpParams(BaseModel):
+    """`fsdp:` section: how a run under torchrun shards the model (ignored in a single process)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sharding: Literal["full_shard", "shard_grad_op", "no_shard"] = Field(
+        "full_shard", description="full_shard (ZeRO-3), shard_grad_op (ZeRO-2) or no_shard (data parallel).")
+    cpu_offload: bool = Field(False, description="Keep sharded parameters, gradients and optimizer state in CPU memory (CUDA only).")
+    activation_checkpointing: bool = Field(False, description="Recompute each decoder layer in backward (as gradient_checkpointing).")
+
+
+# --- ranks ---------------------------------------------------------------------------------------
+
+def launched() -> bool:
+    """Whether this process was started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def init() -> torch.device:
+    """Join the process group when launched by torchrun; the device this rank computes on."""
+    if not launched():
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return device
+
+
+def teardown() -> None:
+    """Leave the process group. No barrier: after an error on one rank the others never arrive
+    (torchrun then stops them); after a run, the final save has already synchronised every rank."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def check_supported(cfg) -> None:
+    """Refuse, on every rank and before any model is loaded, what sharded training cannot do."""
+    if not launched():
+        return
+    if cfg.strategy in UNSUPPORTED:
+        raise StropError(f"adapter: {cfg.strategy} does not run under torchrun yet: {UNSUPPORTED[cfg.strategy]}")
+    if getattr(cfg, "load_in_4bit", False):
+        raise StropError("load_in_4bit: " + UNSUPPORTED["qlora"] + "; train on one process, or use lora with a bf16 base")
+
+
+def activation_checkpointing(cfg) -> bool:
+    return bool(launched() and cfg.fsdp and cfg.fsdp.activation_checkpointing)
+
+
+# --- collectives over plain numbers ------------------------------------------------------------------
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Every rank gets the sum of each value over ranks (keys must be the same on every rank)."""
+    if not active() or not values:
+        return dict(values)
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist()))
+
+
+def sum_count(count: int) -> int:
+    return int(sum_over_ranks({"n": count})["n"])
+
+
+def to_float(value: torch.Tensor) -> float:
+    """A scalar that may be a DTensor (e.g. the gradient norm over sharded parameters)."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
+
+
+def loss_scale() -> float:
+    """Factor on each rank's loss that turns FSDP's average of gradients over ranks into their sum."""
+    return float(world_size())
+
+
+def shard(rows: list, per_rank: int) -> list:
+    """This rank's slice of a global micro-batch of per_rank × world_size rows (may be short or empty)."""
+    start = rank() * per_rank
+    return rows[start:start + per_rank]
+
+
+# --- wrapping -------------------------------------------------------------------------------------------
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks: modules whose class the model lists in `_no_split_modules` (HF's own
+    marker of a block that must stay whole), else the children of the longest ModuleList."""
+    names: set[str] = set()
+    for module in model.modules():
+        names |= set(getattr(module, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if layers:
+        return layers
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
+
+
+def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dtype | None) -> torch.nn.Module:
+    """Shard `model` in place with FSDP2: each decoder layer, then the outermost module for the rest
+    (embeddings, final norm, head, a reward head or a prompt encoder). The outermost one, not the inner
+    transformers model: PEFT calls the inner model's `forward` directly, which would skip its hooks."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    params = cfg.fsdp or FsdpParams()
+    n = world_size()
+    if params.sharding == "no_shard":
+        mesh = init_device_mesh(device.type, (n, 1), mesh_dim_names=("replicate", "shard"))
+    else:
+        mesh = init_device_mesh(device.type, (n,), mesh_dim_names=("shard",))
+    mp = MixedPrecisionPolicy(param_dtype=amp_dtype, reduce_dtype=torch.float32) if amp_dtype else MixedPrecisionPolicy()
+    offload = CPUOffloadPolicy() if params.cpu_offload and device.type == "cuda" else OffloadPolicy()
+    options = dict(mesh=mesh, mp_policy=mp, offload_policy=offload,
+                   reshard_after_forward=params.sharding == "full_shard")
+    for layer in decoder_layers(model):
+        fully_shard(layer, **options)
+    fully_shard(model, **options)
+    return model
+
+
+@contextlib.contextmanager
+def gathered_root(model: torch.nn.Module):
+    """Hold the outermost group's parameters gathered (every rank must enter): for generation, which
+    PEFT routes around the outer module's hooks, and for code that reads a weight directly."""
+    if not active() or not hasattr(model, "unshard"):
+        yield model
+        return
+    model.unshard()
+    try:
+        yield model
+    finally:
+        model.reshard()
+
+
+def optimizer_device(cfg, device: torch.device) -> torch.device:
+    """Where the optimizer steps: the CPU when FSDP offloads the sharded state there."""
+    if launched() and cfg.fsdp and cfg.fsdp.cpu_offload and device.type == "cuda":
+        return torch.device("cpu")
+    return device
+
+
+def describe(cfg, device: torch.device) -> str:
+    if not active():
+        return str(device)
+    sharding = (cfg.fsdp or FsdpParams()).sharding
+    return f"{device.type} × {world_size()} processes (FSDP2 {sharding})"
+
+
+# --- launcher -------------------------------------------------------------------------------------------
+
+def launch(nproc: int, strop_args: list[str]) -> int:
+    """`strop train --nproc N ...`: run the same command under torchrun on N local processes.
+    --standalone lets torchrun pick a free rendezvous port, so two runs on one machine do not collide."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "strop", *strop_args]
+    print("strop: launching " + " ".join(command[1:]), flush=True)
+    return subprocess.call(command)

@@ -1,0 +1,166 @@
+"""Multi-process training: FSDP2 under torchrun (gloo on the CPU) against one process with the same
+global batch. N processes × micro_batch_size m must make the updates of 1 process × N·m: same losses in
+metrics.jsonl, same final weights, and checkpoints that resume on another number of processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from strop.config import load_config
+from strop.errors import StropError
+from strop.train import checkpoint as ckpt
+from strop.train import distributed
+from strop.train.loop import train
+
+COMMON = dict(lr_scheduler="constant", learning_rate=1e-2, max_grad_norm=1.0)
+
+
+def _variant(path: Path, name: str, **overrides) -> Path:
+    """A copy of the config at `path` with its own output_dir (tmp/name) and the given keys changed."""
+    cfg = {**yaml.safe_load(path.read_text()), **COMMON, **overrides, "output_dir": str(path.parent / name)}
+    out = path.parent / f"{name}.yml"
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
+def _run_in_process(config: Path, resume: bool = False) -> Path:
+    cfg, base = load_config(config)
+    return train(cfg, base, resume=resume)
+
+
+def _launch(argv: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-6000:]
+
+
+def _torchrun(config: Path, *extra: str) -> None:
+    _launch(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "strop", "train",
+             str(config), *extra])
+
+
+def _losses(out: Path, key: str = "loss") -> list[float]:
+    return [json.loads(line)[key] for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def _assert_same_metrics(got: Path, expected: Path) -> None:
+    """Loss and gradient norm per step (Adam hides a constant factor on the gradients; the norm does not)."""
+    for key in ("loss", "grad_norm"):
+        torch.testing.assert_close(_losses(got, key), _losses(expected, key), rtol=1e-5, atol=1e-6, msg=key)
+
+
+def _assert_same_weights(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=5e-5, msg=key)
+
+
+# --- fast ------------------------------------------------------------------------------------------------
+
+def test_fsdp_section_is_validated(make_config):
+    cfg, _ = load_config(make_config(fsdp={"sharding": "no_shard", "activation_checkpointing": True}))
+    assert cfg.fsdp.sharding == "no_shard" and cfg.fsdp.activation_checkpointing and not cfg.fsdp.cpu_offload
+    assert load_config(make_config())[0].fsdp is None
+    with pytest.raises(StropError, match="sharding"):
+        load_config(make_config(fsdp={"sharding": "hybrid"}))
+    with pytest.raises(StropError, match="offload"):
+        load_config(make_config(fsdp={"offload": True}))
+
+
+def test_single_process_helpers_are_identities():
+    assert not distributed.active() and distributed.world_size() == 1 and distributed.is_main()
+    assert distributed.shard(list(range(5)), 2) == [0, 1]
+    assert distributed.sum_over_ranks({"loss": 1.5}) == {"loss": 1.5}
+    assert distributed.loss_scale() == 1.0
+    assert distributed.to_float(torch.tensor(2.5)) == 2.5
+
+
+def test_decoder_layers_are_the_blocks(tiny_model):
+    from strop.models import load_model
+
+    layers = distributed.decoder_layers(load_model(str(tiny_model)))
+    assert [type(m).__name__ for m in layers] == ["LlamaDecoderLayer"] * 2
+
+
+def test_nproc_relaunches_the_same_command(make_config, monkeypatch):
+    from strop.cli import build_parser
+
+    calls = []
+    monkeypatch.setattr(distributed, "launch", lambda n, argv: calls.append((n, argv)) or 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    path = make_config()
+    args = build_parser().parse_args(["train", str(path), "--nproc", "2", "--set", "max_steps=2", "--resume"])
+    assert args.func(args) == 0
+    assert calls == [(2, ["train", str(path.resolve()), "--set", "max_steps=2", "--resume"])]
+
+
+def test_strategies_that_cannot_shard_are_refused(make_config, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg, _ = load_config(make_config(adapter="lisa"))
+    with pytest.raises(StropError, match="torchrun"):
+        distributed.check_supported(cfg)
+
+
+# --- torchrun, 2 processes on the CPU ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_lora_two_processes_match_one_then_resume_in_one(make_config):
+    """LoRA, full_shard: 2 × 2 rows equals 1 × 4 rows; the sharded checkpoint-2 resumes in one process."""
+    path = make_config(max_steps=4, save_steps=2, save_total_limit=2)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4))
+    two_cfg = _variant(path, "two", micro_batch_size=2, fsdp={"sharding": "full_shard"})
+    _torchrun(two_cfg)
+    two = path.parent / "two"
+    assert ckpt.is_sharded(two / "checkpoint-2") and not (two / "checkpoint-2.tmp").exists()
+    assert (two / "adapter_config.json").is_file()  # the same PEFT folder a single process writes
+    _assert_same_metrics(two, one)
+    expected = load_file(one / "adapter_model.safetensors")
+    _assert_same_weights(expected, load_file(two / "adapter_model.safetensors"))
+
+    shutil.rmtree(two / "checkpoint-4")  # as if killed after step 2: resume on ONE process, 4 rows
+    (two / "adapter_model.safetensors").unlink()
+    resumed = _run_in_process(_variant(path, "two", micro_batch_size=4), resume=True)
+    _assert_same_weights(expected, load_file(resumed / "adapter_model.safetensors"))
+    _assert_same_metrics(resumed, one)
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"instruction": f"Say word {i}", "input": "", "output": f"Sentiment: {'positive' if i % 2 else 'negative'} {i}"}
+            for i in range(n)]
+
+
+@pytest.mark.slow
+def test_full_finetuning_two_processes_match_one_with_an_empty_rank(make_config):
+    """Full fine-tuning with accumulation. 5 rows, global micro-batch 2 × 2: the third micro-batch holds
+    one row, so rank 1 runs a zero-weight filler; the update must still equal one process × 4 rows."""
+    path = make_config(rows=_rows(5), adapter="full", max_steps=2, gradient_accumulation_steps=2,
+                       learning_rate=1e-3)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=2, adapter="full", learning_rate=1e-3))
+    _torchrun(_variant(path, "two", micro_batch_size=1, adapter="full", learning_rate=1e-3))
+    two = path.parent / "two"
+    _assert_same_metrics(two, one)
+    _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_nproc_resumes_a_single_process_checkpoint_without_sharding(make_config):
+    """`strop train --nproc 2 --resume` (no_shard) continues a one-process safetensors checkpoint."""
+    path = make_config(max_steps=4)
+    whole = _run_in_process(_variant(path, "whole", micro_batch_size=4))
+    _run_in_process(_variant(path, "split", micro_batch_size=4, max_steps=2, save_steps=2))
+    split = path.parent / "split"
+    assert (split / "checkpoint-2" / "trainable.safetensors").is_file()
+    config = _variant(path, "split", micro_batch_size=2, fsdp={"sharding": "no_shard"})
+    _launch(["-m", "strop", "train", str(config), "--nproc", "2", "--resume"])
+    _assert_same_weights(load_file(whole / "adapter_model.safetensors"), load_file(split / "adapter_model.safetensors"))
+    _assert_same_metrics(split, whole)
