@@ -117,15 +117,15 @@ class Config(BaseModel):
 
     @property
     def objective(self) -> str:
-        return self.rl or "sft"
+        """`rl`, else what `reward_model` or the dataset types imply (SFT for SFT formats)."""
+        from strop.objectives import objective_name
+
+        return objective_name(self)
 
 
 # Keys that later capabilities will own: refused clearly until they exist.
 NOT_YET_SUPPORTED = {
     "load_in_8bit": "8-bit loading (update strategies issue)",
-    "orpo_alpha": "ORPO (preference alignment issue)",
-    "dpo_beta": "DPO (preference alignment issue)",
-    "rl_beta": "DPO-family objectives (preference alignment issue)",
     "deepspeed": "DeepSpeed (strop uses FSDP2; multi-GPU issue)",
 }
 

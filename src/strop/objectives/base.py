@@ -38,6 +38,9 @@ class Objective:
         likewise shares: the loop sums both over the micro-batches of a step."""
         raise NotImplementedError
 
+    def save_artifacts(self, model: nn.Module, out_dir: Path) -> None:
+        """Write what the objective adds beside the strategy's artifact (the reward model's head)."""
+
     def prepare_training(self, run) -> None:
         """Called once after the strategy is applied and before the first step, when the policy still
         equals the reference model: the place to compute and cache reference log-probs."""

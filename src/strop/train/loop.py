@@ -190,8 +190,7 @@ def _save_final(run: Run, output_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     run.strategy.save(run.model, run.tokenizer, tmp)
-    if hasattr(run.objective, "save_artifacts"):  # e.g. the reward model's head
-        run.objective.save_artifacts(run.model, tmp)
+    run.objective.save_artifacts(run.model, tmp)
     (tmp / "strop_config.yml").write_text(config_to_yaml(run.cfg))
     files = sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors")
     for item in files:
