@@ -22,9 +22,13 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smol_tokenizer_dir(smollm2_dir: Path) -> Path:
-    """A folder with SmolLM2's tokenizer files."""
-    return smollm2_dir
+def smol_tokenizer_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with SmolLM2's tokenizer files only (tiny models copy everything in it)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("smol_tokenizer")
+    AutoTokenizer.from_pretrained(str(smollm2_dir)).save_pretrained(str(out))
+    return out
 
 
 def make_tiny_model(arch: str, tokenizer_dir: Path, out: Path, tied: bool = False, seed: int = 0) -> Path:
