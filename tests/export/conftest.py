@@ -71,3 +71,8 @@ def tiny_llama(smol_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session")
 def tiny_qwen2(smol_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model("qwen2", smol_tokenizer_dir, tmp_path_factory.mktemp("tiny_qwen2"))
+
+
+@pytest.fixture
+def tiny_qwen2_tied(smol_tokenizer_dir: Path, tmp_path: Path) -> Path:
+    return make_tiny_model("qwen2", smol_tokenizer_dir, tmp_path / "tied", tied=True)

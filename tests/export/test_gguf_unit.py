@@ -125,10 +125,8 @@ def test_llama_metadata_and_tensor_types(tiny_llama: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_tied_embeddings_write_no_output_tensor(smol_tokenizer_dir: Path, tmp_path: Path) -> None:
-    from conftest import make_tiny_model
-
-    model = make_tiny_model("qwen2", smol_tokenizer_dir, tmp_path / "tied", tied=True)
+def test_tied_embeddings_write_no_output_tensor(tiny_qwen2_tied: Path, tmp_path: Path) -> None:
+    model = tiny_qwen2_tied
     kv, tensors = _fields(export_gguf(model, tmp_path / "t.gguf", "f16", show_progress=False))
     assert "output.weight" not in tensors and "token_embd.weight" in tensors
     assert kv["general.architecture"] == "qwen2" and "blk.1.attn_v.bias" in tensors
