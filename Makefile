@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 # GGML_NATIVE=OFF: the native build emits AMX code that crashes on some CPUs at the first generation.
 $(TEST_STAMP): $(STAMP)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[test,gguf,qlora]"
+	# mergekit is the reference oracle for the merge tests; --no-deps keeps it from touching torch.
+	$(BIN)/python -m pip install -q --no-deps mergekit immutables
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

@@ -20,7 +20,7 @@ def print_plan(run) -> None:
     rows = [
         ("model", f"{cfg.base_model} ({run.model_path})"),
         ("objective", run.objective.name),
-        ("strategy", run.strategy.describe(cfg)),
+        ("strategy", f"{run.strategy.name} {run.strategy.describe(cfg)}".strip()),
         ("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"),
         ("train rows", f"{len(run.train_rows):,} ({tokens:,} tokens{', packed' if cfg.sample_packing else ''})"),
         ("validation rows", f"{len(run.val_rows):,}"),
