@@ -176,9 +176,10 @@ def write_report(out: Path, spec: Pipeline, results: list[dict[str, Any]]) -> Pa
             lines.append("")
     lines += ["", "## Artifacts", ""]
     for r in results:
-        for key in ("adapter", "merged", "model", "gguf", "modelfile"):
-            if key in r and r["name"] != "base":
-                lines.append(f"- {r['name']} {key}: `{r[key]}`")
+        produced = [k for k in ("adapter", "merged", "gguf", "modelfile") if k in r]
+        if r.get("kind") == "merge" or (r.get("kind") == "train" and "merged" not in r and "skipped" not in r):
+            produced.append("model")
+        lines += [f"- {r['name']} {key}: `{r[key]}`" for key in produced]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -80,12 +80,17 @@ def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tens
     save_file(rng_tensors, tmp / "rng.safetensors")
     state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    _commit(tmp, final, keep)
+    return final
+
+
+def _commit(tmp: Path, final: Path, keep: int | None) -> None:
+    """Make a fully written checkpoint visible under its final name, then drop the oldest ones."""
     _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    _fsync_dir(output_dir)
-    _rotate(output_dir, keep)
-    return final
+    _fsync_dir(final.parent)
+    _rotate(final.parent, keep)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -163,11 +168,7 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, sched
     if dist.is_main():
         state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        _fsync_dir(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        _fsync_dir(output_dir)
-        _rotate(output_dir, keep)
+        _commit(tmp, final, keep)
     dist.barrier()
     return final
 
