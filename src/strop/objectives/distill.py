@@ -53,7 +53,7 @@ def distill_loss(token_logps: torch.Tensor, divergence: torch.Tensor, mask: torc
     nll = -(token_logps * mask).sum(1)
     soft = (divergence * mask).sum(1)
     per_example = alpha * nll + (1 - alpha) * temperature ** 2 * soft
-    return per_example, {"nll": float(nll.sum()), "divergence": float(soft.sum())}
+    return per_example, {"nll": float(nll.detach().sum()), "divergence": float(soft.detach().sum())}
 
 
 class DistillObjective(SFTObjective):
