@@ -12,7 +12,7 @@ from strop.data.readers import read_rows
 from strop.data.tokenize import IGNORE, chunk_long_text, ensure_chat_template, tokenize_example
 from strop.errors import StropError
 
-__all__ = ["DataReport", "build_sft_data", "collate", "pack", "IGNORE"]
+__all__ = ["DataReport", "build_sft_data", "collate", "note_excess", "pack", "split_validation", "IGNORE"]
 
 
 @dataclass
@@ -50,24 +50,34 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
     return examples
 
 
+def note_excess(report: DataReport, cfg, unit: str) -> None:
+    """Say how many rows excess_length_strategy dropped or truncated."""
+    if report.too_long:
+        verb = "truncated" if cfg.excess_length_strategy == "truncate" else "dropped"
+        report.notes.append(f"{verb} {report.too_long} of {report.rows} {unit} longer than "
+                            f"sequence_len={cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})")
+
+
+def split_validation(rows: list, cfg, report: DataReport, unit: str) -> tuple[list, list]:
+    """Seeded shuffle, then (train, validation) by val_set_size; an empty result is an error."""
+    if not rows:
+        raise StropError(f"no training {unit} left after tokenization: " + "; ".join(report.notes or ["empty data"]))
+    random.Random(cfg.seed).shuffle(rows)
+    n_val = int(cfg.val_set_size if cfg.val_set_size >= 1 else round(cfg.val_set_size * len(rows)))
+    if n_val >= len(rows):
+        raise StropError(f"val_set_size={cfg.val_set_size} leaves no training {unit} out of {len(rows)}")
+    return rows[n_val:], rows[:n_val]
+
+
 def build_sft_data(cfg, tokenizer, base_dir: Path | None = None) -> tuple[list[Tokens], list[Tokens], DataReport]:
     """Tokenized train and validation examples (packed when sample_packing), and what was dropped."""
     ensure_chat_template(tokenizer, cfg.chat_template)
     report = DataReport()
     examples = _load_examples(cfg, tokenizer, base_dir, report)
-    if report.too_long:
-        verb = "truncated" if cfg.excess_length_strategy == "truncate" else "dropped"
-        report.notes.append(f"{verb} {report.too_long} of {report.rows} examples longer than "
-                            f"sequence_len={cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})")
+    note_excess(report, cfg, "examples")
     if report.no_target:
         report.notes.append(f"dropped {report.no_target} examples with no response tokens to learn from")
-    if not examples:
-        raise StropError("no training examples left after tokenization: " + "; ".join(report.notes or ["empty data"]))
-    random.Random(cfg.seed).shuffle(examples)
-    n_val = int(cfg.val_set_size if cfg.val_set_size >= 1 else round(cfg.val_set_size * len(examples)))
-    if n_val >= len(examples):
-        raise StropError(f"val_set_size={cfg.val_set_size} leaves no training examples out of {len(examples)}")
-    val, train = examples[:n_val], examples[n_val:]
+    train, val = split_validation(examples, cfg, report, "examples")
     if cfg.sample_packing:
         train, val = pack(train, cfg.sequence_len), pack(val, cfg.sequence_len)
     return train, val, report

@@ -20,14 +20,13 @@ row like everything else (see objectives/kto.py).
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from strop.data import DataReport
+from strop.data import DataReport, note_excess, split_validation
 from strop.data.formats import _message
 from strop.data.readers import read_rows
 from strop.data.tokenize import IGNORE, _encode, _render, ensure_chat_template
@@ -193,19 +192,10 @@ def _examples(cfg, base_dir: Path | None, formats: dict[str, Callable], objectiv
 
 
 def _finish(rows: list[dict], cfg, report: DataReport) -> tuple[list[dict], list[dict]]:
-    if report.too_long:
-        verb = "truncated" if cfg.excess_length_strategy == "truncate" else "dropped"
-        report.notes.append(f"{verb} {report.too_long} of {report.rows} rows longer than sequence_len="
-                            f"{cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})")
+    note_excess(report, cfg, "rows")
     if cfg.sample_packing:
         report.notes.append("sample_packing is ignored for preference objectives (pairs are not packed)")
-    if not rows:
-        raise StropError("no training rows left after tokenization: " + "; ".join(report.notes or ["empty data"]))
-    random.Random(cfg.seed).shuffle(rows)
-    n_val = int(cfg.val_set_size if cfg.val_set_size >= 1 else round(cfg.val_set_size * len(rows)))
-    if n_val >= len(rows):
-        raise StropError(f"val_set_size={cfg.val_set_size} leaves no training rows out of {len(rows)}")
-    return rows[n_val:], rows[:n_val]
+    return split_validation(rows, cfg, report, "rows")
 
 
 def pair_row(prompt_ids: list[int], chosen_ids: list[int], rejected_ids: list[int], where: str = "") -> dict:
