@@ -50,7 +50,8 @@ def _config(case: dict, args):
     raw = {"base_model": "random", "datasets": [{"path": "unused.jsonl", "type": "text"}],
            "adapter": case["adapter"], "sequence_len": args.seq, "micro_batch_size": args.micro_batch,
            "max_steps": args.warmup + args.steps, "bf16": True, "gradient_checkpointing": True,
-           "learning_rate": 1e-5, "fsdp": {"sharding": args.sharding}}
+           "learning_rate": 1e-5, "fsdp": {"sharding": args.sharding},
+           "kernels": False}  # FSDP2 runs keep the library path, so the 1-GPU case does too: same work scaled
     if case["adapter"] == "lora":
         raw |= {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"}
     return config_class().model_validate(raw)

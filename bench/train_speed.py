@@ -91,7 +91,8 @@ def build(size: str, mode: str, stack: str, ckpt_mode: str | None, group: bool =
         from strop.strategies import get_strategy
 
         strategy = get_strategy("lora" if mode == "lora" else "full")
-        params = strategy.params(**({"lora_r": 16, "lora_alpha": 32, "lora_target_modules": TARGETS} if mode == "lora" else {}))
+        lora = {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": TARGETS} if mode == "lora" else {}
+        params = strategy.params(kernels=False, **lora)  # patched below, with this row's options
         model = strategy.apply(model, params)
         info = patch_model(model, KernelOptions(checkpoint=ckpt_mode, group=group, rope_compile=rope))
         print("strop patched:", info, flush=True)

@@ -4,6 +4,8 @@
     strop.kernels.patch_model(model)            # on CUDA: fused RMSNorm, SwiGLU, LoRA, checkpointing
     loss = strop.kernels.causal_lm_loss(model, input_ids, labels)   # no logits materialised
 
+`strop train` does this by default on CUDA (strategies/kernels.py; `kernels: false` turns it off).
+
 Each module's docstring says why it beats the library path. `patch_model` changes no math: it swaps the
 forward of modules it recognises (Llama-family RMSNorm with `variance_epsilon`, gated MLPs with SiLU,
 PEFT LoRA Linear layers, the decoder's layer list) and leaves everything else alone.
@@ -153,5 +155,23 @@ def patch_model(model: nn.Module, options: KernelOptions | None = None) -> dict[
     return done
 
 
+_RECORD = "_strop_kernels"
+
+
+def record(model: nn.Module, what: dict) -> None:
+    """Note on `model` what `strop train` did with the kernels: the plan prints it, and an objective asks
+    `fused_loss_ready` rather than knowing which strategy or device is in use."""
+    setattr(model, _RECORD, what)
+
+
+def recorded(model: nn.Module) -> dict:
+    return getattr(model, _RECORD, None) or {}
+
+
+def fused_loss_ready(model: nn.Module) -> bool:
+    """Whether `causal_lm_loss` computes this model's loss (same math, no full logits)."""
+    return bool(recorded(model).get("fused_loss"))
+
+
 __all__ = ["KernelOptions", "patch_model", "cast_frozen", "causal_lm_loss", "linear_cross_entropy",
-           "shift_labels", "lora_linear", "rms_norm", "swiglu"]
+           "shift_labels", "lora_linear", "rms_norm", "swiglu", "record", "recorded", "fused_loss_ready"]

@@ -11,7 +11,7 @@ r-wide x Aᵀ; the adapter term is added to the base output in place (addmm_), a
 forms dx. The frozen W receives no gradient and is never copied.
 
 Used only where the math is plain LoRA: one active adapter, no dropout, not merged, no DoRA, a frozen
-nn.Linear base. Everything else keeps PEFT's forward.
+floating-point nn.Linear base (not QLoRA's 4-bit one). Everything else keeps PEFT's forward.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def _plain_lora(layer) -> str | None:
     name = active[0]
     base = layer.base_layer
     if not isinstance(base, nn.Linear) or base.weight.requires_grad or getattr(layer, "fan_in_fan_out", False):
+        return None
+    if not base.weight.is_floating_point():  # a quantized base (bitsandbytes 4-bit packs it in uint8)
         return None
     if layer.use_dora.get(name, False) if hasattr(layer, "use_dora") else False:
         return None

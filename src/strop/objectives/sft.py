@@ -4,6 +4,9 @@
 
 over the N response tokens of the whole optimizer step (all accumulated micro-batches), so that
 micro_batch_size × gradient_accumulation_steps can be split any way without changing the update.
+
+Where strop's kernels are on (CUDA, strategies/kernels.py) the same sum comes from the chunked linear +
+cross-entropy, which never holds the tokens × vocabulary logits; elsewhere from the model's logits.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import nn
 
 from strop.data import build_sft_data, collate
 from strop.data.formats import FORMATS
+from strop.kernels import causal_lm_loss, fused_loss_ready
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 
 
@@ -38,8 +42,14 @@ class SFTObjective(Objective):
         return int((batch["labels"][:, 1:] != -100).sum())
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
-        logits = model(**model_inputs(batch), use_cache=False).logits
-        token_logps, mask = shifted_token_logps(logits, batch["labels"])
-        per_example, metrics = sft_loss(token_logps, mask)
-        loss = per_example.sum() / denominator
+        loss = summed_nll(model, batch) / denominator
         return loss, {"loss": float(loss.detach())}
+
+
+def summed_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Negative log-likelihood summed over the batch's response tokens."""
+    if fused_loss_ready(model):
+        return causal_lm_loss(model, labels=batch["labels"], reduction="sum", **model_inputs(batch))
+    logits = model(**model_inputs(batch), use_cache=False).logits
+    token_logps, mask = shifted_token_logps(logits, batch["labels"])
+    return sft_loss(token_logps, mask)[0].sum()

@@ -6,6 +6,8 @@ Shared by every strategy, whatever its own keys:
   objective and not the loop need to know about it.
 - `load_in_4bit` (QLoRA base): `load` quantizes the frozen base to 4-bit NF4 for strategies whose base
   stays frozen (`supports_quantized_base`); the others refuse it with a clear message.
+- `kernels`, `kernel_checkpoint` (strop's GPU kernels): the same wrapper then patches the prepared model on
+  CUDA (strategies/kernels.py), within what the strategy's `kernel_options` allows.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -28,15 +31,25 @@ class StrategyParams(BaseModel):
         None, ge=0, description="(any strategy) NEFTune: uniform noise of size alpha/sqrt(L*d) on input embeddings while training; 5 is typical.")
     load_in_4bit: bool = Field(
         False, description="(adapter strategies) Load the frozen base in 4-bit NF4 with double quantization: QLoRA when adapter is lora.")
+    kernels: bool = Field(
+        True, description="(any strategy; CUDA, one process) strop's kernels: Triton RMSNorm and SwiGLU, fused LoRA "
+                          "projections, chunked linear+cross-entropy SFT loss, frozen base in bf16 under bf16 autocast. "
+                          "No effect on the CPU; false keeps transformers' and PEFT's own forward.")
+    kernel_checkpoint: Literal["auto", "gpu", "offload", "none"] = Field(
+        "auto", description="(with kernels) auto: strop's per-layer checkpointing replaces transformers' when "
+                            "gradient_checkpointing is on; gpu/offload: always (offload keeps layer inputs in host "
+                            "memory); none: checkpointing left to gradient_checkpointing.")
 
 
 def _apply_then_common(apply):
     @functools.wraps(apply)
     def wrapped(self, model: nn.Module, cfg) -> nn.Module:
+        from strop.strategies.kernels import install_kernels
         from strop.strategies.neftune import install_neftune
 
         model = apply(self, model, cfg)
         install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
+        install_kernels(model, self, cfg)
         return model
 
     wrapped._strop_common = True
@@ -85,6 +98,13 @@ class Strategy:
 
     def apply(self, model: nn.Module, cfg) -> nn.Module:
         raise NotImplementedError
+
+    def kernel_options(self, cfg):
+        """Which of strop's kernels leave this strategy's math unchanged (a `KernelOptions`), or None for
+        none. Full-model strategies save every weight, so frozen ones keep their dtype."""
+        from strop.kernels import KernelOptions
+
+        return KernelOptions(bf16_frozen=False)
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters; strategies with their own update rule override this."""

@@ -51,6 +51,13 @@ class LoraStrategy(PeftStrategy):
             task_type="CAUSAL_LM",
         )
 
+    def kernel_options(self, cfg):
+        """Every kernel; under DoRA the frozen base keeps its dtype, because DoRA's magnitude divides by the
+        norm of the adapted weight itself (PEFT's DoRA forward, never the fused LoRA one, runs there)."""
+        options = super().kernel_options(cfg)
+        options.bf16_frozen = not (self.use_dora or cfg.peft_use_dora)
+        return options
+
     def describe(self, cfg) -> str:
         flags = [f for f, on in (("dora", self.use_dora or cfg.peft_use_dora), ("rslora", self.use_rslora or cfg.peft_use_rslora),
                                  ("4-bit base", cfg.load_in_4bit or self.name == "qlora")) if on]

@@ -26,6 +26,12 @@ class PeftStrategy(Strategy):
     def base_model(self, model: nn.Module) -> nn.Module:
         return model.get_base_model()
 
+    def kernel_options(self, cfg):
+        """Every kernel; the frozen base may be stored in bf16, since only the adapter is saved."""
+        from strop.kernels import KernelOptions
+
+        return KernelOptions()
+
     def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)

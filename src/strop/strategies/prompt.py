@@ -46,6 +46,11 @@ class PromptTuningStrategy(PeftStrategy):
     def describe(self, cfg) -> str:
         return f"{cfg.num_virtual_tokens} virtual tokens"
 
+    def kernel_options(self, cfg):
+        """None: PEFT inserts the virtual tokens (or prefix keys) in its own forward, which the fused loss
+        would bypass, and prefix tuning feeds per-layer caches that checkpointing must not replay."""
+        return None
+
     def peft_config(self, cfg):
         from peft import PromptTuningConfig
 
@@ -63,6 +68,7 @@ class PrefixTuningStrategy(PeftStrategy):
     name = "prefix_tuning"
     params = SoftPromptParams
     describe = PromptTuningStrategy.describe
+    kernel_options = PromptTuningStrategy.kernel_options
 
     def peft_config(self, cfg):
         from peft import PrefixTuningConfig
