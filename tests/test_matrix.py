@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from strop.objectives import OBJECTIVES
+from strop.objectives.rl_common import RLObjective
 from strop.strategies import STRATEGIES
 
 WORDS = ["fox", "dog", "world", "review", "two", "four", "quick", "lazy"]
@@ -44,6 +45,10 @@ STRATEGY_KEYS: dict[str, dict] = {
 #: Keys an objective needs to run at all; "{model}" is replaced by the tiny model's path.
 OBJECTIVE_KEYS: dict[str, dict] = {
     "distill": {"distill_teacher": "{model}"},  # the tiny model teaches itself (same tokenizer)
+    **{name: {"rewards": [{"type": "length", "max_chars": 12}], "num_generations": 2, "max_completion_length": 6,
+              "mask_truncated_completions": False,  # 6 tokens truncate most completions
+              "kl_beta": 0.1}  # a reference pass too: adapter off, or a frozen copy
+       for name, objective in OBJECTIVES.items() if isinstance(objective, RLObjective)},
 }
 #: Strategies that need a model with biases (the tiny Llama has none).
 NEEDS_BIASES = {"bitfit"}

@@ -88,8 +88,9 @@ def _train_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tupl
 def _last_metrics(path: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in path.read_text().splitlines() if line]
     last = {k: v for k, v in records[-1].items() if isinstance(v, (int, float))} if records else {}
-    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-    return {"final": last, **({"eval_loss": evals[-1]} if evals else {}), "loss_curve": str(path.parent / "loss.png")}
+    evals = {key: [r[key] for r in records if key in r] for key in ("eval_loss", "eval_reward")}
+    return {"final": last, **{key: values[-1] for key, values in evals.items() if values},
+            "loss_curve": str(path.parent / "loss.png")}
 
 
 def _merge_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tuple[str, dict[str, Any]]:
@@ -160,9 +161,10 @@ def write_report(out: Path, spec: Pipeline, results: list[dict[str, Any]]) -> Pa
     for r in results:
         if r["name"] == "base":
             continue
-        result = r.get("skipped") or ", ".join(f"{k}: {v:.4g}" for k, v in r.get("final", {}).items() if k in ("loss", "step"))
-        if "eval_loss" in r:
-            result += f", eval_loss: {r['eval_loss']:.4g}"
+        result = r.get("skipped") or ", ".join(f"{k}: {v:.4g}" for k, v in r.get("final", {}).items() if k in ("loss", "reward", "step"))
+        for key in ("eval_loss", "eval_reward"):
+            if key in r:
+                result += f", {key}: {r[key]:.4g}"
         if "gguf" in r:
             result = f"`{r['gguf']}` ({r['size_bytes'] / 2**20:.1f} MiB)"
         lines.append(f"| {r['name']} | {r.get('kind', '')} | {r.get('seconds', '')} | {result} |")

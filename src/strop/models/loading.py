@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -108,3 +109,15 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remo
     return AutoModelForCausalLM.from_pretrained(
         name_or_path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
     )
+
+
+@contextmanager
+def eval_mode(model):
+    """Dropout off for the duration (reference log-probs, rollouts, held-out passes), then the model's
+    training flag as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

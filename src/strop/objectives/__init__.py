@@ -13,8 +13,10 @@ from strop.objectives.base import Objective
 from strop.objectives.cpo import CPOObjective
 from strop.objectives.distill import DistillObjective
 from strop.objectives.dpo import DPOObjective, IPOObjective
+from strop.objectives.grpo import DAPOObjective, DrGRPOObjective, GRPOObjective
 from strop.objectives.kto import KTOObjective
 from strop.objectives.orpo import ORPOObjective
+from strop.objectives.ppo import PPOObjective
 from strop.objectives.reward import RewardObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
@@ -29,6 +31,10 @@ OBJECTIVES: dict[str, Objective] = {
     "kto": KTOObjective(),
     "reward": RewardObjective(),
     "distill": DistillObjective(),
+    "grpo": GRPOObjective(),
+    "dapo": DAPOObjective(),
+    "dr_grpo": DrGRPOObjective(),
+    "ppo": PPOObjective(),
 }
 
 #: The objective a dataset type implies when the config sets no `rl` (Axolotl-style configs such as

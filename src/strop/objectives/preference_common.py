@@ -23,6 +23,7 @@ from torch import nn
 
 from strop.data.preference import build_pair_data, collate_pairs
 from strop.errors import StropError
+from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, shifted_token_logps
 
 REFERENCE_CACHE = "reference_logps.safetensors"
@@ -57,25 +58,12 @@ def rows_of(batch: dict[str, torch.Tensor], part: slice) -> dict[str, torch.Tens
     return {k: batch[k][part] for k in ("input_ids", "attention_mask", "labels")}
 
 
-class _Eval:
-    """Dropout off for the duration (the reference is a deterministic function of the row)."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-
-
 def live_reference_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """log π_ref of every sequence, from the model with its adapter switched off."""
     if not hasattr(model, "disable_adapter"):
         raise StropError("precompute_ref_log_probs: false needs an adapter strategy (e.g. adapter: lora), whose "
                          "base model is the reference; set it to true for full fine-tuning")
-    with torch.no_grad(), _Eval(model), model.disable_adapter():
+    with torch.no_grad(), eval_mode(model), model.disable_adapter():
         return sequence_logps(model, batch)[0]
 
 
@@ -119,7 +107,7 @@ def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad
     from strop.train.optim import autocast
 
     out: list[tuple[float, float]] = []
-    with _Eval(model):
+    with eval_mode(model):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([{k: v for k, v in r.items() if k != "ref"} for r in chunk], pad_id).items()

@@ -50,6 +50,7 @@ class Run:
     notes: list[str]
     device: torch.device
     model_path: str
+    tracker: object = None  # set while training: where objectives print tables
 
     @property
     def global_micro_batch(self) -> int:
@@ -64,7 +65,8 @@ class Run:
     def total_steps(self) -> int:
         if self.cfg.max_steps:
             return self.cfg.max_steps
-        return max(1, math.ceil(self.cfg.num_epochs * self.micro_batches_per_epoch / self.cfg.gradient_accumulation_steps))
+        data_steps = max(1, math.ceil(self.cfg.num_epochs * self.micro_batches_per_epoch / self.cfg.gradient_accumulation_steps))
+        return data_steps * self.objective.updates_per_batch(self.cfg)
 
 
 def pick_device() -> torch.device:
@@ -112,12 +114,14 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, float]:
     """One optimizer step over A micro-batches, the loss normalised over all of them."""
     cfg = run.cfg
-    first = step * cfg.gradient_accumulation_steps
+    first = (step // run.objective.updates_per_batch(cfg)) * cfg.gradient_accumulation_steps
     filler = run.train_rows[:1]
-    batches = [_collate_or_filler(run, micro_batch_rows(run, first + i), filler) for i in range(cfg.gradient_accumulation_steps)]
+    rows = [micro_batch_rows(run, first + i) for i in range(cfg.gradient_accumulation_steps)]
+    with autocast(run.device, amp_dtype):
+        rows, totals = run.objective.step_rows(run, step, rows)
+    batches = [_collate_or_filler(run, r, filler) for r in rows]
     # Every process divides by the response tokens of the whole step, over all processes.
     denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in batches if w)))
-    totals: dict[str, float] = {}
     tokens = 0
     scale = distributed.loss_scale()
     for batch, weight in batches:
@@ -131,7 +135,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, f
         (scaler.scale(loss) if scaler else loss).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + weight * value
-    totals = distributed.sum_over_ranks(totals)
+    totals = distributed.sum_over_ranks(totals) | run.objective.finish_step()
     if scaler:
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -148,8 +152,13 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, f
 
 
 @torch.no_grad()
-def evaluate(run: Run, amp_dtype) -> float:
-    """Token-weighted loss over the validation rows, dropout off."""
+def evaluate(run: Run, amp_dtype) -> dict[str, float]:
+    """The objective's own held-out metrics, else the token-weighted loss over the validation rows
+    (dropout off)."""
+    with autocast(run.device, amp_dtype):
+        own = run.objective.evaluate(run)
+    if own is not None:
+        return own
     run.model.eval()
     size = run.global_micro_batch
     total, count = 0.0, 0
@@ -163,7 +172,7 @@ def evaluate(run: Run, amp_dtype) -> float:
         total, count = total + weight * float(loss), count + int(weight * n)
     run.model.train()
     summed = distributed.sum_over_ranks({"total": total, "count": count})
-    return summed["total"] / max(1, summed["count"])
+    return {"eval_loss": summed["total"] / max(1, summed["count"])}
 
 
 def _prepare_output(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
@@ -261,6 +270,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     run.model.train()
     started, tokens_seen = time.perf_counter(), 0
     with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
+        run.tracker = tracker
         while step < total:
             run.strategy.on_step_start(run.model, step, cfg)
             metrics = train_step(run, step, optimizer, scaler, amp_dtype)
@@ -269,14 +279,16 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
             step += 1
             tokens_seen += metrics.pop("tokens")
             metrics["tokens_per_s"] = tokens_seen / (time.perf_counter() - started)
-            metrics["epoch"] = step * cfg.gradient_accumulation_steps / run.micro_batches_per_epoch
-            if run.val_rows and cfg.eval_steps and (step % cfg.eval_steps == 0 or step == total):
-                metrics["eval_loss"] = evaluate(run, amp_dtype)
-            if step % cfg.logging_steps == 0 or step == total or "eval_loss" in metrics:
+            metrics["epoch"] = step * cfg.gradient_accumulation_steps / run.micro_batches_per_epoch / run.objective.updates_per_batch(cfg)
+            evaluated = run.val_rows and cfg.eval_steps and (step % cfg.eval_steps == 0 or step == total)
+            if evaluated:
+                metrics.update(evaluate(run, amp_dtype))
+            if step % cfg.logging_steps == 0 or step == total or evaluated:
                 tracker.log(step, metrics)
             tracker.advance(step)
             if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
                 _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
+    run.tracker = None
     final_eval = evaluate(run, amp_dtype) if run.val_rows else None
     if cfg.save_steps:
         _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)

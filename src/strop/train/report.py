@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from strop.strategies.kernels import describe_kernels
 from strop.train import distributed
 
 console = Console()
@@ -21,6 +22,7 @@ def print_plan(run) -> None:
         ("model", f"{cfg.base_model} ({run.model_path})"),
         ("objective", run.objective.name),
         ("strategy", f"{run.strategy.name} {run.strategy.describe(cfg)}".strip()),
+        ("kernels", describe_kernels(run.model)),
         ("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"),
         ("train rows", f"{len(run.train_rows):,} ({tokens:,} tokens{', packed' if cfg.sample_packing else ''})"),
         ("validation rows", f"{len(run.val_rows):,}"),
@@ -48,9 +50,9 @@ def print_samples(prompts: list[str], before: list[str], after: list[str]) -> No
     console.print(table)
 
 
-def print_summary(run, output_dir: Path, final_eval: float | None, plot: Path | None) -> None:
+def print_summary(run, output_dir: Path, final_eval: dict[str, float] | None, plot: Path | None) -> None:
     kind = run.strategy.artifact_kind
     console.print(f"[bold green]done.[/] {kind} written to {output_dir.resolve()}")
-    if final_eval is not None:
-        console.print(f"final eval loss: {final_eval:.4f}")
+    for key, value in (final_eval or {}).items():
+        console.print(f"final {key.replace('_', ' ')}: {value:.4f}")
     console.print(f"metrics: {output_dir / 'metrics.jsonl'}" + (f"   loss curve: {plot}" if plot else ""))

@@ -56,7 +56,7 @@ class Tracker:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, step)
-        shown = [f"{k} {_short(metrics[k])}" for k in ("loss", "eval_loss", "lr", "tokens_per_s") if k in metrics]
+        shown = [f"{k} {_short(metrics[k])}" for k in ("loss", "eval_loss", "reward", "eval_reward", "lr", "tokens_per_s") if k in metrics]
         self.progress.update(self.task, info="  ".join(shown))
 
     def advance(self, step: int) -> None:
@@ -93,25 +93,27 @@ def _short(value: float) -> str:
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
-    """Loss (and eval loss) against step; returns None when there is nothing to plot."""
+    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it;
+    returns None when there is nothing to plot."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    if not train:
+    curves = {key: [(r["step"], r[key]) for r in records if key in r] for key in ("loss", "eval_loss", "reward", "eval_reward")}
+    if not curves["loss"]:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = [("loss", "eval_loss")] + ([("reward", "eval_reward")] if curves["reward"] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, (train, held_out) in zip(axes[0], panels):
+        ax.plot(*zip(*curves[train]), label=f"train {train}")
+        if curves[held_out]:
+            ax.plot(*zip(*curves[held_out]), "o-", label=held_out.replace("_", " "))
+        ax.set_xlabel("step")
+        ax.set_ylabel(train)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

@@ -27,11 +27,12 @@ HERE = Path(str(resources.files("strop") / "examples" / "preference"))
 def pair_logps(model, tokenizer, rows: list[dict], batch_size: int = 8) -> torch.Tensor:
     """(n, 2) summed reply log-probs [chosen, rejected] of pair rows (as built by build_pair_data)."""
     from strop.data.preference import collate_pairs
-    from strop.objectives.preference_common import _Eval, sequence_logps
+    from strop.models import eval_mode
+    from strop.objectives.preference_common import sequence_logps
 
     device = next(model.parameters()).device
     out = []
-    with _Eval(model):
+    with eval_mode(model):
         for start in range(0, len(rows), batch_size):
             chunk = [{k: v for k, v in r.items() if k != "ref"} for r in rows[start:start + batch_size]]
             batch = {k: v.to(device) for k, v in collate_pairs(chunk, tokenizer.pad_token_id).items()}

@@ -1,0 +1,71 @@
+"""Prompt-only data for reinforcement learning: the policy writes the completions, rewards score them.
+
+A row is a prompt plus whatever fields its rewards read (`answer`, `tests`, `schema`, ...):
+
+    {"prompt": "What is 17 + 25?", "answer": "42"}                         type: prompt
+    {"messages": [{"role": "system", ...}, {"role": "user", ...}], ...}    type: prompt
+    {"instruction": "...", "input": "...", "output": "..."}                type: alpaca (output stays a field)
+
+The prompt is rendered with the chat template and the generation prompt, exactly as at inference. The
+whole row travels with the tokenized prompt, so a reward sees every field of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from strop.data import DataReport, note_excess, split_validation
+from strop.data.formats import alpaca
+from strop.data.preference import _prompt, encode_prompt
+from strop.data.readers import read_rows
+from strop.data.tokenize import ensure_chat_template
+from strop.errors import StropError
+
+PROMPT_FORMATS = ("prompt", "alpaca")
+
+
+def prompt_messages(row: dict[str, Any], kind: str, where: str) -> list[dict[str, str]]:
+    if kind == "alpaca":
+        return alpaca(row, where)["messages"][:-1]
+    if "prompt" in row:
+        return _prompt(row["prompt"], where, "prompt")
+    if "messages" in row:
+        messages = _prompt(row["messages"], where, "messages")
+        if messages[-1]["role"] == "assistant":
+            raise StropError(f"{where}: field 'messages' ends with an assistant turn: an RL prompt ends where "
+                             "the model's reply begins")
+        return messages
+    raise StropError(f"{where}: missing field 'prompt' (a string or a list of messages) or 'messages'")
+
+
+def build_prompt_data(cfg, tokenizer, base_dir: Path | None, completion_budget: int) -> tuple[list[dict], list[dict], DataReport]:
+    """Tokenized prompts with their rows; a prompt must leave `completion_budget` tokens of sequence_len."""
+    ensure_chat_template(tokenizer, cfg.chat_template)
+    limit = cfg.sequence_len - completion_budget
+    if limit <= 0:
+        raise StropError(f"sequence_len={cfg.sequence_len} leaves no room for prompts after "
+                         f"max_completion_length={completion_budget}")
+    report, rows = DataReport(), []
+    for spec in cfg.datasets:
+        if spec.type not in PROMPT_FORMATS:
+            raise StropError(f"datasets: type '{spec.type}' is not read by rl: {cfg.rl} (it reads: {', '.join(PROMPT_FORMATS)})")
+        before = report.rows
+        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+            report.rows += 1
+            messages = prompt_messages(row, spec.type, where)
+            ids = encode_prompt(tokenizer, messages)[1]
+            if len(ids) > limit:
+                report.too_long += 1
+                if cfg.excess_length_strategy == "error":
+                    raise StropError(f"{where}: prompt of {len(ids)} tokens, over sequence_len - max_completion_length "
+                                     f"= {limit} (excess_length_strategy: error)")
+                if cfg.excess_length_strategy == "drop":
+                    continue
+                ids = ids[-limit:]
+            rows.append({"input_ids": ids, "prompt": messages, "row": row, "where": where})
+        if report.rows == before:
+            raise StropError(f"dataset {spec.path} is empty")
+    note_excess(report, cfg, "prompts")
+    train, val = split_validation(rows, cfg, report, "prompts")
+    return train, val, report

@@ -1,0 +1,1 @@
+"""Reinforcement learning: the rollout engine and the rewards."""

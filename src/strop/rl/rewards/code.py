@@ -1,0 +1,68 @@
+"""`code`: the share of the row's tests that the completion's code passes, run in the sandbox.
+
+The code is the completion's last ```python (or ```py) fenced block, else its last bare ``` block,
+else the whole text. The tests (option `field`, default "tests") are a list of strings — each a
+statement such as `assert add(2, 2) == 4` — or one string of test code, which counts as a single
+test (a JSON-encoded list of strings is read as a list). One sandboxed process per completion runs the
+code and then each test in its namespace and reports per-test results the code cannot forge (see
+strop/rl/sandbox.py); `workers` completions run at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pydantic import Field
+
+from strop.errors import StropError
+from strop.rl.rewards.base import Options, RewardType, row_field
+from strop.rl.sandbox import run_tests
+
+_PYTHON_BLOCK = re.compile(r"```(?:python3?|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_BARE_BLOCK = re.compile(r"```[ \t]*\n(.*?)```", re.DOTALL)
+
+
+class CodeOptions(Options):
+    field: str = Field("tests", description="Row field holding the tests (list of assert statements, or test code).")
+    timeout_s: float = Field(5.0, gt=0, description="Wall-time limit per completion (code and all its tests).")
+    memory_mb: int = Field(512, ge=64, description="Address-space limit of the sandboxed process.")
+    workers: int = Field(2, ge=1, description="Completions run in parallel.")
+
+
+def extract_code(text: str) -> str:
+    blocks = _PYTHON_BLOCK.findall(text) or _BARE_BLOCK.findall(text)
+    return blocks[-1] if blocks else text
+
+
+def row_tests(row: dict, field: str) -> list[str]:
+    tests = row_field(row, field, "code")
+    if isinstance(tests, str) and tests.lstrip().startswith("["):
+        try:
+            tests = json.loads(tests)
+        except ValueError:
+            pass
+    tests = [tests] if isinstance(tests, str) else tests
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+        raise StropError(f"code reward: row field '{field}' must be a non-empty list of test strings or a string of test code")
+    return tests
+
+
+def build(options: CodeOptions, base_dir: Path | None):
+    def score_one(completion: str, tests: list[str]) -> float:
+        try:
+            return run_tests(extract_code(completion), tests, options.timeout_s, options.memory_mb).fraction
+        except Exception:
+            return 0.0
+
+    def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:
+        tests = [row_tests(row, options.field) for row in rows]
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            return list(pool.map(score_one, completions, tests))
+
+    return score
+
+
+REWARD = RewardType(CodeOptions, build)

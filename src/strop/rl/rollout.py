@@ -1,0 +1,182 @@
+"""The rollout engine: batched sampling from the live policy with a KV cache.
+
+RL objectives sample from the weights being trained, so the engine runs the training model itself (no
+copy, no weight sync), switched to eval mode for the duration. One call samples `n` completions for each
+of a batch of prompts:
+
+    left-pad the prompts → one prefill forward per prompt batch → repeat each prompt's cache n times
+      → loop: sample a token per active row (temperature, top-k, top-p) → one forward of 1 token per row
+      → a row ends at an end-of-turn token, a stop string or max_new_tokens
+
+Why prefill once and repeat: a GRPO group shares its prompt, so its n rows need the prompt's keys and
+values once, not n times. Why prune: rows end at different lengths; once a quarter of the batch has
+ended, the finished rows are cut out of the cache so the tail of long completions does not pay for rows
+that are done.
+
+Prompt and prefix tuning prepend virtual tokens inside PEFT's forward, which an incremental decode loop
+cannot reproduce; for those, `sample` uses transformers' `generate` (same sampling settings).
+Randomness comes from the `generator` passed in, so a rollout is a function of (weights, seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from strop.models.loading import eval_mode
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0  # 0 → greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 → off
+    stop_strings: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    ids: list[int]  # generated tokens, including the end-of-turn token or the stop string's last token
+    text: str  # decoded without special tokens, cut before a stop string
+    finished: bool  # ended by an end-of-turn token or a stop string (False: truncated at max_new_tokens)
+
+
+def end_token_ids(model: nn.Module, tokenizer) -> set[int]:
+    """Every token that ends a reply: the tokenizer's eos and the generation config's eos ids."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured if isinstance(configured, (list, tuple)) else [configured] if configured is not None else [])
+    return ids
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Keep the top-k tokens and the smallest set whose probability reaches top_p; the rest get -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this token already reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from the last position's logits."""
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _completion(ids: list[int], ends: set[int], tokenizer, stops: tuple[str, ...]) -> Completion:
+    """Trim a raw row at its first end token and decode it."""
+    for index, token in enumerate(ids):
+        if token in ends:
+            ids = ids[: index + 1]
+            break
+    text, stopped = _cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stops)
+    return Completion(ids, text, bool(ids) and ids[-1] in ends or stopped)
+
+
+def _uses_prompt_learning(model: nn.Module) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(model: nn.Module, tokenizer, prompts: list[list[int]], params: SamplingParams, n: int = 1,
+           generator: torch.Generator | None = None) -> list[Completion]:
+    """`n` completions of each prompt, grouped: result[i * n + j] is the j-th completion of prompt i."""
+    with eval_mode(model):
+        if _uses_prompt_learning(model):
+            return _sample_with_generate(model, tokenizer, prompts, params, n, generator)
+        return _sample_with_cache(model, tokenizer, prompts, params, n, generator)
+
+
+def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ends = end_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
+    ids, mask = _left_padded(prompts, pad, device)
+    cache = DynamicCache()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True).logits[:, -1]
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    rows = len(prompts) * n
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    active = list(range(rows))  # result index of each row still in the batch
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    next_position = mask.sum(-1, keepdim=True)
+    longest_stop = max((len(s) for s in params.stop_strings), default=0)
+    ended_since_prune = 0
+    for _ in range(params.max_new_tokens):
+        tokens = sample_next(logits, params, generator)
+        tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
+        for slot, token in enumerate(tokens.tolist()):
+            if done[slot]:
+                continue
+            row = generated[active[slot]]
+            row.append(token)
+            stopped = bool(longest_stop) and _cut_at_stop(
+                tokenizer.decode(row[-(longest_stop + 1):], skip_special_tokens=True), params.stop_strings)[1]
+            if token in ends or stopped:
+                done[slot] = True
+                ended_since_prune += 1
+        if bool(done.all()):
+            break
+        if ended_since_prune * 4 >= len(active):
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            active = [active[i] for i in keep.tolist()]
+            tokens, mask, next_position, done = tokens[keep], mask[keep], next_position[keep], done[keep]
+            ended_since_prune = 0
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        next_position = next_position + 1
+    return [_completion(row, ends, tokenizer, params.stop_strings) for row in generated]
+
+
+def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
+    device = next(model.parameters()).device
+    ends = end_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
+    ids, mask = _left_padded(prompts, pad, device)
+    settings = {"do_sample": False} if params.temperature == 0 else {
+        "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
+    if generator is not None:  # generate has no generator argument: seed from ours
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
+                         num_return_sequences=n, pad_token_id=pad, eos_token_id=sorted(ends), **settings,
+                         **({"stop_strings": list(params.stop_strings), "tokenizer": tokenizer} if params.stop_strings else {}))
+    rows = out[:, ids.shape[1]:].tolist()
+    return [_completion(_strip_trailing(row, pad), ends, tokenizer, params.stop_strings) for row in rows]
+
+
+def _strip_trailing(row: list[int], pad: int) -> list[int]:
+    """generate pads rows that stopped early; the padding is not part of the completion."""
+    while row and row[-1] == pad:
+        row = row[:-1]
+    return row

@@ -1,0 +1,88 @@
+"""The rollout engine against transformers' generate, and its sampling controls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from strop.rl.rollout import SamplingParams, filter_logits, sample
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model)
+
+
+PROMPTS = ["The quick brown", "hello", "Sentiment: positive and more words"]
+
+
+def encode(tokenizer, texts):
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_greedy_matches_transformers_generate(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = encode(tok, PROMPTS)  # different lengths: left padding and positions must be right
+    ours = sample(model, tok, prompts, SamplingParams(max_new_tokens=12, temperature=0))
+    for prompt, completion in zip(prompts, ours):
+        reference = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[0, len(prompt):].tolist()
+        assert completion.ids == reference[:len(completion.ids)]
+        assert completion.finished == (tok.eos_token_id in reference)
+        assert len(completion.ids) == 12 or completion.finished
+
+
+def test_groups_are_consecutive_and_seeded(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = encode(tok, PROMPTS[:2])
+    params = SamplingParams(max_new_tokens=10, temperature=1.5)
+    first = sample(model, tok, prompts, params, n=4, generator=torch.Generator().manual_seed(3))
+    again = sample(model, tok, prompts, params, n=4, generator=torch.Generator().manual_seed(3))
+    assert len(first) == 8 and [c.ids for c in first] == [c.ids for c in again]
+    assert len({tuple(c.ids) for c in first[:4]}) > 1  # a group samples different completions
+    assert model.training is False
+
+
+def test_top_k_one_is_greedy(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = encode(tok, PROMPTS)
+    greedy = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, temperature=0))
+    top1 = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, temperature=1.0, top_k=1),
+                  generator=torch.Generator().manual_seed(0))
+    assert [c.ids for c in greedy] == [c.ids for c in top1]
+
+
+def test_filter_logits_top_p_keeps_the_smallest_covering_set():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = filter_logits(logits, 0, 0.7).isfinite()
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7 ≤ 0.8
+    assert filter_logits(logits, 2, 1.0).isfinite().tolist() == [[True, True, False, False]]
+
+
+def test_stop_strings_end_and_cut_the_completion(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompts = encode(tok, PROMPTS)
+    free = sample(model, tok, prompts, SamplingParams(max_new_tokens=16, temperature=0))
+    text = next(c.text for c in free if len(c.text) > 4)
+    stop = text[2:4]
+    cut = sample(model, tok, prompts, SamplingParams(max_new_tokens=16, temperature=0, stop_strings=(stop,)))
+    for before, after in zip(free, cut):
+        if stop in before.text:
+            assert after.finished and stop not in after.text and before.text.startswith(after.text)
+            assert len(after.ids) < len(before.ids) or before.ids[-1] == tok.eos_token_id
+
+
+def test_prompt_tuning_samples_through_generate(tiny_model, model_and_tokenizer):
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    _, tok = model_and_tokenizer
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                                PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    out = sample(peft_model, tok, encode(tok, PROMPTS[:2]), SamplingParams(max_new_tokens=5, temperature=1.0), n=2,
+                 generator=torch.Generator().manual_seed(0))
+    assert len(out) == 4 and all(1 <= len(c.ids) <= 5 for c in out)
