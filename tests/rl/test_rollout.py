@@ -86,3 +86,20 @@ def test_prompt_tuning_samples_through_generate(tiny_model, model_and_tokenizer)
     out = sample(peft_model, tok, encode(tok, PROMPTS[:2]), SamplingParams(max_new_tokens=5, temperature=1.0), n=2,
                  generator=torch.Generator().manual_seed(0))
     assert len(out) == 4 and all(1 <= len(c.ids) <= 5 for c in out)
+
+
+def test_static_decoder_matches_the_eager_one(model_and_tokenizer):
+    """The CUDA path's static cache and 4-D masks, run eagerly: same tokens as the growing-cache decoder,
+    with left padding (prompts of different lengths) and groups."""
+    from strop.rl.rollout import _sample_with_cache, _sample_with_graph
+
+    model, tok = model_and_tokenizer
+    prompts = encode(tok, PROMPTS)
+    params = SamplingParams(max_new_tokens=10, temperature=0)
+    eager = _sample_with_cache(model, tok, prompts, params, 2, None)
+    static = _sample_with_graph(model, tok, prompts, params, 2, None, capture=False)
+    assert [c.ids for c in static] == [c.ids for c in eager]
+    sampled = SamplingParams(max_new_tokens=10, temperature=1.0)
+    eager = _sample_with_cache(model, tok, prompts, sampled, 2, torch.Generator().manual_seed(1))
+    static = _sample_with_graph(model, tok, prompts, sampled, 2, torch.Generator().manual_seed(1), capture=False)
+    assert [c.ids for c in static] == [c.ids for c in eager]

@@ -4,14 +4,17 @@ RL objectives sample from the weights being trained, so the engine runs the trai
 copy, no weight sync), switched to eval mode for the duration. One call samples `n` completions for each
 of a batch of prompts:
 
-    left-pad the prompts → one prefill forward per prompt batch → repeat each prompt's cache n times
-      → loop: sample a token per active row (temperature, top-k, top-p) → one forward of 1 token per row
-      → a row ends at an end-of-turn token, a stop string or max_new_tokens
+    left-pad the prompts → prefill → loop: sample a token per row (temperature, top-k, top-p)
+      → one forward of 1 token per row → a row ends at an end-of-turn token, a stop string or
+      max_new_tokens
 
-Why prefill once and repeat: a GRPO group shares its prompt, so its n rows need the prompt's keys and
-values once, not n times. Why prune: rows end at different lengths; once a quarter of the batch has
-ended, the finished rows are cut out of the cache so the tail of long completions does not pay for rows
-that are done.
+Two decoders, the same sampling:
+- CPU: eager steps with a growing cache. The prompt is prefilled once and its cache repeated across the
+  group (a GRPO group shares its prompt); once a quarter of the batch has ended, finished rows are cut
+  out of the cache, so the tail of long completions does not pay for rows that are done.
+- CUDA: a preallocated cache and static-shaped inputs, so the decode step is recorded once as a CUDA
+  graph and replayed. A decode step of a LoRA policy is hundreds of small kernels; launched one by one
+  from Python it is bound by the CPU (the bottleneck of transformers' generate), replayed it is not.
 
 Prompt and prefix tuning prepend virtual tokens inside PEFT's forward, which an incremental decode loop
 cannot reproduce; for those, `sample` uses transformers' `generate` (same sampling settings).
@@ -107,10 +110,39 @@ def sample(model: nn.Module, tokenizer, prompts: list[list[int]], params: Sampli
     with eval_mode(model):
         if _uses_prompt_learning(model):
             return _sample_with_generate(model, tokenizer, prompts, params, n, generator)
+        if next(model.parameters()).is_cuda:
+            return _sample_with_graph(model, tokenizer, prompts, params, n, generator)
         return _sample_with_cache(model, tokenizer, prompts, params, n, generator)
 
 
+class _Rows:
+    """Host-side bookkeeping of the rows being sampled: their tokens, and which have ended."""
+
+    def __init__(self, count: int, ends: set[int], params: SamplingParams, tokenizer):
+        self.generated: list[list[int]] = [[] for _ in range(count)]
+        self.active = list(range(count))  # result index of each row still in the batch
+        self.done = [False] * count
+        self.ends, self.stops, self.tokenizer = ends, params.stop_strings, tokenizer
+        self.longest_stop = max((len(s) for s in self.stops), default=0)
+
+    def add(self, tokens: torch.Tensor) -> bool:
+        """Append one sampled token per row in the batch (one device sync); True once every row ended."""
+        for slot, token in enumerate(tokens.tolist()):
+            if self.done[slot]:
+                continue
+            row = self.generated[self.active[slot]]
+            row.append(token)
+            stopped = bool(self.longest_stop) and _cut_at_stop(
+                self.tokenizer.decode(row[-(self.longest_stop + 1):], skip_special_tokens=True), self.stops)[1]
+            self.done[slot] = token in self.ends or stopped
+        return all(self.done)
+
+    def completions(self) -> list[Completion]:
+        return [_completion(row, self.ends, self.tokenizer, self.stops) for row in self.generated]
+
+
 def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
+    """Eager decoding with a growing cache; finished rows are pruned from the batch."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -120,43 +152,97 @@ def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[
     cache = DynamicCache()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True).logits[:, -1]
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
     if n > 1:
         cache.batch_repeat_interleave(n)
         logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-    rows = len(prompts) * n
-    generated: list[list[int]] = [[] for _ in range(rows)]
-    active = list(range(rows))  # result index of each row still in the batch
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    rows = _Rows(len(prompts) * n, ends, params, tokenizer)
     next_position = mask.sum(-1, keepdim=True)
-    longest_stop = max((len(s) for s in params.stop_strings), default=0)
-    ended_since_prune = 0
     for _ in range(params.max_new_tokens):
         tokens = sample_next(logits, params, generator)
-        tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
-        for slot, token in enumerate(tokens.tolist()):
-            if done[slot]:
-                continue
-            row = generated[active[slot]]
-            row.append(token)
-            stopped = bool(longest_stop) and _cut_at_stop(
-                tokenizer.decode(row[-(longest_stop + 1):], skip_special_tokens=True), params.stop_strings)[1]
-            if token in ends or stopped:
-                done[slot] = True
-                ended_since_prune += 1
-        if bool(done.all()):
+        if rows.add(tokens):
             break
-        if ended_since_prune * 4 >= len(active):
-            keep = (~done).nonzero().squeeze(-1)
-            cache.batch_select_indices(keep)
-            active = [active[i] for i in keep.tolist()]
-            tokens, mask, next_position, done = tokens[keep], mask[keep], next_position[keep], done[keep]
-            ended_since_prune = 0
+        if sum(rows.done) * 4 >= len(rows.done):  # prune finished rows out of the batch and the cache
+            keep = [slot for slot, finished in enumerate(rows.done) if not finished]
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            rows.active, rows.done = [rows.active[i] for i in keep], [False] * len(keep)
+            tokens, mask, next_position = tokens[index], mask[index], next_position[index]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         next_position = next_position + 1
-    return [_completion(row, ends, tokenizer, params.stop_strings) for row in generated]
+    return rows.completions()
+
+
+def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture: bool = True) -> list[Completion]:
+    """Decoding with a preallocated cache and static-shaped inputs, the decode step recorded once as a
+    CUDA graph and replayed: a small model's step is bound by kernel launches, not by the GPU.
+
+    All rows stay in the batch until the last ends (a graph has fixed shapes). Masks are 4-D booleans
+    built here (query × key, True = may attend), updated in place as the sequence grows; a padding
+    query attends to itself so that no softmax row is empty. `capture=False` runs the same static
+    decoding eagerly (how it is tested on the CPU)."""
+    from transformers import StaticCache
+
+    device = next(model.parameters()).device
+    ends = end_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
+    ids, mask = _left_padded(prompts, pad, device)
+    ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0).bool()
+    count, width = ids.shape
+    total = width + params.max_new_tokens
+    cache = StaticCache(config=model.config, max_cache_len=total)
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    prefill_mask = torch.zeros(count, 1, width, total, dtype=torch.bool, device=device)
+    prefill_mask[:, 0, :, :width] = (causal & mask[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=prefill_mask, position_ids=positions, past_key_values=cache,
+                   cache_position=torch.arange(width, device=device), use_cache=True, logits_to_keep=1).logits[:, -1]
+    token = torch.zeros(count, 1, dtype=torch.long, device=device)
+    position = positions[:, -1:] + 1
+    cache_position = torch.tensor([width], device=device)
+    step_mask = torch.zeros(count, 1, 1, total, dtype=torch.bool, device=device)
+    step_mask[:, 0, 0, :width] = mask
+
+    def step() -> torch.Tensor:
+        return model(input_ids=token, attention_mask=step_mask, position_ids=position, past_key_values=cache,
+                     cache_position=cache_position, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    rows = _Rows(count, ends, params, tokenizer)
+    replay = None
+    for offset in range(params.max_new_tokens):
+        tokens = sample_next(logits, params, generator)
+        if rows.add(tokens) or offset + 1 == params.max_new_tokens:
+            break
+        token.copy_(tokens[:, None])
+        step_mask[:, 0, 0, width + offset] = True
+        cache_position.fill_(width + offset)
+        if replay is None:
+            replay = _record(step) if capture else step
+        logits = replay()
+        position += 1
+    return rows.completions()
+
+
+def _record(step):
+    """`step` recorded as a CUDA graph (after warm-up runs on a side stream, as capture requires);
+    returns a function that replays it and gives its output."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay
 
 
 def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
