@@ -78,6 +78,7 @@ def hf_generate(model, prompts: torch.Tensor, new: int, sample: bool = True) -> 
                           min_new_tokens=new, num_return_sequences=GROUP if sample else 1, pad_token_id=0, **settings)
 
 
+@torch.no_grad()
 def main(sizes: list[str]) -> None:
     from strop.rl.rollout import SamplingParams, _sample_with_cache, sample
 

@@ -40,7 +40,7 @@ def held_out_accuracy(target: str, rows: list[dict], max_new_tokens: int) -> flo
 def reward_curve(metrics: Path, blocks: int = 4) -> list[tuple[str, float]]:
     rewards = [(r["step"], r["reward"]) for r in map(json.loads, metrics.read_text().splitlines()) if "reward" in r]
     size = max(1, len(rewards) // blocks)
-    return [(f"steps {part[0][0] + 1}-{part[-1][0] + 1}", sum(v for _, v in part) / len(part))
+    return [(f"steps {part[0][0]}-{part[-1][0]}", sum(v for _, v in part) / len(part))
             for part in (rewards[i:i + size] for i in range(0, len(rewards), size))]
 
 

@@ -219,15 +219,20 @@ def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture:
         step_mask[:, 0, 0, width + offset] = True
         cache_position.fill_(width + offset)
         if replay is None:
-            replay = _record(step) if capture else step
+            replay = _record(step, cache) if capture else step
         logits = replay()
         position += 1
     return rows.completions()
 
 
-def _record(step):
+def _record(step, cache):
     """`step` recorded as a CUDA graph (after warm-up runs on a side stream, as capture requires);
-    returns a function that replays it and gives its output."""
+    returns a function that replays it and gives its output. transformers' static cache layers count
+    their own write position on the device; the warm-up and capture runs advance it, so it is wound
+    back to where it stood before them."""
+    counters = [layer.cumulative_length for layer in getattr(cache, "layers", ())
+                if torch.is_tensor(getattr(layer, "cumulative_length", None))]
+    saved = [counter.clone() for counter in counters]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -237,6 +242,8 @@ def _record(step):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = step()
+    for counter, value in zip(counters, saved):
+        counter.copy_(value)
 
     def replay() -> torch.Tensor:
         graph.replay()
