@@ -133,3 +133,20 @@ def test_rl_needs_rewards(rl_config):
     cfg, base = rl_config(rewards=[])
     with pytest.raises(StropError, match="needs rewards"):
         loop.train(cfg, base)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(rl_config, tmp_path):
+    """Rollouts are seeded by (seed, step), so a run stopped after step 2 and resumed samples the same
+    completions from the restored weights and ends with the same adapter."""
+    from safetensors.torch import load_file
+
+    keys = {"lr_scheduler": "constant", "warmup_steps": 0, "learning_rate": 1e-2, "save_steps": 2}
+    cfg, base = rl_config(**keys, max_steps=4, output_dir=str(tmp_path / "straight"))
+    straight = loop.train(cfg, base)
+    cfg, base = rl_config(**keys, max_steps=2, output_dir=str(tmp_path / "resumed"))
+    loop.train(cfg, base)
+    cfg, base = rl_config(**keys, max_steps=4, output_dir=str(tmp_path / "resumed"))
+    resumed = loop.train(cfg, base, resume=True)
+    a, b = (load_file(str(out / "adapter_model.safetensors")) for out in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert records(straight / "completions.jsonl")[-8:] == records(resumed / "completions.jsonl")[-8:]
