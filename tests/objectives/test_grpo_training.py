@@ -150,3 +150,18 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(rl_config, tmp_path)
     a, b = (load_file(str(out / "adapter_model.safetensors")) for out in (straight, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert records(straight / "completions.jsonl")[-8:] == records(resumed / "completions.jsonl")[-8:]
+
+
+def test_ppo_scores_with_a_reward_model_trained_by_strop(rl_config, make_config, tmp_path):
+    """RLHF end to end on the tiny model: `rl: reward` on pairs, then PPO whose reward is that model."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Say {w}", "chosen": f"{w} indeed", "rejected": "no"}) + "\n"
+                             for w in ["fox", "dog", "world", "review"] * 2))
+    reward_cfg, base = load_config(make_config(rl="reward", datasets=[{"path": str(pairs), "type": "dpo"}],
+                                               max_steps=1, output_dir=str(tmp_path / "rm")))
+    reward_model = loop.train(reward_cfg, base)
+    cfg, base = rl_config(rl="ppo", rewards=[{"type": "reward_model", "path": str(reward_model)}], num_generations=2,
+                          max_steps=1, output_dir=str(tmp_path / "ppo"))
+    metrics = records(loop.train(cfg, base) / "metrics.jsonl")
+    assert metrics[0]["reward/reward_model_std"] > 0  # real, varying scores from the reward model
+    assert math.isfinite(metrics[0]["loss"]) and metrics[0]["grad_norm"] > 0
