@@ -17,26 +17,30 @@ from typing import Any
 
 from strop.data import DataReport, note_excess, split_validation
 from strop.data.formats import alpaca
-from strop.data.preference import _prompt, encode_prompt
-from strop.data.readers import read_rows
+from strop.data.preference import _examples, _prompt, encode_prompt
 from strop.data.tokenize import ensure_chat_template
 from strop.errors import StropError
 
-PROMPT_FORMATS = ("prompt", "alpaca")
-
-
-def prompt_messages(row: dict[str, Any], kind: str, where: str) -> list[dict[str, str]]:
-    if kind == "alpaca":
-        return alpaca(row, where)["messages"][:-1]
+def prompt_example(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """A `prompt` row: `prompt` (a string or messages) or `messages`, which must not end with a reply."""
     if "prompt" in row:
-        return _prompt(row["prompt"], where, "prompt")
-    if "messages" in row:
+        messages = _prompt(row["prompt"], where, "prompt")
+    elif "messages" in row:
         messages = _prompt(row["messages"], where, "messages")
         if messages[-1]["role"] == "assistant":
             raise StropError(f"{where}: field 'messages' ends with an assistant turn: an RL prompt ends where "
                              "the model's reply begins")
-        return messages
-    raise StropError(f"{where}: missing field 'prompt' (a string or a list of messages) or 'messages'")
+    else:
+        raise StropError(f"{where}: missing field 'prompt' (a string or a list of messages) or 'messages'")
+    return {"prompt": messages, "row": row}
+
+
+def alpaca_example(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """An `alpaca` row: instruction (+ input) is the prompt; `output` stays in the row for the rewards."""
+    return {"prompt": alpaca(row, where)["messages"][:-1], "row": row}
+
+
+PROMPT_FORMATS = {"prompt": prompt_example, "alpaca": alpaca_example}
 
 
 def build_prompt_data(cfg, tokenizer, base_dir: Path | None, completion_budget: int) -> tuple[list[dict], list[dict], DataReport]:
@@ -47,25 +51,17 @@ def build_prompt_data(cfg, tokenizer, base_dir: Path | None, completion_budget: 
         raise StropError(f"sequence_len={cfg.sequence_len} leaves no room for prompts after "
                          f"max_completion_length={completion_budget}")
     report, rows = DataReport(), []
-    for spec in cfg.datasets:
-        if spec.type not in PROMPT_FORMATS:
-            raise StropError(f"datasets: type '{spec.type}' is not read by rl: {cfg.rl} (it reads: {', '.join(PROMPT_FORMATS)})")
-        before = report.rows
-        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
-            report.rows += 1
-            messages = prompt_messages(row, spec.type, where)
-            ids = encode_prompt(tokenizer, messages)[1]
-            if len(ids) > limit:
-                report.too_long += 1
-                if cfg.excess_length_strategy == "error":
-                    raise StropError(f"{where}: prompt of {len(ids)} tokens, over sequence_len - max_completion_length "
-                                     f"= {limit} (excess_length_strategy: error)")
-                if cfg.excess_length_strategy == "drop":
-                    continue
-                ids = ids[-limit:]
-            rows.append({"input_ids": ids, "prompt": messages, "row": row, "where": where})
-        if report.rows == before:
-            raise StropError(f"dataset {spec.path} is empty")
+    for where, _, example in _examples(cfg, base_dir, PROMPT_FORMATS, cfg.rl, report):
+        ids = encode_prompt(tokenizer, example["prompt"])[1]
+        if len(ids) > limit:
+            report.too_long += 1
+            if cfg.excess_length_strategy == "error":
+                raise StropError(f"{where}: prompt of {len(ids)} tokens, over sequence_len - max_completion_length "
+                                 f"= {limit} (excess_length_strategy: error)")
+            if cfg.excess_length_strategy == "drop":
+                continue
+            ids = ids[-limit:]
+        rows.append({"input_ids": ids, **example, "where": where})
     note_excess(report, cfg, "prompts")
     train, val = split_validation(rows, cfg, report, "prompts")
     return train, val, report

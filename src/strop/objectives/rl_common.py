@@ -87,7 +87,7 @@ def token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -
 class RLObjective(Objective):
     """Base of the objectives that learn from their own sampled completions."""
 
-    dataset_types = PROMPT_FORMATS
+    dataset_types = tuple(PROMPT_FORMATS)
     default_kl_beta = 0.0
 
     # ------------------------------------------------------------------ data
