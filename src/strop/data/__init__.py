@@ -12,7 +12,7 @@ from strop.data.readers import read_rows
 from strop.data.tokenize import IGNORE, chunk_long_text, ensure_chat_template, tokenize_example
 from strop.errors import StropError
 
-__all__ = ["DataReport", "build_sft_data", "collate", "note_excess", "pack", "split_validation", "IGNORE"]
+__all__ = ["DataReport", "build_sft_data", "collate", "drop_excess", "note_excess", "pack", "split_validation", "IGNORE"]
 
 
 @dataclass
@@ -34,11 +34,8 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
             pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]
             for piece in pieces:
                 if len(piece["input_ids"]) > cfg.sequence_len:
-                    report.too_long += 1
-                    if cfg.excess_length_strategy == "error":
-                        raise StropError(f"{where}: {len(piece['input_ids'])} tokens, over sequence_len="
-                                         f"{cfg.sequence_len} (excess_length_strategy: error)")
-                    if cfg.excess_length_strategy == "drop":
+                    if drop_excess(report, cfg.excess_length_strategy, where, f"{len(piece['input_ids'])} tokens",
+                                   f"sequence_len={cfg.sequence_len}"):
                         continue
                     piece = {k: v[: cfg.sequence_len] for k, v in piece.items()}
                 if all(label == IGNORE for label in piece["labels"][1:]):
@@ -48,6 +45,15 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
         if report.rows == count_before:
             raise StropError(f"dataset {spec.path} is empty")
     return examples
+
+
+def drop_excess(report: DataReport, strategy: str, where: str, size: str, limit: str) -> bool:
+    """Count an example over its limit and apply excess_length_strategy: raise under `error`; True when
+    it is to be dropped, False when the caller truncates it. `size` and `limit` word the error."""
+    report.too_long += 1
+    if strategy == "error":
+        raise StropError(f"{where}: {size}, over {limit} (excess_length_strategy: error)")
+    return strategy == "drop"
 
 
 def note_excess(report: DataReport, cfg, unit: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from strop.data import DataReport, note_excess, split_validation
+from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import _message
 from strop.data.readers import read_rows
 from strop.data.tokenize import IGNORE, _encode, _render, ensure_chat_template
@@ -167,11 +167,7 @@ def _fit(prompt: list[int], replies: list[list[int]], limit: int, strategy: str,
     longest = len(prompt) + max(len(r) for r in replies)
     if longest <= limit:
         return prompt, replies
-    report.too_long += 1
-    if strategy == "error":
-        raise StropError(f"{where}: {longest} tokens (prompt + longest reply), over sequence_len={limit} "
-                         "(excess_length_strategy: error)")
-    if strategy == "drop":
+    if drop_excess(report, strategy, where, f"{longest} tokens (prompt + longest reply)", f"sequence_len={limit}"):
         return None
     if len(prompt) > limit // 2:
         prompt = prompt[-(limit // 2):]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from strop.data import DataReport, note_excess, split_validation
+from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import alpaca
 from strop.data.preference import _examples, _prompt, encode_prompt
 from strop.data.tokenize import ensure_chat_template
@@ -54,11 +54,8 @@ def build_prompt_data(cfg, tokenizer, base_dir: Path | None, completion_budget: 
     for where, _, example in _examples(cfg, base_dir, PROMPT_FORMATS, cfg.rl, report):
         ids = encode_prompt(tokenizer, example["prompt"])[1]
         if len(ids) > limit:
-            report.too_long += 1
-            if cfg.excess_length_strategy == "error":
-                raise StropError(f"{where}: prompt of {len(ids)} tokens, over sequence_len - max_completion_length "
-                                 f"= {limit} (excess_length_strategy: error)")
-            if cfg.excess_length_strategy == "drop":
+            if drop_excess(report, cfg.excess_length_strategy, where, f"prompt of {len(ids)} tokens",
+                           f"sequence_len - max_completion_length = {limit}"):
                 continue
             ids = ids[-limit:]
         rows.append({"input_ids": ids, **example, "where": where})
