@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.rl_common import RLObjective, RolloutParams, k3_kl, per_token, rollout_metrics, sequence_batch, token_entropy
