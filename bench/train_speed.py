@@ -6,7 +6,8 @@ side by side on random-weight Llama-3.1-8B and Llama-3.2-1B architectures. Print
     PYTHONPATH=src python bench/train_speed.py --one c8b       # one row in this process (JSON line)
 
 Work: causal-LM SFT on random tokens, sequence 2048; LoRA r=16, alpha 32 on q,k,v,o,gate,up,down (or full
-fine-tuning of the 1B model); 4096 tokens per optimizer step (8B) and 16384 (1B); fused AdamW, lr 1e-4;
+fine-tuning of the 1B model, or QLoRA: the 8B base's decoder linears in bitsandbytes NF4 with double
+quantization, as strop's qlora strategy loads them, quantized here from the random bf16 weights); 4096 tokens per optimizer step (8B) and 16384 (1B); fused AdamW, lr 1e-4;
 3 warm-up steps, then the median of 8 timed steps. Peak memory is torch.cuda.max_memory_allocated over
 the steps (weights included). Model TFLOP/s counts 2N per token forward, 2N backward (+2N weight grads
 for full fine-tuning) and causal attention, not the recompute; "ceiling" is an 8192³ bf16 matmul
@@ -43,6 +44,8 @@ ROWS = {
     "c8b-nockpt": ("8b", "lora", "strop", 2, 1, None),
     "c8b-nogroup": ("8b", "lora", "strop", 2, 2, "gpu"),
     "c8b-norope": ("8b", "lora", "strop", 2, 2, "gpu"),
+    "q8b": ("8b", "qlora", "strop", 2, 2, "gpu"),
+    "q8b-offload": ("8b", "qlora", "strop", 2, 2, "offload"),
     "a1b": ("1b", "lora", "hf", 8, 8, None),
     "b1b": ("1b", "lora", "liger", 8, 8, None),
     "c1b": ("1b", "lora", "strop", 8, 8, "gpu"),
@@ -51,7 +54,7 @@ ROWS = {
     "bf1b": ("1b", "full", "liger", 8, 8, None),
     "cf1b": ("1b", "full", "strop", 8, 8, "gpu"),
 }
-DEFAULT = ["matmul", "a8b", "b8b", "c8b", "c8b-offload", "a1b", "b1b", "c1b", "af1b", "bf1b", "cf1b"]
+DEFAULT = ["matmul", "a8b", "b8b", "c8b", "c8b-offload", "q8b", "q8b-offload", "a1b", "b1b", "c1b", "af1b", "bf1b", "cf1b"]
 
 
 def matmul_ceiling() -> dict:
@@ -70,6 +73,26 @@ def matmul_ceiling() -> dict:
     return {"row": "matmul", "tflops": 2 * 8192 ** 3 / statistics.median(times) / 1e12}
 
 
+def quantize_nf4(model) -> None:
+    """Swap every decoder linear for bitsandbytes' Linear4bit holding the same weight in NF4 (double
+    quantization, uint8 storage, bf16 compute: strategies/qlora.py's BitsAndBytesConfig), one layer at a
+    time, and mark the model 4-bit as transformers' loader does (PEFT then wraps the 4-bit layers)."""
+    import bitsandbytes as bnb
+
+    for layer in model.model.layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, lin in list(parent.named_children()):
+                if isinstance(lin, torch.nn.Linear):
+                    q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.bfloat16,
+                                          compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8,
+                                          device="meta")
+                    q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
+                                                 quant_type="nf4", quant_storage=torch.uint8, module=q).to(lin.weight.device)
+                    setattr(parent, name, q)
+    model.is_loaded_in_4bit = True
+    torch.cuda.empty_cache()
+
+
 def build(size: str, mode: str, stack: str, ckpt_mode: str | None, group: bool = True, rope: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -86,12 +109,16 @@ def build(size: str, mode: str, stack: str, ckpt_mode: str | None, group: bool =
         model = LlamaForCausalLM(cfg)
     torch.set_default_dtype(torch.float32)
     model.config.use_cache = False
+    n_params = sum(p.numel() for p in model.parameters())  # before any 4-bit packing
+    n_matmul = n_params - model.model.embed_tokens.weight.numel() + (model.lm_head.weight.numel() if cfg.tie_word_embeddings else 0)
+    if mode == "qlora":
+        quantize_nf4(model)
     if stack == "strop":
         from strop.kernels import KernelOptions, patch_model
         from strop.strategies import get_strategy
 
-        strategy = get_strategy("lora" if mode == "lora" else "full")
-        lora = {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": TARGETS} if mode == "lora" else {}
+        strategy = get_strategy(mode)
+        lora = {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": TARGETS} if mode != "full" else {}
         params = strategy.params(kernels=False, **lora)  # patched below, with this row's options
         model = strategy.apply(model, params)
         info = patch_model(model, KernelOptions(checkpoint=ckpt_mode, group=group, rope_compile=rope))
@@ -104,7 +131,7 @@ def build(size: str, mode: str, stack: str, ckpt_mode: str | None, group: bool =
             model.enable_input_require_grads()
             model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
                                                      task_type="CAUSAL_LM"))
-    return model, cfg
+    return model, cfg, n_matmul
 
 
 def run_row(name: str) -> dict:
@@ -113,10 +140,7 @@ def run_row(name: str) -> dict:
     profile = name.endswith("-prof")
     name = name.removesuffix("-prof")
     size, mode, stack, bs, mb, ckpt_mode = ROWS[name]
-    model, cfg = build(size, mode, stack, ckpt_mode, group="nogroup" not in name, rope="norope" not in name)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    n_params = sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
-    n_matmul = n_params - base.model.embed_tokens.weight.numel() + (base.lm_head.weight.numel() if cfg.tie_word_embeddings else 0)
+    model, cfg, n_matmul = build(size, mode, stack, ckpt_mode, group="nogroup" not in name, rope="norope" not in name)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -176,6 +200,7 @@ def table(results: list[dict]) -> str:
     lines.append(f"{'row':<12} {'work':<10} {'stack':<26} {'tok/s':>8} {'x(a)':>6} {'peak GiB':>9} {'x(a)':>6} "
                  f"{'TFLOP/s':>8} {'ceil%':>6} {'loss':>8}")
     baseline = {(r["size"], r["mode"]): r for r in results if r.get("stack") == "hf" and "tok_s" in r}
+    baseline.update({(s, "qlora"): r for (s, m), r in list(baseline.items()) if m == "lora"})  # QLoRA against (a) LoRA
     for r in results:
         if r["row"] == "matmul":
             continue

@@ -52,3 +52,28 @@ def test_hand_case_uniform_logits():
 
 def test_shift_labels():
     assert shift_labels(torch.tensor([[5, 6, 7]])).tolist() == [[6, 7, IGNORE]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_triton_path_matches_fallback(monkeypatch, dtype, with_bias):
+    torch.manual_seed(2)
+    h = torch.randn(301, 96, device="cuda", dtype=dtype, requires_grad=True)
+    w = (0.3 * torch.randn(10007, 96, device="cuda", dtype=dtype)).requires_grad_()
+    b = torch.randn(10007, device="cuda", dtype=dtype, requires_grad=True) if with_bias else None
+    t = torch.randint(0, 10007, (301,), device="cuda")
+    t[[0, 7, 300]] = IGNORE
+    params = (h, w) + ((b,) if with_bias else ())
+
+    def run():
+        loss = linear_cross_entropy(h, w, t, b, chunk=64)
+        return loss, torch.autograd.grad(loss * 0.37, params)
+
+    fast, fast_grads = run()
+    monkeypatch.setenv("STROP_NO_TRITON", "1")
+    plain, plain_grads = run()
+    assert torch.allclose(fast, plain, rtol=1e-5)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    for a, c in zip(fast_grads, plain_grads):
+        assert torch.allclose(a.float(), c.float(), rtol=tol, atol=tol * c.abs().max().item())
