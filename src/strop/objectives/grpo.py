@@ -135,7 +135,7 @@ class GRPOObjective(RLObjective):
         per_reward["overlong"] = penalties
         return penalties
 
-    def make_groups(self, run, prompt_rows, seed, data_step):
+    def make_groups(self, run, prompt_rows, seed):
         groups = self.sample_groups(run, prompt_rows, self.cfg.num_generations, seed)
         metrics = rollout_metrics(groups)
         if not self.setting("dynamic_sampling") or self.cfg.num_generations == 1:

@@ -160,7 +160,7 @@ class RLObjective(Objective):
         groups_per_micro = [len(rows) for rows in micro_batches]
         prompt_rows = [row for rows in micro_batches for row in rows]
         seed = self.cfg.seed * 1_000_003 + data_step
-        groups, metrics = self.make_groups(run, prompt_rows, seed, data_step)
+        groups, metrics = self.make_groups(run, prompt_rows, seed)
         rows = self.score_rows(run, groups)
         n = self.cfg.num_generations
         out, start = [], 0
@@ -171,7 +171,7 @@ class RLObjective(Objective):
         self._log_completions(run, step, groups)
         return out, metrics
 
-    def make_groups(self, run, prompt_rows: list[dict], seed: int, data_step: int) -> tuple[list[dict], dict[str, float]]:
+    def make_groups(self, run, prompt_rows: list[dict], seed: int) -> tuple[list[dict], dict[str, float]]:
         groups = self.sample_groups(run, prompt_rows, self.cfg.num_generations, seed)
         return groups, rollout_metrics(groups)
 
