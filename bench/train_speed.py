@@ -46,6 +46,7 @@ ROWS = {
     "c8b-norope": ("8b", "lora", "strop", 2, 2, "gpu"),
     "q8b": ("8b", "qlora", "strop", 2, 2, "gpu"),
     "q8b-offload": ("8b", "qlora", "strop", 2, 2, "offload"),
+    "q8b-nogroup": ("8b", "qlora", "strop", 2, 2, "gpu"),
     "a1b": ("1b", "lora", "hf", 8, 8, None),
     "b1b": ("1b", "lora", "liger", 8, 8, None),
     "c1b": ("1b", "lora", "strop", 8, 8, "gpu"),

@@ -131,13 +131,15 @@ def test_torchrun_keeps_library_path(prepared, as_if_cuda, monkeypatch):
 
 
 @cpu_only
-def test_qlora_4bit_layers_keep_peft_forward(prepared):
+def test_qlora_4bit_layers_take_fused_lora_with_same_loss(prepared):
     pytest.importorskip("bitsandbytes")
     run = prepared(adapter="qlora")
     batch = run.objective.collate(run.train_rows[:2], run.tokenizer.pad_token_id)
     before, _ = run.objective.loss(run.model, batch, 1.0)
     done = kernels.patch_model(run.model, kernels.KernelOptions(checkpoint=None))
-    assert done["lora"] == 0 and done["groups"] == 0 and done["rms_norm"] > 0
+    assert done["lora"] > 0 and done["groups"] > 0 and done["rms_norm"] > 0
+    q_proj = run.strategy.base_model(run.model).model.layers[0].self_attn.q_proj
+    assert q_proj.base_layer.weight.dtype == torch.uint8 and q_proj._strop_group.w_cat is None  # still packed
     after, _ = run.objective.loss(run.model, batch, 1.0)
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
 
