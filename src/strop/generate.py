@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from strop.models.loading import eval_mode
+
 
 def chat_inputs(tokenizer, conversations: list[list[dict[str, str]]], device: torch.device) -> dict[str, torch.Tensor]:
     """Left-padded token ids of each conversation rendered with the generation prompt."""
@@ -23,10 +25,8 @@ def answer(model: nn.Module, tokenizer, conversations: list[list[dict[str, str]]
            temperature: float = 0.0, batch_size: int = 8, streamer=None) -> list[str]:
     """Greedy (temperature 0) or sampled replies, batched; dropout is off while generating."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     replies = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(conversations), batch_size):
             inputs = chat_inputs(tokenizer, conversations[start:start + batch_size], device)
             sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
@@ -34,8 +34,6 @@ def answer(model: nn.Module, tokenizer, conversations: list[list[dict[str, str]]
                                  streamer=streamer, **sampling)
             new = out[:, inputs["input_ids"].shape[1]:]
             replies += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    finally:
-        model.train(was_training)
     return replies
 
 

@@ -96,6 +96,15 @@ def _uses_prompt_learning(model: nn.Module) -> bool:
     return bool(getattr(config, "is_prompt_learning", False))
 
 
+def _prompt_batch(model: nn.Module, tokenizer, prompts: list[list[int]]):
+    """What every decoder starts from: the device, the end tokens, the pad id, and the left-padded
+    prompt ids with their attention mask."""
+    device = next(model.parameters()).device
+    ends = end_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
+    return (device, ends, pad, *_left_padded(prompts, pad, device))
+
+
 def _left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
@@ -145,10 +154,7 @@ def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[
     """Eager decoding with a growing cache; finished rows are pruned from the batch."""
     from transformers import DynamicCache
 
-    device = next(model.parameters()).device
-    ends = end_token_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
-    ids, mask = _left_padded(prompts, pad, device)
+    device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
     cache = DynamicCache()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -185,10 +191,7 @@ def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture:
     decoding eagerly (how it is tested on the CPU)."""
     from transformers import StaticCache
 
-    device = next(model.parameters()).device
-    ends = end_token_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
-    ids, mask = _left_padded(prompts, pad, device)
+    device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
     ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0).bool()
     count, width = ids.shape
     total = width + params.max_new_tokens
@@ -253,10 +256,7 @@ def _record(step, cache):
 
 
 def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
-    device = next(model.parameters()).device
-    ends = end_token_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(ends))
-    ids, mask = _left_padded(prompts, pad, device)
+    device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
     settings = {"do_sample": False} if params.temperature == 0 else {
         "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
     if generator is not None:  # generate has no generator argument: seed from ours
