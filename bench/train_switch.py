@@ -84,7 +84,7 @@ def one(config_path: str) -> dict:
         start = time.perf_counter()
         metrics = plain_step(*args)
         torch.cuda.synchronize()
-        steps.append((time.perf_counter() - start, metrics["tokens"], metrics["loss"]))
+        steps.append((time.perf_counter() - start, metrics["tokens"], float(metrics["loss"])))
         return metrics
 
     loop.train_step = timed_step

@@ -1,10 +1,11 @@
 """Sample packing and batch collation.
 
 Packing puts several examples in one row of at most `sequence_len` tokens so no compute is spent on
-padding. Nothing leaks between the examples of a row: position ids restart at each example, the
-attention mask is block-diagonal causal, and the first token of each example is not a training target
-(it would otherwise be predicted from the previous example's last token). With that, the packed loss
-equals the unpacked loss on the same examples; tests/data/test_packing.py checks it.
+padding. Nothing leaks between the examples of a row: position ids restart at each example, attention
+stays within each example (a packed batch carries segment ids; `objectives.base.model_inputs` turns them
+into the mask the model takes, kernels/packed_attention.py), and the first token of each example is not
+a training target (it would otherwise be predicted from the previous example's last token). With that,
+the packed loss equals the unpacked loss on the same examples; tests/data/test_packing.py checks it.
 """
 
 from __future__ import annotations
@@ -38,22 +39,34 @@ def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=torch.long)
 
 
+#: Packed micro-batches are right-padded to a multiple of this: FlexAttention's tile, and few distinct
+#: shapes for the compiled kernels (RoPE, FlexAttention) to see, where every batch's longest packed row
+#: would otherwise give a new one.
+PACKED_MULTIPLE = 128
+
+
 def collate(rows: list[Tokens], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch. Packed rows get a 4-D block-diagonal causal mask (True = may attend)."""
+    """Right-pad a micro-batch. Packed rows keep position ids and segment ids (-1 on padding) instead of a
+    mask: an L × L mask per row is built, if at all, on the device that runs the model."""
+    packed = "segment_ids" in rows[0]
     length = max(len(row["input_ids"]) for row in rows)
+    if packed:
+        length = -(-length // PACKED_MULTIPLE) * PACKED_MULTIPLE
     batch = {
         "input_ids": _pad([r["input_ids"] for r in rows], pad_id, length),
         "labels": _pad([r["labels"] for r in rows], IGNORE, length),
     }
-    if "segment_ids" not in rows[0]:
+    if not packed:
         batch["attention_mask"] = _pad([[1] * len(r["input_ids"]) for r in rows], 0, length)
         return batch
     batch["position_ids"] = _pad([r["position_ids"] for r in rows], 0, length)
-    segments = _pad([r["segment_ids"] for r in rows], -1, length)
-    same = segments[:, :, None] == segments[:, None, :]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    valid = (segments >= 0)[:, :, None]
-    mask = same & causal & valid
-    mask |= torch.eye(length, dtype=torch.bool)  # padding rows attend to themselves: no NaN from empty rows
-    batch["attention_mask"] = mask[:, None]
+    batch["segment_ids"] = _pad([r["segment_ids"] for r in rows], -1, length)
     return batch
+
+
+def real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens of a collated batch that are not padding (counted on the host, before the batch moves)."""
+    if "segment_ids" in batch:
+        return int((batch["segment_ids"] >= 0).sum())
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None and mask.dim() == 2 else batch["input_ids"].numel()

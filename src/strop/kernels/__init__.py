@@ -80,7 +80,7 @@ def _swap(module: nn.Module, forward) -> bool:
 
 def _compiled_or_plain(fn):
     """`fn` through torch.compile, falling back to `fn` for good if compilation fails."""
-    compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+    compiled = torch.compile(fn, fullgraph=True)  # dynamic after a second shape: no recompile per length
     state = {"ok": True}
 
     def wrapper(*args, **kwargs):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strop.data.tokenize import IGNORE
+from strop.kernels.packed_attention import attention_for
 
 
 class Objective:
@@ -49,6 +50,10 @@ class Objective:
         """Optimizer steps taken on each step's worth of data (RL reuses its rollouts this many times)."""
         return 1
 
+    #: True when `step_rows` makes the rows with the model itself (RL rollouts): the loop then cannot
+    #: prepare a step's batches ahead of it.
+    rows_from_model = False
+
     def step_rows(self, run, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
         """The rows each micro-batch of step `step` trains on, given its data rows, and metrics of making
         them. Supervised objectives train on the data itself; RL replaces prompts with scored rollouts."""
@@ -79,5 +84,8 @@ def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int =
     return torch.cat(pieces, dim=1) * mask, mask
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+def model_inputs(batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The keyword inputs of `model`'s forward; packed rows' segment ids become the attention mask that
+    model takes (a FlexAttention block mask where it runs strop's packed attention, else a dense one)."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "segment_ids") if k in batch}
+    return attention_for(inputs, model)

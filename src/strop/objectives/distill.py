@@ -76,10 +76,9 @@ class DistillObjective(SFTObjective):
 
     def loss(self, model, batch, denominator):
         cfg = self.cfg
-        inputs = model_inputs(batch)
-        student = model(**inputs, use_cache=False).logits
+        student = model(**model_inputs(batch, model), use_cache=False).logits
         with torch.no_grad():
-            teacher = self.teacher(**inputs, use_cache=False).logits
+            teacher = self.teacher(**model_inputs(batch, self.teacher), use_cache=False).logits
         token_logps, mask = shifted_token_logps(student, batch["labels"])
         divergence = token_divergence(student[:, :-1], teacher[:, :-1], cfg.distill_temperature,
                                       cfg.distill_loss, cfg.distill_jsd_beta)

@@ -186,7 +186,7 @@ class GRPOObjective(RLObjective):
         return batch
 
     def loss(self, model, batch, denominator):
-        logits = model(**model_inputs(batch), use_cache=False).logits
+        logits = model(**model_inputs(batch, model), use_cache=False).logits
         logps, mask = shifted_token_logps(logits, batch["labels"])
         mask = mask & (batch["weights"][:, None] > 0)
         old = batch["old_logps"] if "old_logps" in batch else logps.detach()

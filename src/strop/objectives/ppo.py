@@ -100,7 +100,7 @@ class PPOObjective(RLObjective):
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, token log-probs, completion mask and values at the shifted positions."""
         with capture_final_hidden(self.lm_head) as captured:
-            logits = model(**model_inputs(batch), use_cache=False).logits
+            logits = model(**model_inputs(batch, model), use_cache=False).logits
         logps, mask = shifted_token_logps(logits, batch["labels"])
         hidden = captured["hidden"][:, -logits.shape[1]:]  # prompt tuning: its virtual positions come first
         values = self.value_head(hidden[:, :-1].float()).squeeze(-1)

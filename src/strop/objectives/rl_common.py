@@ -87,6 +87,8 @@ def token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -
 class RLObjective(Objective):
     """Base of the objectives that learn from their own sampled completions."""
 
+    rows_from_model = True
+
     dataset_types = tuple(PROMPT_FORMATS)
     default_kl_beta = 0.0
 
@@ -183,7 +185,7 @@ class RLObjective(Objective):
         """Per-completion-token log-probs of each row under `model` (dropout off)."""
         batch = {k: v.to(self.device_of(model)) for k, v in sequence_batch(rows, pad_id).items()}
         with torch.no_grad(), eval_mode(model):
-            logits = model(**model_inputs(batch), use_cache=False).logits
+            logits = model(**model_inputs(batch, model), use_cache=False).logits
         logps, _ = shifted_token_logps(logits, batch["labels"])
         return [logps[i, r["prompt_len"] - 1: r["prompt_len"] - 1 + r["completion_len"]].tolist() for i, r in enumerate(rows)]
 

@@ -43,13 +43,13 @@ class SFTObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         loss = summed_nll(model, batch) / denominator
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}  # a device tensor: the loop reads it only at logging steps
 
 
 def summed_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Negative log-likelihood summed over the batch's response tokens."""
     if fused_loss_ready(model):
-        return causal_lm_loss(model, labels=batch["labels"], reduction="sum", **model_inputs(batch))
-    logits = model(**model_inputs(batch), use_cache=False).logits
+        return causal_lm_loss(model, labels=batch["labels"], reduction="sum", **model_inputs(batch, model))
+    logits = model(**model_inputs(batch, model), use_cache=False).logits
     token_logps, mask = shifted_token_logps(logits, batch["labels"])
     return sft_loss(token_logps, mask)[0].sum()

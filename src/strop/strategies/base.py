@@ -93,8 +93,10 @@ class Strategy:
 
             return load_4bit(model_path, cfg, device)
         from strop.models import load_model
+        from strop.strategies.kernels import load_dtype
 
-        return load_model(model_path, torch.float32, cfg.trust_remote_code, cfg.model_type).to(device)
+        dtype = load_dtype(self, cfg, device)
+        return load_model(model_path, dtype, cfg.trust_remote_code, cfg.model_type).to(device)
 
     def apply(self, model: nn.Module, cfg) -> nn.Module:
         raise NotImplementedError

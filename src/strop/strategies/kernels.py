@@ -42,16 +42,28 @@ def _on_cuda(model: nn.Module) -> bool:
     return next(model.parameters()).is_cuda
 
 
-def _why_off(model: nn.Module, strategy, cfg) -> str | None:
+def _why_off(on_cuda: bool, strategy, cfg) -> str | None:
     if not getattr(cfg, "kernels", True):
         return "kernels: false"
-    if not _on_cuda(model):
+    if not on_cuda:
         return "no CUDA device"
     if distributed.launched():
         return "not combined with FSDP2 under torchrun yet"
     if strategy.kernel_options(cfg) is None:
         return f"not for {strategy.name}"
     return None
+
+
+def load_dtype(strategy, cfg, device: torch.device) -> torch.dtype:
+    """The dtype to load the base model in: bf16 where the kernels will store the frozen base in bf16
+    anyway (CUDA, bf16 autocast, a strategy whose frozen weights may change dtype), so that no fp32 copy
+    of the base ever reaches the GPU (for an 8B base that transient copy was a 32 GB peak); fp32
+    otherwise (trainable weights keep fp32 masters either way)."""
+    from strop.train.optim import autocast_dtype
+
+    if _why_off(device.type == "cuda", strategy, cfg) or autocast_dtype(cfg, device) != torch.bfloat16:
+        return torch.float32
+    return torch.bfloat16 if strategy.kernel_options(cfg).bf16_frozen else torch.float32
 
 
 def _fused_loss_fits(model: nn.Module) -> bool:
@@ -75,7 +87,7 @@ def install_kernels(model: nn.Module, strategy, cfg) -> None:
     record what was done on the model."""
     from strop.train.optim import autocast_dtype
 
-    reason = _why_off(model, strategy, cfg)
+    reason = _why_off(_on_cuda(model), strategy, cfg)
     if reason:
         kernels.record(model, {"off": reason})
         return

@@ -142,10 +142,11 @@ def sum_count(count: int) -> int:
     return int(sum_over_ranks({"n": count})["n"])
 
 
-def to_float(value: torch.Tensor) -> float:
-    """A scalar that may be a DTensor (e.g. the gradient norm over sharded parameters)."""
+def local_scalar(value: torch.Tensor) -> torch.Tensor:
+    """A scalar that may be a DTensor (e.g. the gradient norm over sharded parameters) as a plain tensor,
+    left on the device."""
     full = getattr(value, "full_tensor", None)
-    return float(full() if full is not None else value)
+    return full() if full is not None else value
 
 
 def loss_scale() -> float:

@@ -18,14 +18,17 @@ import math
 import random
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from strop.config import Config, config_to_yaml
+from strop.data.packing import real_tokens
 from strop.errors import StropError
 from strop.generate import answer_prompts
+from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
 from strop.objectives import objective_for
 from strop.strategies import get_strategy
@@ -86,6 +89,8 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
     model.config.use_cache = False
+    if cfg.sample_packing and packed_attention.install(model):
+        report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
     return Run(cfg, model, tokenizer, strategy, objective, train_rows, val_rows, report.notes, device, model_path)
 
 
@@ -111,23 +116,62 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, float]:
-    """One optimizer step over A micro-batches, the loss normalised over all of them."""
+@dataclass
+class StepBatches:
+    """The collated micro-batches of one optimizer step with their weights (0 for a filler), the
+    objective's metrics of making them, and their real (non-padding) token count."""
+
+    batches: list[tuple[dict[str, torch.Tensor], float]]
+    totals: dict
+    tokens: int
+
+
+def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatches:
+    """Select, (for RL) sample and collate the micro-batches of step `step`; `pin` puts them in pinned
+    host memory so that their copy to the GPU does not block the host."""
     cfg = run.cfg
     first = (step // run.objective.updates_per_batch(cfg)) * cfg.gradient_accumulation_steps
-    filler = run.train_rows[:1]
     rows = [micro_batch_rows(run, first + i) for i in range(cfg.gradient_accumulation_steps)]
     with autocast(run.device, amp_dtype):
         rows, totals = run.objective.step_rows(run, step, rows)
-    batches = [_collate_or_filler(run, r, filler) for r in rows]
+    batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
+    if pin:
+        batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
+    return StepBatches(batches, totals, sum(int(w * real_tokens(b)) for b, w in batches))
+
+
+class Prefetcher:
+    """Collates step s + 1 on a worker thread while step s runs on the device (collation is host work
+    that would otherwise sit between two steps). Only for objectives whose rows do not come from the
+    model; RL objectives sample theirs inside the step."""
+
+    def __init__(self, run: Run, amp_dtype):
+        self.run, self.amp_dtype = run, amp_dtype
+        self.pin = run.device.type == "cuda"
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="strop-collate")
+        self.pending: dict[int, Future] = {}
+
+    def get(self, step: int) -> StepBatches:
+        future = self.pending.pop(step, None) or self.pool.submit(step_batches, self.run, step, self.amp_dtype, self.pin)
+        if step + 1 < self.run.total_steps:
+            self.pending[step + 1] = self.pool.submit(step_batches, self.run, step + 1, self.amp_dtype, self.pin)
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: StepBatches | None = None) -> dict:
+    """One optimizer step over A micro-batches, the loss normalised over all of them. Metric values may
+    be device tensors: nothing here waits for the device (the caller converts them when it logs)."""
+    cfg = run.cfg
+    prepared = prepared or step_batches(run, step, amp_dtype)
+    totals = dict(prepared.totals)
     # Every process divides by the response tokens of the whole step, over all processes.
-    denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in batches if w)))
-    tokens = 0
+    denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in prepared.batches if w)))
     scale = distributed.loss_scale()
-    for batch, weight in batches:
+    for batch, weight in prepared.batches:
         batch = _to(batch, run.device)
-        mask = batch["attention_mask"]
-        tokens += int(weight * (int(mask.sum()) if mask.dim() == 2 else batch["input_ids"].numel()))
         with autocast(run.device, amp_dtype):
             loss, metrics = run.objective.loss(run.model, batch, denominator)
         if scale != 1.0 or weight != 1.0:
@@ -140,15 +184,20 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype) -> dict[str, f
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clip = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
-    totals["grad_norm"] = distributed.to_float(torch.nn.utils.clip_grad_norm_(params, clip))
+    totals["grad_norm"] = distributed.local_scalar(torch.nn.utils.clip_grad_norm_(params, clip))
     if scaler:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    totals["tokens"] = distributed.sum_count(tokens)
+    totals["tokens"] = distributed.sum_count(prepared.tokens)
     return totals
+
+
+def _host_values(metrics: dict) -> dict:
+    """Device tensors to floats: the one wait for the device in a logged step."""
+    return {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
 
 
 @torch.no_grad()
@@ -268,26 +317,30 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
             print(f"strop: resumed from {start_from} at step {step}")
     samples_before = _samples(run) if step == 0 else None
     run.model.train()
+    prefetch = None if run.objective.rows_from_model else Prefetcher(run, amp_dtype)
     started, tokens_seen = time.perf_counter(), 0
-    with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
-        run.tracker = tracker
-        while step < total:
-            run.strategy.on_step_start(run.model, step, cfg)
-            metrics = train_step(run, step, optimizer, scaler, amp_dtype)
-            metrics["lr"] = scheduler.get_last_lr()[0]
-            scheduler.step()
-            step += 1
-            tokens_seen += metrics.pop("tokens")
-            metrics["tokens_per_s"] = tokens_seen / (time.perf_counter() - started)
-            metrics["epoch"] = step * cfg.gradient_accumulation_steps / run.micro_batches_per_epoch / run.objective.updates_per_batch(cfg)
-            evaluated = run.val_rows and cfg.eval_steps and (step % cfg.eval_steps == 0 or step == total)
-            if evaluated:
-                metrics.update(evaluate(run, amp_dtype))
-            if step % cfg.logging_steps == 0 or step == total or evaluated:
-                tracker.log(step, metrics)
-            tracker.advance(step)
-            if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
-                _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
+    try:
+        with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
+            run.tracker = tracker
+            while step < total:
+                run.strategy.on_step_start(run.model, step, cfg)
+                prepared = prefetch.get(step) if prefetch else None
+                metrics = train_step(run, step, optimizer, scaler, amp_dtype, prepared)
+                metrics["lr"] = scheduler.get_last_lr()[0]
+                scheduler.step()
+                step += 1
+                tokens_seen += metrics.pop("tokens")
+                evaluated = run.val_rows and cfg.eval_steps and (step % cfg.eval_steps == 0 or step == total)
+                if evaluated:
+                    metrics.update(evaluate(run, amp_dtype))
+                if step % cfg.logging_steps == 0 or step == total or evaluated:
+                    tracker.log(step, _host_values(metrics) | _progress(run, step, tokens_seen, started))
+                tracker.advance(step)
+                if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
+                    _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
+    finally:
+        if prefetch:
+            prefetch.close()
     run.tracker = None
     final_eval = evaluate(run, amp_dtype) if run.val_rows else None
     if cfg.save_steps:
@@ -300,6 +353,18 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
             print_samples(cfg.sample_prompts, samples_before, samples_after)
         print_summary(run, output_dir, final_eval, plot)
     return output_dir
+
+
+def _progress(run: Run, step: int, tokens_seen: int, started: float) -> dict[str, float]:
+    """Throughput and position of a logged step. Read after the step's values reached the host, so the
+    clock includes all of its device work; `elapsed_s` and `tokens_seen` let a benchmark take the rate
+    between any two logged steps."""
+    cfg, elapsed = run.cfg, time.perf_counter() - started
+    progress = {"tokens_seen": tokens_seen, "elapsed_s": round(elapsed, 4), "tokens_per_s": tokens_seen / elapsed,
+                "epoch": step * cfg.gradient_accumulation_steps / run.micro_batches_per_epoch / run.objective.updates_per_batch(cfg)}
+    if run.device.type == "cuda":
+        progress["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated(run.device) / 2**30, 3)
+    return progress
 
 
 def _save_checkpoint(run: Run, output_dir: Path, step: int, trainable, optimizer, scheduler) -> None:
