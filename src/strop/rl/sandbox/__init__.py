@@ -28,8 +28,8 @@ Python code cannot forge: the child writes `<nonce> <index> <0|1>` lines to a pi
 not to stdout; the nonce arrives on stdin (not in argv or the environment) and lives only in local
 variables of a function the untrusted code cannot reach (its module-level name is deleted, and frame
 and gc introspection are refused); after the untrusted code starts, the runner looks up no global or
-builtin name, so patching `builtins` cannot flip a verdict. A test with no line failed (a solution
-that exits or hangs early fails the rest). What still trusts the code: native code the solution loads
+builtin name, so patching `builtins` cannot flip a verdict. A test with no line, or with more than
+one, failed (a solution that exits or hangs early fails the rest). What still trusts the code: native code the solution loads
 runs inside the same process as the runner and can rewrite that process's own verdicts (the layers
 bound what it reaches, not what it reports about itself), and a solution that games the tests' own
 semantics (an object whose `__eq__` always returns True) passes them.
@@ -99,14 +99,12 @@ def run_tests(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb: in
     nonce = secrets.token_hex(16)
     result, report = _execute({"mode": "tests", "code": code, "tests": list(tests), "nonce": nonce},
                               timeout_s, memory_mb, file_mb, isolation.plan(layers, sandbox))
-    passed = [False] * len(tests)
+    verdicts: dict[int, list[str]] = {}
     for line in report.decode("ascii", "replace").splitlines():
         parts = line.split()
         if len(parts) == 3 and hmac.compare_digest(parts[0], nonce) and parts[1].isdigit():
-            index = int(parts[1])
-            if index < len(passed):
-                passed[index] = parts[2] == "1"
-    return TestRun(passed, result)
+            verdicts.setdefault(int(parts[1]), []).append(parts[2])
+    return TestRun([verdicts.get(index) == ["1"] for index in range(len(tests))], result)
 
 
 def _command(plan: isolation.Plan, folder: str, file_mb: int, cgroup: str | None,
