@@ -80,6 +80,10 @@ def test_seccomp_alone_refuses_the_deny_list_to_native_calls():
     assert refused == {name: "1" for name in refused}  # EPERM
     control = dict(line.split() for line in lines(run_python(code, layers=only(namespaces=True))))
     assert control["fork"] == control["socket_inet"] == "allowed" and control["Seccomp"] == "0"
+    x32 = "import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 39)\nprint('survived')\n"  # getpid, x32 ABI
+    killed = run_python(x32, layers=only(namespaces=True, seccomp=True))
+    assert killed.returncode != 0 and "survived" not in killed.stdout
+    assert lines(run_python(x32, layers=only(namespaces=True))) == ["survived"]
 
 
 def test_rlimits_alone():
