@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +201,41 @@ def test_relaxed_mode_warns_and_runs_with_what_works(no_bubblewrap):
 def test_sandbox_option_is_validated():
     with pytest.raises(ValueError, match="sandbox"):
         RewardSpec(type="code", sandbox="off")
+
+
+def _readable_to_others(needed: list[str]) -> list[str]:
+    """bubblewrap arguments that make `needed` reachable to any user in a private mount namespace: each
+    closed folder above one of them (as /root is) becomes an empty tmpfs with those paths bound back."""
+    command, blockers = [], {}
+    for path in needed:
+        parts = path.split("/")
+        for depth in range(2, len(parts) + 1):
+            ancestor = "/".join(parts[:depth])
+            if not os.stat(ancestor).st_mode & 0o001:
+                blockers.setdefault(ancestor, []).append(path)
+                break
+    for blocker, paths in blockers.items():
+        command += ["--perms", "0755", "--tmpfs", blocker]
+        for path in paths:
+            parts = path.split("/")
+            for depth in range(blocker.count("/") + 2, len(parts)):
+                command += ["--perms", "0755", "--dir", "/".join(parts[:depth])]
+            command += ["--ro-bind", path, path]
+    return command
+
+
+@as_root
+@pytest.mark.slow
+def test_every_hostile_case_scores_0_as_an_ordinary_user():
+    """The whole hostile suite again, from a trainer that is not root: bubblewrap then makes a user
+    namespace, and no uid drop or cgroup is there to help."""
+    repo = Path(__file__).resolve().parents[2]
+    needed = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, repo)})
+    user = isolation.unused_ids()[0] - 1000
+    command = ["bwrap", "--dev-bind", "/", "/", *_readable_to_others(needed), "--die-with-parent", "--",
+               "setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--",
+               sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(repo / "tests/rl/test_sandbox_hostile.py")]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": str(repo / "src")}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd="/tmp")
+    assert run.returncode == 0 and run.stdout.splitlines()[-1].startswith("53 passed"), run.stdout[-3000:] + run.stderr[-2000:]
