@@ -1,12 +1,12 @@
 """The operating-system layers around a sandboxed child, and how each is set up.
 
 - namespaces (bubblewrap): new mount, PID, network, IPC, UTS and cgroup namespaces, plus a user
-  namespace when strop is not root (that is what lets an ordinary user create the others). The root of
-  the child's file system is an empty read-only tmpfs holding only the interpreter, its standard library
-  (its site-packages hidden under an empty read-only tmpfs), the folders of the shared libraries the
-  interpreter links, a minimal /dev, the /proc of its own PID namespace, and the working folder: a
-  size-limited tmpfs at the throwaway folder's path. Bubblewrap is a tool made for exactly this, so its
-  few hundred lines of mount set-up are not repeated here.
+  namespace when strop is not root (that is what lets an ordinary user create the others; the child
+  cannot make further ones). The root of the child's file system is an empty read-only tmpfs holding
+  only the interpreter, its standard library (its site-packages hidden under an empty read-only tmpfs),
+  the folders of the shared libraries the interpreter links, a minimal /dev, the /proc of its own PID
+  namespace, and the working folder: a size-limited tmpfs at the throwaway folder's path. Bubblewrap
+  is a tool made for exactly this, so its few hundred lines of mount set-up are not repeated here.
 - drop_user (as root): bubblewrap starts the child as root with every capability dropped except
   CAP_SETUID and CAP_SETGID, and the child's first act is setgroups([]), setresgid, setresuid to an
   unused id; the kernel then clears its capabilities. No user namespace is made as root: one would map
