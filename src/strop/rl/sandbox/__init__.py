@@ -110,12 +110,11 @@ def run_tests(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb: in
 def _command(plan: isolation.Plan, folder: str, file_mb: int, cgroup: str | None,
              seccomp_fd: int | None) -> list[str]:
     """The child's command line: [enter the cgroup,] [bubblewrap,] the interpreter and the child's source."""
-    if not plan.namespaces:
-        return [sys.executable, "-I", "-B", "-c", child.source()]
-    command = isolation.bwrap_command(folder, file_mb, plan.drop is not None, seccomp_fd)
-    command += ["--clearenv"] + [arg for name, value in _environment(folder).items()
-                                 for arg in ("--setenv", name, value)]
-    command += [isolation.python_executable(), "-I", "-B", "-c", child.source()]
+    command = [sys.executable, "-I", "-B", "-c", child.source()]
+    if plan.namespaces:
+        settings = [arg for name, value in _environment(folder).items() for arg in ("--setenv", name, value)]
+        command = [*isolation.bwrap_command(folder, file_mb, plan.drop is not None, seccomp_fd), "--clearenv",
+                   *settings, isolation.python_executable(), *command[1:]]
     return ["/bin/sh", "-c", ENTER_CGROUP, os.path.join(cgroup, "cgroup.procs"), *command] if cgroup else command
 
 
