@@ -243,8 +243,12 @@ def make_cgroup() -> str | None:
         path = tempfile.mkdtemp(prefix="strop-sandbox-", dir=root)
     except OSError:
         return None
-    with open(os.path.join(path, "pids.max"), "w") as limit:
-        limit.write(str(CGROUP_PIDS_MAX))
+    try:
+        with open(os.path.join(path, "pids.max"), "w") as limit:
+            limit.write(str(CGROUP_PIDS_MAX))
+    except OSError:
+        os.rmdir(path)
+        return None
     return path
 
 
