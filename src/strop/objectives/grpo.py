@@ -53,7 +53,8 @@ class GRPOParams(RolloutParams):
     overlong_buffer_length: int | None = Field(None, gt=0, description="(GRPO) DAPO overlong shaping: penalty ramps over this "
                                                "many tokens before max_completion_length.")
     overlong_penalty_factor: float = Field(1.0, ge=0, description="(GRPO) Penalty at max_completion_length.")
-    mask_truncated_completions: bool = Field(False, description="(GRPO) Leave completions cut at max_completion_length out of the loss.")
+    mask_truncated_completions: bool = Field(False, description="(GRPO) Zero the loss of completions cut at max_completion_length "
+                                             "(they still count in the grpo and dr_grpo normalisers).")
 
 
 #: Defaults `rl: dapo` and `rl: dr_grpo` apply to keys the config does not set.
