@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 # The test suite also proves GGUF exports in llama.cpp: llama-cpp-python compiles llama.cpp (minutes).
 # GGML_NATIVE=OFF: the native build emits AMX code that crashes on some CPUs at the first generation.
-$(TEST_STAMP): $(STAMP)
+# The Makefile is a prerequisite so that a venv built before a test dependency was added gets it.
+$(TEST_STAMP): $(STAMP) Makefile
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[test,gguf,qlora]"
 	# Reference oracles of tests/parity, pinned. --no-deps keeps them from touching torch/transformers;
 	# TRL's trainer modules import datasets and pandas, so those two come with their own dependencies.
