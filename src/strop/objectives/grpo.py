@@ -22,9 +22,9 @@ max_completion_length. What that does to each normaliser follows from the paper 
   the denominator as they leave the sum;
 - grpo and dr_grpo keep counting the masked completions: the 1/G of GRPO is the group size, and Dr. GRPO's
   point is that the normaliser is a constant, never a function of the sampled lengths. Truncation is a
-  length event, so dropping truncated rows from the count (as strop did before) made the weight of every
-  remaining token grow with the number of completions that ran long: a length-dependent normaliser again,
-  and a step size that jumped with the truncation rate (1/(1 − share truncated)). This is also TRL's choice.
+  length event: dropping truncated rows from the count would make the weight of every remaining token grow
+  with the number of completions that ran long (a length-dependent normaliser again, and a step size that
+  jumps with the truncation rate, 1/(1 − share truncated)). This is also TRL's choice.
 
 DAPO's other options: dynamic sampling (groups whose rewards are all equal carry no signal; drop them and
 sample more prompts, at most `dynamic_sampling_max_rounds` extra rounds), overlong reward shaping (a
