@@ -1,4 +1,4 @@
-"""Pair objectives (DPO family, CPO, SimPO / CPO-SimPO, ORPO) and distillation divergences against TRL.
+"""Pair objectives (DPO family, CPO, SimPO / CPO-SimPO, ORPO), KTO and distillation divergences against TRL.
 
 TRL's losses live in trainer methods. Each is called unbound on a SimpleNamespace holding the attributes it
 reads, with a stub model that returns fixed float64 logits (or, for DPOTrainer's fused head, the per-token
@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from strop.objectives.cpo import CPOObjective
 from strop.objectives.distill import token_divergence
 from strop.objectives.dpo import DPOObjective
+from strop.objectives.kto import KTOObjective
 from strop.objectives.orpo import ORPOObjective
 from strop.objectives.simpo import SimPOObjective
 
 REASON = "TRL is a test-only reference: `make test` installs it"
 dpo_trainer = pytest.importorskip("trl.trainer.dpo_trainer", reason=REASON)
+kto_trainer = pytest.importorskip("trl.trainer.kto_trainer", reason=REASON)
 cpo_trainer = pytest.importorskip("trl.experimental.cpo.cpo_trainer", reason=REASON)
 orpo_trainer = pytest.importorskip("trl.experimental.orpo.orpo_trainer", reason=REASON)
 gkd_trainer = pytest.importorskip("trl.experimental.gkd.gkd_trainer", reason=REASON)
@@ -61,8 +63,14 @@ def pair_data(seed: int, chosen: list[int] = CHOSEN):
     return logits, ids, reply
 
 
-def logits_model(logits: torch.Tensor):
-    return lambda *args, **kwargs: SimpleNamespace(logits=logits)
+def logits_model(logits: torch.Tensor, ids: torch.Tensor | None = None):
+    """A model that returns fixed logits: all of them, or (given the full ids) the rows of the ids it is fed."""
+    def forward(input_ids=None, **kwargs):
+        if ids is None:
+            return SimpleNamespace(logits=logits)
+        start = next(i for i in range(len(ids)) if torch.equal(ids[i:i + len(input_ids)], input_ids))
+        return SimpleNamespace(logits=logits[start:start + len(input_ids)])
+    return forward
 
 
 def strop_pair_loss(objective, cfg: dict, logits: torch.Tensor, ids: torch.Tensor, reply: torch.Tensor,
@@ -146,6 +154,48 @@ def test_conservative_dpo_matches_trl_cpo_sigmoid_with_label_smoothing() -> None
 
     ours, _ = dpo_loss(chosen, rejected, torch.zeros(6), torch.zeros(6), beta=0.4, label_smoothing=0.2)
     assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)
+
+
+def fused_head(logits: torch.Tensor, ids: torch.Tensor, reply: torch.Tensor) -> SimpleNamespace:
+    """What TRL's fused LM head returns: log-probs of the labelled (reply) tokens, zeros elsewhere."""
+    logps = torch.gather(logits[:, :-1].log_softmax(-1), 2, ids[:, 1:, None])[..., 0] * reply[:, 1:]
+    zeros = torch.zeros_like(logps)
+    return SimpleNamespace(log_probs=logps, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+
+
+def test_kto_with_its_kl_reference_point_matches_trl() -> None:
+    """Rows 0..B-1 are the examples (desirable or not), rows B..2B-1 their mismatched (KL) completions."""
+    logits, ids, reply = pair_data(seed=7)
+    n = len(ids) // 2
+    desirable = torch.tensor([True, False, True, True])
+    ref = -torch.rand(len(ids), generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 20
+    theirs_logits, ours_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+
+    def trl_model(input_ids, **kwargs):
+        rows = slice(0, n) if torch.equal(input_ids, ids[:n]) else slice(n, 2 * n)
+        return fused_head(theirs_logits[rows], ids[rows], reply[rows])
+
+    stub = SimpleNamespace(model=SimpleNamespace(training=True), accelerator=_Accelerator(), aux_loss_enabled=False,
+                           calculate_KL=True, precompute_ref_logps=True, loss_type="kto", beta=0.2,
+                           desirable_weight=1.3, undesirable_weight=0.8, _metrics={"train": defaultdict(list)},
+                           _total_train_tokens=0, _tp_size=1)
+    stub._compute_kl_logps = lambda model, batch: kto_trainer.KTOTrainer._compute_kl_logps(stub, model, batch)
+    inputs = {"input_ids": ids[:n], "attention_mask": torch.ones_like(ids[:n]), "completion_mask": reply[:n],
+              "KL_input_ids": ids[n:], "KL_attention_mask": torch.ones_like(ids[n:]), "KL_completion_mask": reply[n:],
+              "label": desirable, "ref_logps": ref[:n], "ref_KL_logps": ref[n:]}
+    theirs = kto_trainer.KTOTrainer._compute_loss(stub, trl_model, inputs, return_outputs=False)
+
+    objective = KTOObjective()
+    objective.cfg = SimpleNamespace(rl_beta=0.2, dpo_beta=None, precompute_ref_log_probs=True,
+                                    kto_desirable_weight=1.3, kto_undesirable_weight=0.8)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.masked_fill(reply == 0, -100),
+             "desirable": desirable, "ref_logps": ref}
+    ours, metrics = objective.loss(logits_model(ours_logits, ids), batch, n)  # called once per half
+    theirs.backward()
+    ours.backward()
+    assert abs(ours.item() - theirs.item()) < ATOL
+    assert abs(metrics["kl"] - stub._metrics["train"]["kl"][0]) < ATOL
+    assert torch.allclose(ours_logits.grad, theirs_logits.grad, atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------ CPO, SimPO, CPO-SimPO
