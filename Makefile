@@ -19,12 +19,19 @@ $(STAMP): pyproject.toml
 # The code-reward sandbox runs under bubblewrap; its tests need it (installed when running as root).
 # The test suite also proves GGUF exports in llama.cpp: llama-cpp-python compiles llama.cpp (minutes).
 # GGML_NATIVE=OFF: the native build emits AMX code that crashes on some CPUs at the first generation.
-$(TEST_STAMP): $(STAMP)
+# The Makefile is a prerequisite so that a venv built before a test dependency was added gets it.
+$(TEST_STAMP): $(STAMP) Makefile
 	command -v bwrap >/dev/null || { [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2; }; } || true
 	command -v bwrap >/dev/null || echo "strop: bubblewrap is missing: the sandbox tests will fail (apt-get install bubblewrap)"
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[test,gguf,qlora]"
-	# mergekit is the reference oracle for the merge tests; --no-deps keeps it from touching torch.
-	$(BIN)/python -m pip install -q --no-deps mergekit immutables
+	# Reference oracles of tests/parity, pinned. --no-deps keeps them from touching torch/transformers;
+	# TRL's trainer modules import datasets and pandas, so those two come with their own dependencies.
+	$(BIN)/python -m pip install -q --no-deps "mergekit==0.1.5" immutables "trl==1.16.0"
+	$(BIN)/python -m pip install -q "datasets==5.2.0" "pandas==3.1.1"
+	# llama.cpp's own HF->GGUF converter, from the llama-cpp-python sdist of the installed version
+	# (sentencepiece: the converter tries it first for every Llama tokenizer).
+	$(BIN)/python -m pip install -q "sentencepiece==0.2.3"
+	$(BIN)/python tools/fetch_llamacpp_converter.py $(VENV)/llama.cpp
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

@@ -103,6 +103,8 @@ def test_dare_density_one_equals_undropped_and_seed_reproducible(tmp_path, model
         plain_cfg = cfg(plain, 1.0)
         if plain == "task_arithmetic":
             del plain_cfg["parameters"]
+        else:
+            plain_cfg["parameters"]["normalize"] = False  # dare_ties' default (mergekit's), not ties'
         _, expected = merge(tmp_path, plain_cfg, overwrite=True)
         _, state = merge(tmp_path, cfg(dare, 1.0), overwrite=True)
         assert_same(state, expected, atol=0)

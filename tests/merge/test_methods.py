@@ -172,8 +172,23 @@ def test_dare_with_density_one_equals_undropped_methods():
     weights = [0.5, 1.0, -0.25]
     linear = run("task_arithmetic", tensors, base=base, weights=weights)
     assert torch.equal(run("dare_linear", tensors, base=base, weights=weights, densities=[1.0] * 3), linear)
-    ties = run("ties", tensors, base=base, weights=weights, densities=[1.0] * 3)
+    ties = run("ties", tensors, base=base, weights=weights, densities=[1.0] * 3, normalize=False)
     assert torch.equal(run("dare_ties", tensors, base=base, weights=weights, densities=[1.0] * 3), ties)
+
+
+def test_dare_defaults_are_mergekits():
+    """mergekit configs carry over unchanged: no normalisation and rescaled survivors unless told otherwise."""
+    for method in ("dare_linear", "dare_ties"):
+        assert METHODS[method].global_params["normalize"] is False
+        assert METHODS[method].global_params["rescale"] is True
+
+
+def test_dare_without_rescale_keeps_survivors_as_they_were():
+    base, tuned = torch.zeros(64), torch.arange(1.0, 65.0)
+    out = run("dare_linear", [tuned], base=base, densities=[0.5], seed=11, name="x", rescale=False)
+    kept = out != 0
+    assert torch.equal(out[kept], tuned[kept])
+    assert 0 < kept.sum() < 64
 
 
 def test_dare_seeded_reproducible_and_seed_sensitive():

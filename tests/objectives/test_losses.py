@@ -118,6 +118,17 @@ def test_simpo_reference_hand_worked_and_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: simpo_loss(a, b, 2.0, 0.5)[0], inputs)
 
 
+def test_cpo_simpo_adds_the_chosen_nll():
+    # simpo_nll_alpha = α: SimPO + α · (−mean log-prob of the chosen reply); 0 is plain SimPO, no nll metric.
+    c, r = mean_logps(0), mean_logps(1)
+    losses, metrics = simpo_loss(c, r, 2.5, 0.7, nll_alpha=0.4)
+    torch.testing.assert_close(losses, simpo_loss(c, r, 2.5, 0.7)[0] - 0.4 * c, **TOL[torch.float64])
+    torch.testing.assert_close(metrics["nll_loss"], -c, **TOL[torch.float64])
+    assert "nll_loss" not in simpo_loss(c, r, 2.5, 0.7)[1]
+    one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    assert float(simpo_loss(one(-1.0), one(-2.0), 2.0, 0.5, 1.0)[0]) == pytest.approx(1.20141327798275246, abs=1e-12)
+
+
 def test_cpo_reference_hand_worked_and_gradcheck():
     c, r = logps(0), logps(1)
     lengths = torch.tensor([3.0, 1.0, 7.0, 2.0, 5.0], dtype=torch.float64)

@@ -84,9 +84,8 @@ def write_hparams(writer: gguf.GGUFWriter, config: dict[str, Any], vocab_size: i
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(vocab_size)
     writer.add_rope_dimension_count(dim)
-    if dim * n_head != int(config["hidden_size"]):
-        writer.add_key_length(dim)
-        writer.add_value_length(dim)
+    writer.add_key_length(dim)  # llama.cpp's default is hidden_size / n_head; explicit like its converter's output
+    writer.add_value_length(dim)
     rope = rope_params(config)
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     kind = rope["rope_type"]

@@ -102,6 +102,7 @@ def _write_direct(model_dir: Path, out_tmp: Path, qtype: str, show_progress: boo
     vocab = read_vocab(model_dir, int(config["vocab_size"]))
     writer = gguf.GGUFWriter(str(out_tmp), gguf.MODEL_ARCH_NAMES[spec.arch])
     try:
+        writer.add_type(gguf.GGUFType.MODEL)  # as llama.cpp's converter writes it (tests/parity)
         writer.add_name(Path(model_dir).resolve().name)
         write_hparams(writer, config, len(vocab.tokens))
         writer.add_file_type(int(DIRECT_QTYPES[qtype][1]))

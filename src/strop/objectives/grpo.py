@@ -16,6 +16,16 @@ and the loss aggregates ℓ over the step by `loss_type`:
 - dapo:    sum over all tokens / number of tokens (token-level: long completions count per token),
 - dr_grpo: sum over all tokens / (number of completions × max_completion_length) (no length bias).
 
+`mask_truncated_completions` (DAPO's overlong filtering) zeroes the loss of every completion cut at
+max_completion_length. What that does to each normaliser follows from the paper that defines it:
+- dapo divides by the tokens that carry loss (DAPO eq. 8, 1 / Σ|o_i|), so a masked completion's tokens leave
+  the denominator as they leave the sum;
+- grpo and dr_grpo keep counting the masked completions: the 1/G of GRPO is the group size, and Dr. GRPO's
+  point is that the normaliser is a constant, never a function of the sampled lengths. Truncation is a
+  length event: dropping truncated rows from the count would make the weight of every remaining token grow
+  with the number of completions that ran long (a length-dependent normaliser again, and a step size that
+  jumps with the truncation rate, 1/(1 − share truncated)). This is also TRL's choice.
+
 DAPO's other options: dynamic sampling (groups whose rewards are all equal carry no signal; drop them and
 sample more prompts, at most `dynamic_sampling_max_rounds` extra rounds), overlong reward shaping (a
 linear penalty from 0 to −overlong_penalty_factor over the last `overlong_buffer_length` tokens of the
@@ -43,7 +53,8 @@ class GRPOParams(RolloutParams):
     overlong_buffer_length: int | None = Field(None, gt=0, description="(GRPO) DAPO overlong shaping: penalty ramps over this "
                                                "many tokens before max_completion_length.")
     overlong_penalty_factor: float = Field(1.0, ge=0, description="(GRPO) Penalty at max_completion_length.")
-    mask_truncated_completions: bool = Field(False, description="(GRPO) Leave completions cut at max_completion_length out of the loss.")
+    mask_truncated_completions: bool = Field(False, description="(GRPO) Zero the loss of completions cut at max_completion_length "
+                                             "(they still count in the grpo and dr_grpo normalisers).")
 
 
 #: Defaults `rl: dapo` and `rl: dr_grpo` apply to keys the config does not set.
@@ -118,7 +129,9 @@ class GRPOObjective(RLObjective):
         self.eps_high = self.setting("epsilon_high") or self.eps_low
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
-        sequences = int((batch["weights"] > 0).sum())
+        """The step's normaliser (see the module docstring): every sampled completion counts for grpo and
+        dr_grpo, masked ones included; only the tokens that carry loss count for dapo."""
+        sequences = batch["weights"].shape[0]
         if self.loss_type == "grpo":
             return sequences
         if self.loss_type == "dr_grpo":

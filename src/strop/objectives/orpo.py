@@ -8,6 +8,11 @@ odds(y|x) = P / (1 − P):
 
 λ is `orpo_alpha` (Axolotl's name; 0.1 in the paper's main runs). Reported rewards are λ · mean log-prob,
 as in TRL, so the numbers compare.
+
+The NLL term is the paper's L_SFT: the causal-LM loss of the chosen reply y_w given x, a mean over the reply's
+tokens, then a mean over pairs (the expectation of eq. 6). TRL's ORPOTrainer differs:
+its NLL covers the prompt tokens too and averages over all chosen tokens of the batch, so it also trains the
+model to write prompts and weighs long pairs more. The odds-ratio term is the same in both.
 """
 
 from __future__ import annotations
