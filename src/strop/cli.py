@@ -1,15 +1,21 @@
 """The `strop` command. Each subcommand lives next to the code it drives and registers itself here.
 
 A subcommand module exposes `add_parser(subparsers)`, which adds its parser and sets `func` to a
-callable taking the parsed arguments and returning an exit status. User errors (StropError) print a
-clear message and exit 2 without a traceback.
+callable taking the parsed arguments and returning an exit status.
+
+One error path for every command: a StropError is the user's to fix (a bad file, config, model or
+function), so it prints one `strop: error:` line naming the culprit and exits 2, with no traceback
+unless `--debug` asks for one. Anything else is a bug in strop: it keeps its traceback and says how to
+report it, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from strop.errors import StropError
 
@@ -26,26 +32,53 @@ COMMAND_MODULES = (
     "strop.strategies.spectrum_command",
     "strop.estimate",
 )
+DEBUG_HELP = "print the traceback of an error too (or set STROP_DEBUG=1)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strop", description="Fine-tune, align, merge and export LLMs.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
+    for sub in subparsers.choices.values():  # `strop train x.yml --debug` works as well as `strop --debug train`
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def report_crash(err: BaseException) -> None:
+    """A failure strop did not foresee: the traceback, then what to send so that it can be fixed."""
+    import platform
+
+    import torch
+    import transformers
+
+    from strop import __version__
+
+    traceback.print_exception(err, file=sys.stderr)
+    print(f"strop: internal error: {type(err).__name__}: {err}\n"
+          "This is a bug in strop, not a mistake in your input. Please report it to the strop maintainers "
+          "with the command you ran, the traceback above and these versions: "
+          f"strop {__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("STROP_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except StropError as err:
+        if debug:
+            traceback.print_exception(err, file=sys.stderr)
         print(f"strop: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("strop: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the one place an unforeseen failure is reported
+        report_crash(err)
+        return 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def _packaged_gguf(alias: str) -> Path:
 
 def _convert_gguf(gguf_path: Path, name: str) -> Path:
     """Dequantise a GGUF into a float32 safetensors folder once; later calls reuse it."""
+    check_gguf(gguf_path)
     stat = gguf_path.stat()
     key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     target = cache_dir() / "models" / f"{name}-{key}"
@@ -51,8 +52,11 @@ def _convert_gguf(gguf_path: Path, name: str) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     folder, filename = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as err:  # an architecture or tensor transformers cannot read
+        raise StropError(f"base_model: transformers cannot load {gguf_path}: {err}") from err
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -60,6 +64,36 @@ def _convert_gguf(gguf_path: Path, name: str) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+def check_gguf(path: Path) -> None:
+    """Parse the GGUF header and tensor table (memory-mapped, no weights read), so that a truncated or
+    foreign file is named here instead of failing deep inside transformers."""
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise StropError(f"base_model: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    import gguf
+
+    try:
+        gguf.GGUFReader(path)
+    except Exception as err:  # noqa: BLE001 - the reader raises struct, value and index errors alike
+        raise StropError(f"base_model: {path} is not a complete GGUF file ({type(err).__name__}: {err}); "
+                         "it may be truncated: download or copy it again") from err
+
+
+def check_weights(folder: Path) -> None:
+    """Read the header of every safetensors file in a model folder (a few KiB each): a corrupt or
+    half-copied file is named before any data or model is loaded."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
+            raise StropError(f"{file}: not a readable safetensors file ({err}); "
+                             "it may be truncated or corrupt: download or copy it again") from err
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -75,7 +109,11 @@ def resolve_model_path(name_or_path: str) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise StropError(f"base_model: {path} is a folder without config.json (not a HF model folder)")
+        check_weights(path)
         return str(path)
+    if path.is_file():
+        raise StropError(f"base_model: {path} is a file; give the model's folder (config.json, *.safetensors, "
+                         "tokenizer) or a .gguf file")
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise StropError(f"base_model: no such file or folder: {name_or_path}")
     return name_or_path
@@ -106,9 +144,12 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remo
     architectures = getattr(config, "architectures", None) or []
     if expected_type and expected_type not in architectures:
         raise StropError(f"model_type is {expected_type} but {name_or_path} is {', '.join(architectures) or 'unknown'}")
-    return AutoModelForCausalLM.from_pretrained(
-        name_or_path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError) as err:  # missing or unreadable weights, a config the weights do not fit
+        raise StropError(f"could not load the model weights from '{name_or_path}': {err}") from err
 
 
 @contextmanager
