@@ -14,17 +14,15 @@ from strop.errors import StropError
 def load_for_chat(target: str, trust_remote_code: bool = False):
     """(model, tokenizer) for an alias/hub id/folder; an adapter folder is loaded onto its base."""
     from strop.data.tokenize import ensure_chat_template
-    from strop.models import load_model, load_tokenizer, resolve_model_path
+    from strop.models import load_adapter, load_model, load_tokenizer, resolve_model_path
 
     folder = Path(target)
     if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
         base = _adapter_base(folder)
-        model = PeftModel.from_pretrained(load_model(resolve_model_path(base), torch.float32, trust_remote_code), folder)
+        model = load_adapter(load_model(resolve_model_path(base), torch.float32, trust_remote_code), folder)
         tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else resolve_model_path(base)
     else:
-        path = resolve_model_path(target)
+        path = resolve_model_path(target, "model")
         model, tokenizer_source = load_model(path, torch.float32, trust_remote_code), path
     tokenizer = load_tokenizer(str(tokenizer_source), trust_remote_code)
     ensure_chat_template(tokenizer)

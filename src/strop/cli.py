@@ -35,14 +35,55 @@ COMMAND_MODULES = (
 DEBUG_HELP = "print the traceback of an error too (or set STROP_DEBUG=1)"
 
 
+def _ranged(kind: type, low: float, high: float | None = None, low_open: bool = False):
+    """An argparse type: a `kind` number in [low, high] (or (low, high] when low_open)."""
+    where = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if value != value or value < low or (low_open and value == low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be in {where}, got {text}")
+        return value
+
+    return parse
+
+
+#: Range of every numeric option, by destination name, checked for every command that has it: a
+#: negative token count or a fraction of 2 is refused by the parser instead of failing deep inside.
+OPTION_RANGES = {
+    "max_new_tokens": _ranged(int, 1),
+    "temperature": _ranged(float, 0.0),
+    "top_fraction": _ranged(float, 0.0, 1.0, low_open=True),
+    "batch_size": _ranged(int, 1),
+    "nproc": _ranged(int, 1),
+    "show": _ranged(int, 0),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with strop's one error line: `strop: error: train: ...`, exit 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix("strop").strip()
+        self.exit(2, f"strop: error: {command + ': ' if command else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="strop", description="Fine-tune, align, merge and export LLMs.")
+    parser = Parser(prog="strop", description="Fine-tune, align, merge and export LLMs.")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
-    for sub in subparsers.choices.values():  # `strop train x.yml --debug` works as well as `strop --debug train`
+    for sub in subparsers.choices.values():
+        # `strop train x.yml --debug` works as well as `strop --debug train x.yml`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        for action in sub._actions:
+            if action.dest in OPTION_RANGES:
+                action.type = OPTION_RANGES[action.dest]
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -38,9 +39,9 @@ def _packaged_gguf(alias: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / filename
 
 
-def _convert_gguf(gguf_path: Path, name: str) -> Path:
+def _convert_gguf(gguf_path: Path, name: str, what: str = "base_model") -> Path:
     """Dequantise a GGUF into a float32 safetensors folder once; later calls reuse it."""
-    check_gguf(gguf_path)
+    check_gguf(gguf_path, what)
     stat = gguf_path.stat()
     key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     target = cache_dir() / "models" / f"{name}-{key}"
@@ -56,7 +57,7 @@ def _convert_gguf(gguf_path: Path, name: str) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as err:  # an architecture or tensor transformers cannot read
-        raise StropError(f"base_model: transformers cannot load {gguf_path}: {err}") from err
+        raise StropError(f"{what}: transformers cannot load {gguf_path}: {err}") from err
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -66,19 +67,19 @@ def _convert_gguf(gguf_path: Path, name: str) -> Path:
     return target
 
 
-def check_gguf(path: Path) -> None:
+def check_gguf(path: Path, what: str = "base_model") -> None:
     """Parse the GGUF header and tensor table (memory-mapped, no weights read), so that a truncated or
     foreign file is named here instead of failing deep inside transformers."""
     with path.open("rb") as handle:
         magic = handle.read(4)
     if magic != b"GGUF":
-        raise StropError(f"base_model: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+        raise StropError(f"{what}: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
     import gguf
 
     try:
         gguf.GGUFReader(path)
     except Exception as err:  # noqa: BLE001 - the reader raises struct, value and index errors alike
-        raise StropError(f"base_model: {path} is not a complete GGUF file ({type(err).__name__}: {err}); "
+        raise StropError(f"{what}: {path} is not a complete GGUF file ({type(err).__name__}: {err}); "
                          "it may be truncated: download or copy it again") from err
 
 
@@ -96,26 +97,27 @@ def check_weights(folder: Path) -> None:
                              "it may be truncated or corrupt: download or copy it again") from err
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder for aliases, GGUF files and folders; the hub id unchanged otherwise."""
+def resolve_model_path(name_or_path: str, what: str = "base_model") -> str:
+    """A local folder for aliases, GGUF files and folders; the hub id unchanged otherwise. `what` names
+    the config key or argument in errors."""
     if name_or_path.lower() in _PACKAGED_GGUF:
         alias = name_or_path.lower()
         return str(_convert_gguf(_packaged_gguf(alias), alias))
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise StropError(f"base_model: GGUF file not found: {path}")
-        return str(_convert_gguf(path, path.stem))
+            raise StropError(f"{what}: GGUF file not found: {path}")
+        return str(_convert_gguf(path, path.stem, what))
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise StropError(f"base_model: {path} is a folder without config.json (not a HF model folder)")
+            raise StropError(f"{what}: {path} is a folder without config.json (not a HF model folder)")
         check_weights(path)
         return str(path)
     if path.is_file():
-        raise StropError(f"base_model: {path} is a file; give the model's folder (config.json, *.safetensors, "
+        raise StropError(f"{what}: {path} is a file; give the model's folder (config.json, *.safetensors, "
                          "tokenizer) or a .gguf file")
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise StropError(f"base_model: no such file or folder: {name_or_path}")
+        raise StropError(f"{what}: no such file or folder: {name_or_path}")
     return name_or_path
 
 
@@ -150,6 +152,29 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remo
         )
     except (OSError, ValueError) as err:  # missing or unreadable weights, a config the weights do not fit
         raise StropError(f"could not load the model weights from '{name_or_path}': {err}") from err
+
+
+def load_adapter(model, folder: str | Path):
+    """The PEFT adapter in `folder` on top of `model`, or a StropError that names the adapter and, for an
+    adapter trained on another base, the first tensor whose shape differs and how many do."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    config = folder / "adapter_config.json"
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StropError(f"{config}: not valid JSON ({err})") from err
+    check_weights(folder)
+    try:
+        return PeftModel.from_pretrained(model, str(folder))
+    except (RuntimeError, ValueError, OSError, KeyError) as err:
+        mismatches = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        if mismatches:
+            raise StropError(f"adapter {folder} does not fit base model {type(model).__name__} "
+                             f"({model.config.name_or_path}): {len(mismatches)} tensors differ in shape, e.g. "
+                             f"{mismatches[0].rstrip('.')}; was it trained on another base model?") from err
+        raise StropError(f"could not load the adapter in {folder}: {' '.join(str(err).split())}") from err
 
 
 @contextmanager

@@ -28,6 +28,15 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RewardError(StropError):
+    """A reward failed on one completion of the batch (`index`), so the caller, which knows the
+    batch's dataset rows, can name the row."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 @dataclass(frozen=True)
 class RewardType:
     """A registered reward type: its options model and `build(options, base_dir) -> RewardFn`."""
