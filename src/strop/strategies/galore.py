@@ -109,7 +109,7 @@ def galore_targets(model: nn.Module, targets: list[str]) -> set[str]:
 
 def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
     check_target_modules(model, cfg.galore_target_modules, "galore_target_modules",
-                         lambda name, target: target in name)
+                         lambda name, target: target in name, linear_only=True)
     targets = galore_targets(model, cfg.galore_target_modules)
     projected, decay, no_decay = [], [], []
     for name, param in model.named_parameters():
