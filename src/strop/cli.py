@@ -87,12 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report_crash(err: BaseException) -> None:
-    """A failure strop did not foresee: the traceback, then what to send so that it can be fixed."""
-    import platform
+def _version(package: str) -> str:
+    from importlib import metadata
 
-    import torch
-    import transformers
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def report_crash(err: BaseException) -> None:
+    """A failure strop did not foresee: the traceback, then what to send so that it can be fixed (the
+    versions come from package metadata, so that a broken torch install cannot break the report)."""
+    import platform
 
     from strop import __version__
 
@@ -100,8 +107,8 @@ def report_crash(err: BaseException) -> None:
     print(f"strop: internal error: {type(err).__name__}: {err}\n"
           "This is a bug in strop, not a mistake in your input. Please report it to the strop maintainers "
           "with the command you ran, the traceback above and these versions: "
-          f"strop {__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}.", file=sys.stderr)
+          f"strop {__version__}, Python {platform.python_version()}, torch {_version('torch')}, "
+          f"transformers {_version('transformers')}, peft {_version('peft')}.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,6 +107,10 @@ class World:
         cfg.update(overrides)
         return self.file("config.yml", yaml.safe_dump(cfg))
 
+    def broken(self, source: Path, file: str, keep: float | None = None, text: bytes | str = b"") -> str:
+        """A copy of `source` at tmp/m with `file` damaged (see corrupt_copy)."""
+        return str(corrupt_copy(source, self.tmp / "m", file, keep, text))
+
     def data_config(self, name: str, content, dtype: str = "alpaca", **overrides) -> str:
         return self.config(self.file(name, content), dtype, **overrides)
 
