@@ -33,14 +33,23 @@ def load_for_chat(target: str, trust_remote_code: bool = False):
 
 def _adapter_base(folder: Path) -> str:
     """The base an adapter was trained on: strop's saved config first, then PEFT's own record."""
-    saved = folder / "strop_config.yml"
-    if saved.is_file():
-        return yaml.safe_load(saved.read_text())["base_model"]
     import json
 
-    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    saved = folder / "strop_config.yml"
+    if saved.is_file():
+        try:
+            config = yaml.safe_load(saved.read_text())
+        except yaml.YAMLError as err:
+            raise StropError(f"{saved}: not valid YAML: {' '.join(str(err).split())}") from err
+        if isinstance(config, dict) and config.get("base_model"):
+            return str(config["base_model"])
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError as err:
+        raise StropError(f"{folder / 'adapter_config.json'}: not valid JSON ({err})") from err
     if not base:
-        raise StropError(f"{folder}: adapter_config.json does not say which base model it belongs to")
+        raise StropError(f"{folder}: neither strop_config.yml nor adapter_config.json says which base model "
+                         "the adapter belongs to")
     return base
 
 

@@ -124,10 +124,14 @@ def resolve_model_path(name_or_path: str, what: str = "base_model") -> str:
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    if str(name_or_path).startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+        raise StropError(f"tokenizer: no such folder: {name_or_path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except OSError as err:
-        raise StropError(f"could not load a tokenizer from '{name_or_path}': {err}") from err
+    except (OSError, ValueError, KeyError) as err:  # no tokenizer files, or files it cannot build one from
+        detail = f"a tokenizer file lacks the key {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+        raise StropError(f"could not load a tokenizer from '{name_or_path}': {detail}; copy the tokenizer files "
+                         "(tokenizer.json, tokenizer_config.json) from the original model") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"

@@ -64,15 +64,18 @@ def row_field(row: dict, field: str, reward: str) -> Any:
 
 def per_completion(score_one: Callable[[Any, str, dict], float]) -> RewardFn:
     """Lift `score_one(prompt, completion, row)` to a batch reward that scores 0 where it raises
-    (a malformed completion) but lets StropError (a misconfigured reward) through."""
+    (a malformed completion) but lets StropError (a misconfigured reward) through, as a RewardError
+    that knows which row it was."""
 
     def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:
         scores = []
-        for prompt, completion, row in zip(prompts, completions, rows):
+        for index, (prompt, completion, row) in enumerate(zip(prompts, completions, rows)):
             try:
                 scores.append(float(score_one(prompt, completion, row)))
-            except StropError:
+            except RewardError:
                 raise
+            except StropError as err:
+                raise RewardError(str(err), index) from err
             except Exception:
                 scores.append(0.0)
         return scores
