@@ -41,12 +41,12 @@ def _packaged_gguf(alias: str) -> Path:
 
 def _convert_gguf(gguf_path: Path, name: str, what: str = "base_model") -> Path:
     """Dequantise a GGUF into a float32 safetensors folder once; later calls reuse it."""
-    check_gguf(gguf_path, what)
     stat = gguf_path.stat()
     key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     target = cache_dir() / "models" / f"{name}-{key}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
+    check_gguf(gguf_path, what)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"strop: converting {gguf_path.name} to a float model in {target} (once)")
@@ -57,7 +57,7 @@ def _convert_gguf(gguf_path: Path, name: str, what: str = "base_model") -> Path:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as err:  # an architecture or tensor transformers cannot read
-        raise StropError(f"{what}: transformers cannot load {gguf_path}: {err}") from err
+        raise StropError(f"{what}: transformers cannot load {gguf_path}: {' '.join(str(err).split())}") from err
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(tmp, safe_serialization=True)

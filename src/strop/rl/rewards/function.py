@@ -70,8 +70,8 @@ def _load_file(path: Path, target: str):
 def _describe(err: BaseException) -> str:
     """`ValueError: boom (at my_rewards.py:7)`: the exception and the last line of the user's code
     (outside strop and the standard library) it passed through."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if "/strop/" not in f.filename and not f.filename.startswith(sys.prefix)]
+    not_user = (str(Path(__file__).resolve().parents[2]), sys.prefix, sys.base_prefix)
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(not_user)]
     at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(err).__name__}: {err}{at}"
 
