@@ -14,17 +14,15 @@ from strop.errors import StropError
 def load_for_chat(target: str, trust_remote_code: bool = False):
     """(model, tokenizer) for an alias/hub id/folder; an adapter folder is loaded onto its base."""
     from strop.data.tokenize import ensure_chat_template
-    from strop.models import load_model, load_tokenizer, resolve_model_path
+    from strop.models import load_adapter, load_model, load_tokenizer, resolve_model_path
 
     folder = Path(target)
     if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
         base = _adapter_base(folder)
-        model = PeftModel.from_pretrained(load_model(resolve_model_path(base), torch.float32, trust_remote_code), folder)
+        model = load_adapter(load_model(resolve_model_path(base), torch.float32, trust_remote_code), folder)
         tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else resolve_model_path(base)
     else:
-        path = resolve_model_path(target)
+        path = resolve_model_path(target, "model")
         model, tokenizer_source = load_model(path, torch.float32, trust_remote_code), path
     tokenizer = load_tokenizer(str(tokenizer_source), trust_remote_code)
     ensure_chat_template(tokenizer)
@@ -35,14 +33,23 @@ def load_for_chat(target: str, trust_remote_code: bool = False):
 
 def _adapter_base(folder: Path) -> str:
     """The base an adapter was trained on: strop's saved config first, then PEFT's own record."""
-    saved = folder / "strop_config.yml"
-    if saved.is_file():
-        return yaml.safe_load(saved.read_text())["base_model"]
     import json
 
-    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    saved = folder / "strop_config.yml"
+    if saved.is_file():
+        try:
+            config = yaml.safe_load(saved.read_text())
+        except yaml.YAMLError as err:
+            raise StropError(f"{saved}: not valid YAML: {' '.join(str(err).split())}") from err
+        if isinstance(config, dict) and config.get("base_model"):
+            return str(config["base_model"])
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError as err:
+        raise StropError(f"{folder / 'adapter_config.json'}: not valid JSON ({err})") from err
     if not base:
-        raise StropError(f"{folder}: adapter_config.json does not say which base model it belongs to")
+        raise StropError(f"{folder}: neither strop_config.yml nor adapter_config.json says which base model "
+                         "the adapter belongs to")
     return base
 
 

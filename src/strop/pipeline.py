@@ -51,10 +51,17 @@ def load_pipeline(path: Path) -> Pipeline:
     if not path.is_file():
         raise StropError(f"pipeline file not found: {path}")
     try:
-        return Pipeline.model_validate(yaml.safe_load(path.read_text()) or {})
+        spec = Pipeline.model_validate(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as err:
+        raise StropError(f"{path}: not valid YAML: {err}") from err
     except ValidationError as err:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise StropError(f"{path}: invalid pipeline: {details}") from err
+    for stage in spec.stages:  # every stage's file exists before the first stage spends any time
+        if stage.config and not (path.resolve().parent / stage.config).is_file():
+            raise StropError(f"{path}: stage {stage.name}: config file not found: {stage.config} "
+                             f"(paths are relative to the pipeline file)")
+    return spec
 
 
 def _train_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tuple[str, dict[str, Any]]:

@@ -28,7 +28,7 @@ class RewardScorer:
     """A loaded reward model: `score(prompts, responses)` → one float per pair."""
 
     def __init__(self, model_dir: str | Path, device: torch.device | None = None):
-        from strop.models import load_model, load_tokenizer, resolve_model_path
+        from strop.models import load_adapter, load_model, load_tokenizer, resolve_model_path
 
         folder = Path(model_dir)
         if not (folder / HEAD_FILE).is_file():
@@ -37,10 +37,8 @@ class RewardScorer:
         saved = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if (folder / "adapter_config.json").is_file():
-            from peft import PeftModel
-
             base_name = saved.get("base_model") or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-            model = PeftModel.from_pretrained(load_model(resolve_model_path(base_name)), str(folder))
+            model = load_adapter(load_model(resolve_model_path(base_name)), folder)
         else:
             model = load_model(str(folder))
         self.model = model.to(self.device).eval()

@@ -64,14 +64,29 @@ def note_excess(report: DataReport, cfg, unit: str) -> None:
                             f"sequence_len={cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})")
 
 
+def _validation_count(size: float, total: int, unit: str) -> int:
+    """Rows val_set_size asks for: a share below 1, else a whole count. A non-whole count (1.5), or a
+    validation part at least as big as what is left to train on, is a mistake worth stopping for."""
+    if size >= 1 and size != int(size):
+        raise StropError(f"val_set_size={size}: use a share below 1 (0.1 = 10%) or a whole number of {unit}")
+    n_val = int(size if size >= 1 else round(size * total))
+    if n_val >= total:
+        raise StropError(f"val_set_size={size} leaves no training {unit} out of {total}")
+    if n_val > total - n_val:
+        raise StropError(f"val_set_size={size} holds out {n_val} of {total} {unit}, more than the {total - n_val} "
+                         f"left to train on; use a smaller val_set_size (e.g. 0.1) or more data")
+    return n_val
+
+
 def split_validation(rows: list, cfg, report: DataReport, unit: str) -> tuple[list, list]:
-    """Seeded shuffle, then (train, validation) by val_set_size; an empty result is an error."""
+    """Seeded shuffle, then (train, validation) by val_set_size; an empty result is an error, and a
+    share that rounds to no validation row is said in the notes."""
     if not rows:
         raise StropError(f"no training {unit} left after tokenization: " + "; ".join(report.notes or ["empty data"]))
     random.Random(cfg.seed).shuffle(rows)
-    n_val = int(cfg.val_set_size if cfg.val_set_size >= 1 else round(cfg.val_set_size * len(rows)))
-    if n_val >= len(rows):
-        raise StropError(f"val_set_size={cfg.val_set_size} leaves no training {unit} out of {len(rows)}")
+    n_val = _validation_count(cfg.val_set_size, len(rows), unit)
+    if cfg.val_set_size and not n_val:
+        report.notes.append(f"val_set_size={cfg.val_set_size} of {len(rows)} {unit} rounds to 0: no validation")
     return rows[n_val:], rows[:n_val]
 
 

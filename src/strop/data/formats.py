@@ -71,6 +71,11 @@ def chat(row: dict[str, Any], where: str) -> Example:
     messages = [_message(item, where, i, sharegpt) for i, item in enumerate(items)]
     if not any(m["role"] == "assistant" for m in messages):
         raise StropError(f"{where}: the conversation has no assistant message to learn from")
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant" and not message["content"].strip():
+            key = "conversations" if sharegpt else "messages"
+            raise StropError(f"{where}: {key}[{index}]: the assistant reply is empty (nothing to learn from; "
+                             "remove the turn or the row)")
     return {"messages": messages}
 
 

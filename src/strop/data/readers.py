@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,35 @@ def resolve_data_path(path: str, base_dir: Path | None) -> Path | None:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+        if candidate.is_dir():
+            raise StropError(f"dataset path {candidate} is a folder: name one .jsonl, .json, .parquet or .csv file "
+                             "(a list under `datasets:` takes several)")
     return None
 
 
+@contextmanager
+def _readable(path: Path, where: str) -> Iterator[None]:
+    """Turn an unreadable file (permissions, a device, bytes that are not UTF-8) into a StropError that
+    names it; `where` is the file, or the line, for one that breaks in the middle."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise StropError(f"{where}: not UTF-8 text (byte {err.object[err.start]:#04x}); "
+                         "save the file as UTF-8") from err
+    except OSError as err:
+        raise StropError(f"{path}: cannot read the dataset file: {err.strerror or err}") from err
+
+
 def _read_jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    """Decoded line by line (not through a buffered text stream) so that a byte that is not UTF-8 is
+    reported on its own line."""
+    with _readable(path, str(path)), path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            with _readable(path, where):
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM some editors add
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -45,7 +66,8 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
 
 def _read_json(path: Path) -> Iterator[Row]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with _readable(path, str(path)):
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise StropError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from err
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -60,16 +82,22 @@ def _read_json(path: Path) -> Iterator[Row]:
 
 
 def _read_table(path: Path) -> Iterator[Row]:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    import pyarrow as pa
 
-        table = pq.read_table(path)
-        first_line, unit = 0, "row"
-    else:
-        import pyarrow.csv as pcsv
+    kind = "Parquet" if path.suffix == ".parquet" else "CSV"
+    try:
+        with _readable(path, str(path)):
+            if kind == "Parquet":
+                import pyarrow.parquet as pq
 
-        table = pcsv.read_csv(path)
-        first_line, unit = 2, "line"  # line 1 is the header
+                table = pq.read_table(path)
+            else:
+                import pyarrow.csv as pcsv
+
+                table = pcsv.read_csv(path)
+    except pa.ArrowException as err:  # a broken footer, a truncated page, a ragged CSV row
+        raise StropError(f"{path}: not a readable {kind} file: {' '.join(str(err).split())}") from err
+    first_line, unit = (0, "row") if kind == "Parquet" else (2, "line")  # CSV line 1 is the header
     for index, row in enumerate(table.to_pylist()):
         yield f"{path}:{unit} {index + first_line}" if unit == "line" else f"{path}:row {index}", row
 

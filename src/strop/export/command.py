@@ -69,7 +69,7 @@ def _merge_paths(args: argparse.Namespace) -> tuple[Path, Path, Path, bool | Non
     except ImportError:
         resolved = base
     else:
-        resolved = resolve_model_path(str(base))
+        resolved = resolve_model_path(str(base), "--base")
     if not Path(resolved).is_dir():
         raise StropError(f"base model {base!r} is not a local model folder; download it first (merge-lora works offline)")
     return Path(resolved), Path(adapter), Path(out), qlora

@@ -44,8 +44,14 @@ def load_config(model_dir: Path) -> dict[str, Any]:
     """config.json as a dict: read directly so export does not depend on transformers' config classes."""
     path = model_dir / "config.json"
     if not path.is_file():
+        if (model_dir / "adapter_config.json").is_file():
+            raise StropError(f"{model_dir} is a LoRA adapter, not a model: merge it into its base first "
+                             f"(strop merge-lora --adapter {model_dir} --base BASE --out MERGED), then export MERGED")
         raise StropError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StropError(f"{path}: not valid JSON ({err})") from err
 
 
 def arch_spec(config: dict[str, Any]) -> ArchSpec:

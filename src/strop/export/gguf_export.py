@@ -33,6 +33,7 @@ from strop.export.gguf_arch import (
 )
 from strop.export.gguf_vocab import read_vocab, write_vocab
 from strop.export.kquant import KQUANT_FTYPES, import_llama_cpp, kquantize
+from strop.models.loading import check_weights
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -146,6 +147,7 @@ def export_gguf(
     model_dir, out = Path(model_dir), Path(out_path)
     if not model_dir.is_dir():
         raise StropError(f"model folder {model_dir} does not exist")
+    check_weights(model_dir)  # a corrupt file is named before any output is started
     if qtype in KQUANT_FTYPES:
         import_llama_cpp()  # fail before spending minutes on the f16 pass
     out.parent.mkdir(parents=True, exist_ok=True)

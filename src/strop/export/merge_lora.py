@@ -96,8 +96,9 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bo
     dequantized 4-bit weights would bake the quantization error into the result).
     """
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from strop.models import load_adapter, load_model
 
     base, adapter, out = Path(base), Path(adapter), Path(out)
     _check_inputs(base, adapter)
@@ -110,8 +111,7 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bo
             file=sys.stderr,
         )
     dtype = _saved_dtype(base)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model = load_adapter(load_model(str(base), torch.float32), adapter).merge_and_unload()
     model = model.to(dtype)
     has_tok = any((adapter / name).is_file() for name in _TOKENIZER_FILES)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter if has_tok else base))

@@ -12,6 +12,7 @@ the first entry whose `filter` is a substring of the tensor name wins, and an en
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,10 +104,14 @@ def check_parameters(config: MergeConfig, method: MergeMethod) -> None:
     for key, default in method.global_params.items():
         if default is REQUIRED and key not in config.parameters:
             raise StropError(f"merge_method {method.name} needs `parameters: {{{key}: ...}}`")
-    if method.check is not None:
-        for params in [config.parameters, *(e.parameters for e in config.models)]:
-            for key, value in params.items():
-                for scalar in _scalars(value):
+    named = [("parameters", config.parameters)] + [(f"models[{i}] ({e.model}).parameters", e.parameters)
+                                                   for i, e in enumerate(config.models)]
+    for where, params in named:
+        for key, value in params.items():
+            for scalar in _scalars(value):
+                if not math.isfinite(scalar):  # a NaN weight would write a model of NaNs, silently
+                    raise StropError(f"{where}: {key} is {scalar}; merge parameters must be finite numbers")
+                if method.check is not None:
                     method.check(key, scalar)
 
 

@@ -100,6 +100,7 @@ class RLObjective(Objective):
         if not cfg.rewards:
             raise StropError(f"rl: {self.name} needs rewards: e.g. rewards: [{{type: math, weight: 1.0}}] (see README, RL)")
         self.base_dir = base_dir
+        self.rewards = build_rewards(cfg.rewards, base_dir)  # one that cannot be built fails before any output
         return build_prompt_data(cfg, tokenizer, base_dir, cfg.max_completion_length)
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
@@ -114,7 +115,8 @@ class RLObjective(Objective):
             raise StropError(f"rl: {self.name} does not run under torchrun yet; train on one process")
         cfg = self.cfg = run.cfg
         self.kl_beta = cfg.kl_beta if cfg.kl_beta is not None else self.default_kl_beta
-        self.rewards = build_rewards(cfg.rewards, getattr(self, "base_dir", None))
+        if getattr(self, "rewards", None) is None:
+            self.rewards = build_rewards(cfg.rewards, getattr(self, "base_dir", None))
         self.sampling = SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop_strings))
         self.generator = torch.Generator(device=run.device)
         self.reference = None
@@ -138,7 +140,8 @@ class RLObjective(Objective):
             completions += sample(run.model, run.tokenizer, [r["input_ids"] for r in chunk], params or self.sampling, n, self.generator)
         prompts = [r["prompt"] for r in prompt_rows for _ in range(n)]
         rows = [r["row"] for r in prompt_rows for _ in range(n)]
-        total, per_reward = score_rewards(self.rewards, prompts, [c.text for c in completions], rows)
+        where = [r["where"] for r in prompt_rows for _ in range(n)]
+        total, per_reward = score_rewards(self.rewards, prompts, [c.text for c in completions], rows, where)
         total = [t + s for t, s in zip(total, self.reward_shaping(completions, per_reward))]
         return [{"prompt_row": r, "completions": completions[i * n:(i + 1) * n], "rewards": total[i * n:(i + 1) * n],
                  "per_reward": {k: v[i * n:(i + 1) * n] for k, v in per_reward.items()}}

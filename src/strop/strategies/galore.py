@@ -28,6 +28,7 @@ from torch import nn
 
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
+from strop.strategies.layers import check_target_modules
 
 
 class GaLoreParams(StrategyParams):
@@ -107,6 +108,8 @@ def galore_targets(model: nn.Module, targets: list[str]) -> set[str]:
 
 
 def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
+    check_target_modules(model, cfg.galore_target_modules, "galore_target_modules",
+                         lambda name, target: target in name, linear_only=True)
     targets = galore_targets(model, cfg.galore_target_modules)
     projected, decay, no_decay = [], [], []
     for name, param in model.named_parameters():

@@ -26,6 +26,7 @@ class IA3Params(StrategyParams):
 class IA3Strategy(PeftStrategy):
     name = "ia3"
     params = IA3Params
+    target_key = "ia3_target_modules"
 
     def peft_config(self, cfg):
         from peft import IA3Config

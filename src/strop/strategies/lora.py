@@ -35,6 +35,7 @@ class LoraParams(StrategyParams):
 class LoraStrategy(PeftStrategy):
     name = "lora"
     params = LoraParams
+    target_key = "lora_target_modules"
     use_dora = False
     use_rslora = False
 

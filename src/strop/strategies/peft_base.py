@@ -9,11 +9,14 @@ from pathlib import Path
 from torch import nn
 
 from strop.strategies.base import Strategy, write_quantization_note
+from strop.strategies.layers import check_target_modules
 
 
 class PeftStrategy(Strategy):
     supports_quantized_base = True
     artifact_kind = "adapter (PEFT format)"
+    #: The config key that lists module names to adapt, checked against the model before PEFT sees it.
+    target_key: str | None = None
 
     def peft_config(self, cfg):
         raise NotImplementedError
@@ -21,6 +24,8 @@ class PeftStrategy(Strategy):
     def apply(self, model: nn.Module, cfg) -> nn.Module:
         from peft import get_peft_model
 
+        if self.target_key:
+            check_target_modules(model, getattr(cfg, self.target_key, None), self.target_key)
         return get_peft_model(model, self.peft_config(cfg))
 
     def base_model(self, model: nn.Module) -> nn.Module:

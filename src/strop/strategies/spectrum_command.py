@@ -18,7 +18,7 @@ def _run(args: argparse.Namespace) -> int:
     from strop.strategies.layers import layer_type
     from strop.strategies.spectrum import scan_model, select_top
 
-    path = resolve_model_path(args.model)
+    path = resolve_model_path(args.model, "model")
     model = load_model(path, trust_remote_code=args.trust_remote_code)
     results = scan_model(model)
     chosen = set(select_top(results, args.top_fraction))

@@ -56,3 +56,5 @@ def print_summary(run, output_dir: Path, final_eval: dict[str, float] | None, pl
     for key, value in (final_eval or {}).items():
         console.print(f"final {key.replace('_', ' ')}: {value:.4f}")
     console.print(f"metrics: {output_dir / 'metrics.jsonl'}" + (f"   loss curve: {plot}" if plot else ""))
+    for note in run.notes:  # repeated from the plan: rows dropped or truncated shape what was learned
+        console.print(f"[yellow]note:[/] {note}")

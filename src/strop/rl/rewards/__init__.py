@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from strop.errors import StropError
 from strop.rl.rewards import code, function, json_schema, length, match, math_answer, reward_model
 from strop.rl.rewards import format as format_shape
-from strop.rl.rewards.base import Options, Reward, RewardType
+from strop.rl.rewards.base import Options, Reward, RewardError, RewardType
 
 REWARDS: dict[str, RewardType] = {
     "math": math_answer.REWARD,
@@ -113,15 +113,21 @@ def build_rewards(specs: list[RewardSpec], base_dir: Path | None = None) -> list
     return rewards
 
 
-def score_rewards(rewards: list[Reward], prompts: list, completions: list[str],
-                  rows: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
-    """(total, per_reward): total[i] = sum_k weight_k * reward_k[i]; per_reward holds the raw scores."""
+def score_rewards(rewards: list[Reward], prompts: list, completions: list[str], rows: list[dict],
+                  where: list[str] | None = None) -> tuple[list[float], dict[str, list[float]]]:
+    """(total, per_reward): total[i] = sum_k weight_k * reward_k[i]; per_reward holds the raw scores.
+    `where` (each completion's dataset row, "prompts.jsonl:7") lets an error name the row."""
     if not len(prompts) == len(completions) == len(rows):
         raise ValueError(f"score_rewards: {len(prompts)} prompts, {len(completions)} completions, {len(rows)} rows")
     total = [0.0] * len(completions)
     per_reward: dict[str, list[float]] = {}
     for reward in rewards:
-        scores = [float(s) for s in reward.fn(prompts, completions, rows)]
+        try:
+            scores = [float(s) for s in reward.fn(prompts, completions, rows)]
+        except RewardError as err:
+            if where is None:
+                raise
+            raise StropError(f"{where[err.index]}: {err}") from err
         if len(scores) != len(completions):
             raise StropError(f"reward '{reward.name}' returned {len(scores)} scores for {len(completions)} completions")
         per_reward[reward.name] = scores

@@ -28,6 +28,15 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RewardError(StropError):
+    """A reward failed on one completion of the batch (`index`), so the caller, which knows the
+    batch's dataset rows, can name the row."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 @dataclass(frozen=True)
 class RewardType:
     """A registered reward type: its options model and `build(options, base_dir) -> RewardFn`."""
@@ -55,15 +64,18 @@ def row_field(row: dict, field: str, reward: str) -> Any:
 
 def per_completion(score_one: Callable[[Any, str, dict], float]) -> RewardFn:
     """Lift `score_one(prompt, completion, row)` to a batch reward that scores 0 where it raises
-    (a malformed completion) but lets StropError (a misconfigured reward) through."""
+    (a malformed completion) but lets StropError (a misconfigured reward) through, as a RewardError
+    that knows which row it was."""
 
     def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:
         scores = []
-        for prompt, completion, row in zip(prompts, completions, rows):
+        for index, (prompt, completion, row) in enumerate(zip(prompts, completions, rows)):
             try:
                 scores.append(float(score_one(prompt, completion, row)))
-            except StropError:
+            except RewardError:
                 raise
+            except StropError as err:
+                raise RewardError(str(err), index) from err
             except Exception:
                 scores.append(0.0)
         return scores

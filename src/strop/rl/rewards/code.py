@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from strop.errors import StropError
-from strop.rl.rewards.base import Options, RewardType, row_field
+from strop.rl.rewards.base import Options, RewardError, RewardType, row_field
 from strop.rl.sandbox import SandboxUnavailable, isolation, run_tests
 
 _PYTHON_BLOCK = re.compile(r"```(?:python3?|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -73,7 +73,12 @@ def build(options: CodeOptions, base_dir: Path | None):
             return 0.0
 
     def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:
-        tests = [row_tests(row, options.field) for row in rows]
+        tests = []
+        for index, row in enumerate(rows):
+            try:
+                tests.append(row_tests(row, options.field))
+            except StropError as err:  # said with the row it is about
+                raise RewardError(str(err), index) from err
         with ThreadPoolExecutor(max_workers=options.workers) as pool:
             return list(pool.map(score_one, completions, tests))
 
