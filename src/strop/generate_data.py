@@ -49,7 +49,7 @@ def generate_dataset(teacher: str, prompts_path: str, out: str, max_new_tokens: 
     model, tokenizer = load_for_chat(teacher)
     prefix = [{"role": "system", "content": system}] if system else []
     out_path = Path(out)
-    with staged_file(out_path) as tmp, disk_errors(tmp), tmp.open("w") as handle, Progress() as progress:
+    with disk_errors(out_path), staged_file(out_path) as tmp, tmp.open("w") as handle, Progress() as progress:
         task = progress.add_task("teacher writing", total=len(prompts))
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,7 +140,7 @@ def staged_file(target: Path) -> Iterator[Path]:
 
 def write_text(target: Path, text: str) -> Path:
     """Replace `target` with `text` atomically: a crash leaves the old content or the new, never half."""
-    with staged_file(target) as path, disk_errors(path):
+    with disk_errors(target), staged_file(target) as path:
         path.write_text(text, encoding="utf-8")
     return target
 
@@ -152,12 +153,6 @@ def _os_errno(err: BaseException) -> int | None:
         found = re.search(r"os error (\d+)", str(err))
         return int(found.group(1)) if found else None
     return None
-
-
-def _newest_file(folder: Path) -> Path | None:
-    """The most recently written file under `folder`: the one a failed save was writing."""
-    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] if folder.is_dir() else []
-    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 def _existing(path: Path) -> Path:
@@ -176,12 +171,13 @@ def human_size(n: float) -> str:
 
 def describe_write_error(err: BaseException, where: Path, needed: int | None = None, intact: str = "") -> str | None:
     """A one-line message for a disk-full or permission error while writing `where` (a file, or a
-    folder being filled), or None for any other error."""
+    folder being filled by a library that does not say which of its files failed), or None for any
+    other error."""
     code = _os_errno(err)
     if code not in _DISK_FULL | _DENIED:
         return None
     named = getattr(err, "filename", None)
-    file = Path(named) if named else (_newest_file(where) or where)
+    file = Path(named) if named else where
     tail = f"; {intact}" if intact else ""
     if code in _DENIED:
         reason = "the file system is read-only" if code == errno.EROFS else "permission denied"
@@ -192,13 +188,29 @@ def describe_write_error(err: BaseException, where: Path, needed: int | None = N
             f"{human_size(usage.total)}{need}{tail}")
 
 
+_nesting = threading.local()
+
+
 @contextmanager
 def disk_errors(where: Path, needed: int | None = None, intact: str = "") -> Iterator[None]:
-    """Turn a disk-full or permission error inside the body into a StropError about `where`."""
+    """Turn a disk-full or permission error inside the body into a StropError about `where`.
+
+    Blocks nest: the innermost names the file (it knows which one failed), outer ones add what they
+    know (the space the whole save needs, what is left intact), and the outermost raises the message.
+    """
+    depth = getattr(_nesting, "depth", 0)
+    _nesting.depth = depth + 1
     try:
         yield
     except Exception as err:
-        message = describe_write_error(err, where, needed, intact)
-        if message is None:
+        if _os_errno(err) not in _DISK_FULL | _DENIED:
             raise
-        raise StropError(message) from err
+        context = err.__dict__.setdefault("strop_write", {})
+        context.setdefault("where", where)
+        context["needed"] = context.get("needed") or needed
+        context["intact"] = context.get("intact") or intact
+        if depth:
+            raise
+        raise StropError(describe_write_error(err, **context)) from err
+    finally:
+        _nesting.depth = depth

@@ -152,7 +152,7 @@ def export_gguf(
         import_llama_cpp()  # fail before spending minutes on the f16 pass
     if out.is_dir():
         raise StropError(f"--out {out} is a folder; give the path of the .gguf file to write")
-    with temp_folder(out) as folder, disk_errors(folder, intact=f"{out} is unchanged" if out.exists() else ""):
+    with disk_errors(out, intact=f"{out} is unchanged" if out.exists() else ""), temp_folder(out) as folder:
         tmp = folder / out.name
         if qtype in DIRECT_QTYPES:
             _write_direct(model_dir, tmp, qtype, show_progress)

@@ -106,7 +106,7 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bo
 
     manifest.check_replaceable(out, "--out")
     needed = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    with temp_folder(out) as tmp, disk_errors(tmp, needed):
+    with disk_errors(out, needed), temp_folder(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         return manifest.place_folder(tmp, out, "--out")

@@ -180,7 +180,7 @@ def staging_folder(out_dir: Path, overwrite: bool, needed: int | None = None) ->
             raise StropError(f"output folder {out_dir} already exists and is not empty; remove it or pick another --out")
         manifest.check_replaceable(out_dir, "output folder")
     intact = f"{out_dir} is unchanged" if existed else ""
-    with temp_folder(out_dir) as staging, disk_errors(staging, needed, intact):
+    with disk_errors(out_dir, needed, intact), temp_folder(out_dir) as staging:
         yield staging
         manifest.place_folder(staging, out_dir, "output folder")
 

@@ -95,7 +95,7 @@ def _read_cache(path: Path, identity: dict[str, str]) -> dict[str, tuple[float, 
 
 def _write_cache(path: Path, identity: dict[str, str], cache: dict[str, tuple[float, float]]) -> None:
     keys = sorted(cache)
-    with staged_file(path) as tmp, disk_errors(path):
+    with disk_errors(path), staged_file(path) as tmp:
         save_file({"logps": torch.tensor([cache[k] for k in keys], dtype=torch.float64).reshape(-1, 2)}, str(tmp),
                   metadata={**identity, "keys": json.dumps(keys)})
 

@@ -13,7 +13,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,14 +79,14 @@ def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tens
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     weights = {k: v.detach().contiguous().cpu() for k, v in trainable.items()}
     needed = sum(t.numel() * t.element_size() for t in (*weights.values(), *opt_tensors.values()))
-    with _writing(tmp, needed):
+    with _writing(tmp, needed) as write:
         _start(tmp)
-        save_file(weights, tmp / "trainable.safetensors")
-        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        write("trainable.safetensors", lambda path: save_file(weights, path))
+        write("optimizer.safetensors", lambda path: save_file(opt_tensors, path))
         rng_tensors, rng_meta = rng_state()
-        save_file(rng_tensors, tmp / "rng.safetensors")
+        write("rng.safetensors", lambda path: save_file(rng_tensors, path))
         state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     _commit(tmp, final, keep)
     return final
 
@@ -106,17 +106,23 @@ def _start(tmp: Path) -> None:
 def intact_note(output_dir: Path, exclude: Path | None = None) -> str:
     """What a failed save leaves to resume from, for its error message."""
     found = [p for p in list_checkpoints(output_dir) if p != exclude]
-    return (f"{found[-1].name} is intact: free space and run again with --resume" if found
-            else "free space and run again")
+    return f"{found[-1].name} is intact: run again with --resume once this is fixed" if found else ""
 
 
 @contextmanager
-def _writing(tmp: Path, needed: int | None = None) -> Iterator[None]:
-    """Fill checkpoint folder `tmp`, removed if anything fails; a full disk or a permission error is
-    reported in one line that names the file and says the previous checkpoint is intact."""
+def _writing(tmp: Path, needed: int | None = None) -> Iterator[Callable[[str, Callable[[Path], Any]], None]]:
+    """Fill checkpoint folder `tmp`, removed if anything fails. Yields `write(name, how)`, which runs
+    `how(tmp / name)`: a full disk or a permission error is reported in one line that names that file,
+    the space needed and free, and the previous checkpoint left intact."""
+    intact = intact_note(tmp.parent, tmp.with_suffix(""))
+
+    def write(name: str, how: Callable[[Path], Any]) -> None:
+        with disk_errors(tmp / name, needed, intact):
+            how(tmp / name)
+
     try:
-        with disk_errors(tmp, needed, intact_note(tmp.parent, tmp.with_suffix(""))):
-            yield
+        with disk_errors(tmp, needed, intact):
+            yield write
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -196,19 +202,19 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, sched
     dist = _dist()
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}.tmp"
-    with _writing(tmp):
+    with _writing(tmp) as write:
         if dist.is_main():
             _start(tmp)
         dist.barrier()
         model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
         rng_tensors, rng_meta = rng_state()
-        save_file(rng_tensors, tmp / f"rng-{dist.rank()}.safetensors")
-        (tmp / f"rng-{dist.rank()}.json").write_text(json.dumps(rng_meta))
+        write(f"rng-{dist.rank()}.safetensors", lambda path: save_file(rng_tensors, path))
+        write(f"rng-{dist.rank()}.json", lambda path: path.write_text(json.dumps(rng_meta)))
         dist.barrier()
         if dist.is_main():
             state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     if dist.is_main():
         _commit(tmp, final, keep)
     dist.barrier()

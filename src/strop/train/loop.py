@@ -179,7 +179,7 @@ def evaluate(run: Run, amp_dtype) -> dict[str, float]:
 
 def _save_final(run: Run, output_dir: Path) -> None:
     """Write the final artifact into a private temporary folder, then move it in (weights last)."""
-    with temp_folder(output_dir / "final") as tmp, disk_errors(tmp, intact=ckpt.intact_note(output_dir)):
+    with disk_errors(output_dir, intact=ckpt.intact_note(output_dir)), temp_folder(output_dir / "final") as tmp:
         run.strategy.save(run.model, run.tokenizer, tmp)
         run.objective.save_artifacts(run.model, tmp)
         (tmp / "strop_config.yml").write_text(config_to_yaml(run.cfg))

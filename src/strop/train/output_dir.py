@@ -34,7 +34,7 @@ def input_paths(cfg, base_dir: Path | None) -> list[tuple[str, Path]]:
     """The local files and folders this run reads: (what, path), for the overwrite check."""
     from strop.data.readers import resolve_data_path
 
-    found = [("the config's folder", base_dir)] if base_dir is not None else []
+    found = [("the config in", base_dir)] if base_dir is not None else []
     for dataset in getattr(cfg, "datasets", None) or []:
         path = resolve_data_path(str(dataset.path), base_dir)
         if path is not None:
@@ -42,7 +42,7 @@ def input_paths(cfg, base_dir: Path | None) -> list[tuple[str, Path]]:
     for key in ("base_model", "tokenizer_config", "distill_teacher"):
         value = getattr(cfg, key, None)
         if value and Path(str(value)).expanduser().exists():
-            found.append((key, Path(str(value)).expanduser()))
+            found.append((f"the {key}", Path(str(value)).expanduser()))
     return found
 
 
@@ -75,7 +75,7 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, inputs: list
                          "--overwrite to replace it, or another --output-dir")
     for what, path in inputs:
         if _inside(path, output_dir):
-            raise StropError(f"output_dir {output_dir} holds {what} ({path}), which --overwrite would delete: "
+            raise StropError(f"output_dir {output_dir} holds {what} {path}, which --overwrite would delete: "
                              "move it out of the folder or choose another --output-dir")
     distributed.barrier()  # every rank has looked before rank 0 deletes
     if distributed.is_main():
@@ -114,7 +114,7 @@ def cut_log(path: Path, first_dropped: int) -> None:
               "what a crash or a full disk leaves behind")
     text = b"".join(line + b"\n" for line in kept)
     if text != raw:
-        with staged_file(path) as tmp, disk_errors(path):
+        with disk_errors(path), staged_file(path) as tmp:
             tmp.write_bytes(text)
 
 
