@@ -188,7 +188,7 @@ def write_modelfile(
     PARAMETER lines (temperature, top_p, num_ctx, ...); `system` overrides the template's default.
     """
     out = Path(out_path)
-    rel = os.path.relpath(Path(gguf_path).resolve(), out.resolve().parent)
+    rel = os.path.relpath(Path(gguf_path).resolve(), out.parent.resolve())  # out itself may be a link, replaced
     ref = rel if rel.startswith("..") or os.path.isabs(rel) else f"./{rel}"
     manifest.claim(out)
     return write_text(out, modelfile_text(ref, chat_template, stop_tokens, params, system))
