@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from strop import manifest
@@ -23,28 +22,22 @@ from strop.train import checkpoint as ckpt
 from strop.train import loop
 from strop.train.output_dir import cut_log, prepare_output
 
-from conftest import alpaca_rows, write_jsonl
-
 
 @pytest.fixture(autouse=True)
 def no_plot(monkeypatch):
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
 
 
-def test_overwrite_never_deletes_the_config_data_or_notes_of_the_folder(tmp_path, tiny_model, capsys):
+def test_overwrite_never_deletes_the_config_data_or_notes_of_the_folder(make_config, tmp_path, capsys):
     """Issue #24, item 1: output_dir is the folder that holds the config, the data and a notes file."""
-    data = write_jsonl(tmp_path / "data.jsonl", alpaca_rows(8))
+    config = make_config(max_steps=1, output_dir=str(tmp_path))  # writes config.yml and data.jsonl there
     (tmp_path / "notes.txt").write_text("my notes\n")
-    config = tmp_path / "config.yml"
-    config.write_text(yaml.safe_dump({"base_model": str(tiny_model), "adapter": "lora", "lora_r": 4,
-                                      "datasets": [{"path": "data.jsonl", "type": "alpaca"}], "max_steps": 1,
-                                      "output_dir": str(tmp_path)}))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["config.yml", "data.jsonl", "notes.txt"]
     assert main(["train", str(config), "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "strop did not write" in err and "config.yml" in err and "notes.txt" in err
+    assert "strop did not write (config.yml, data.jsonl, notes.txt)" in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert data.read_bytes() == before["data.jsonl"]
 
 
 def test_overwrite_removes_exactly_what_the_earlier_run_wrote(make_config, tmp_path):
@@ -130,7 +123,8 @@ def test_cut_log_keeps_earlier_records_byte_for_byte(tmp_path, capsys):
 def test_resumed_grpo_run_logs_each_steps_rollouts_once(make_config, tmp_path):
     """Issue #24, item 3: completions.jsonl is cut back to the resumed step too."""
     (tmp_path / "rewards.py").write_text("def r(prompts, completions, rows):\n    return [float(len(c)) for c in completions]\n")
-    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say {i}"} for i in range(8)])
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}"}) + "\n" for i in range(8)))
     keys = {"rl": "grpo", "rewards": [{"type": "function", "function": "rewards.py:r"}], "num_generations": 2,
             "max_completion_length": 4, "micro_batch_size": 2, "max_steps": 2, "save_steps": 1, "sequence_len": 64,
             "datasets": [{"path": str(data), "type": "prompt"}]}
