@@ -100,11 +100,12 @@ def test_resume_drops_a_torn_last_metrics_line_with_a_note(make_config, capsys):
     """Issue #24, item 2: a full disk or a power cut leaves half a JSON line in metrics.jsonl."""
     cfg, base = load_config(make_config(max_steps=2, save_steps=1))
     out = loop.train(cfg, base)
-    (out / "checkpoint-2").rename(out / "gone")  # as if killed before checkpoint 2 was committed
+    (out / "checkpoint-2").rename(out / "checkpoint-2.tmp")  # as if killed before checkpoint 2 was committed
     with (out / "metrics.jsonl").open("a") as log:
         log.write('{"step": 3, "loss": 1.2')
-    loop.train(cfg.model_copy(update={"max_steps": 3}), base, resume=True)
+    loop.train(cfg.model_copy(update={"max_steps": 3, "save_steps": None}), base, resume=True)
     assert "dropped 1 unreadable line" in capsys.readouterr().out
+    assert not (out / "checkpoint-2.tmp").exists()  # the killed run's half checkpoint is gone
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 

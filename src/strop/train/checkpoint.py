@@ -26,6 +26,7 @@ from strop.errors import StropError
 from strop.safe_io import disk_errors, remove_entry
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_UNFINISHED = re.compile(r"^checkpoint-\d+\.tmp$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -136,6 +137,15 @@ def _commit(tmp: Path, final: Path, keep: int | None) -> None:
     tmp.rename(final)
     _fsync_dir(final.parent)
     _rotate(final.parent, keep)
+
+
+def remove_unfinished(output_dir: Path) -> None:
+    """Delete the checkpoint-N.tmp/ folders a killed run left (never listed, so never resumed from);
+    only those the run's manifest records as strop's."""
+    own = set(manifest.read(output_dir) or ())
+    for entry in output_dir.iterdir():
+        if entry.name in own and _UNFINISHED.match(entry.name):
+            remove_entry(entry)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:

@@ -84,9 +84,11 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, inputs: list
 
 
 def start_output(output_dir: Path, names: list[str]) -> None:
-    """Rank 0: create the folder if needed and claim the names this run writes, before writing any."""
+    """Rank 0: create the folder if needed and claim the names this run writes, before writing any;
+    remove the half-written checkpoints of a killed run."""
     if distributed.is_main():
         manifest.start(output_dir, names)
+        ckpt.remove_unfinished(output_dir)
     distributed.barrier()
 
 
