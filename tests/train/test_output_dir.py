@@ -150,6 +150,7 @@ def _enospc_on(name: str, step: str):
     return save_file
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_checkpoint_is_one_line_and_resume_finishes_the_run(make_config, tmp_path, monkeypatch, capsys):
     """Issue #24, item 4: the previous checkpoint stays intact; after space is freed --resume ends with
     the weights of a run that never failed."""
@@ -221,6 +222,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_on_a_small_tmpfs(make_config, tmp_path, monkeypatch):
     """The same as the monkeypatched test, on a real file system that fills up after checkpoint-2
     (needs root and permission to mount; skipped otherwise)."""

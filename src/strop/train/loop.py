@@ -28,9 +28,9 @@ from strop.config import Config, config_to_yaml
 from strop.generate import answer_prompts
 from strop.models import load_tokenizer, resolve_model_path
 from strop.objectives import objective_for
+from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
-from strop.safe_io import disk_errors, temp_folder
 from strop.train import distributed
 from strop.train import output_dir as outputs
 from strop.train.optim import autocast, autocast_dtype, build_scheduler
