@@ -66,7 +66,9 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, inputs: list
     others = manifest.foreign(output_dir)
     if others:
         how = "--overwrite removes only what strop wrote, so it" if overwrite else "strop"
-        raise StropError(f"output_dir {output_dir} holds files strop did not write ({manifest.describe(others)}); "
+        old = (f" (it has no {manifest.MANIFEST}: if it is a run of an older strop, delete it yourself)"
+               if manifest.read(output_dir) is None else "")
+        raise StropError(f"output_dir {output_dir} holds files strop did not write ({manifest.describe(others)}){old}; "
                          f"{how} will not train there: choose a new or empty folder with --output-dir")
     if resume:
         return None
