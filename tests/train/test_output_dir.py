@@ -78,6 +78,8 @@ def test_output_dir_that_is_a_file_or_another_runs_folder(make_config, tmp_path)
     cfg, base = load_config(make_config(max_steps=1, output_dir=str(target)))
     with pytest.raises(StropError, match="is a file"):
         loop.train(cfg, base, overwrite=True)
+    with pytest.raises(StropError, match=r"cannot be created: .*a_file is a file"):
+        prepare_output(target / "run", resume=False, overwrite=False, inputs=[])
     assert target.read_text() == "not a folder"
     cfg, base = load_config(make_config(max_steps=1, save_steps=1))
     loop.train(cfg, base)

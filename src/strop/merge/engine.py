@@ -176,7 +176,7 @@ def staging_folder(out_dir: Path, overwrite: bool, needed: int | None = None) ->
     one line with the space the merge needs."""
     existed = out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))
     if existed:
-        if not overwrite:
+        if out_dir.is_dir() and not overwrite:
             raise StropError(f"output folder {out_dir} already exists and is not empty; remove it or pick another --out")
         manifest.check_replaceable(out_dir, "output folder")
     intact = f"{out_dir} is unchanged" if existed else ""

@@ -56,13 +56,24 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, inputs: list
     Every process checks (so all refuse alike); only rank 0 deletes."""
     if output_dir.exists() and not output_dir.is_dir():
         raise StropError(f"output_dir {output_dir} is a file, not a folder: choose a folder path for output_dir")
+    above = next((p for p in output_dir.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise StropError(f"output_dir {output_dir} cannot be created: {above} is a file")
     checkpoints = ckpt.list_checkpoints(output_dir)
     if resume and checkpoints:
         return checkpoints[-1]
+    if output_dir.exists() and any(output_dir.iterdir()):
+        _refuse_foreign(output_dir, overwrite)
+        if not resume:
+            _replace_earlier_run(output_dir, overwrite, inputs)
     if resume:
         print(f"strop: no checkpoint in {output_dir}; starting from scratch")
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return None
+    return None
+
+
+def _refuse_foreign(output_dir: Path, overwrite: bool) -> None:
+    """Whatever the flags, no run starts among files strop has no record of writing: its final save
+    could replace them, and --overwrite could not tell them from its own."""
     others = manifest.foreign(output_dir)
     if others:
         how = "--overwrite removes only what strop wrote, so it" if overwrite else "strop"
@@ -70,8 +81,11 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, inputs: list
                if manifest.read(output_dir) is None else "")
         raise StropError(f"output_dir {output_dir} holds files strop did not write ({manifest.describe(others)}){old}; "
                          f"{how} will not train there: choose a new or empty folder with --output-dir")
-    if resume:
-        return None
+
+
+def _replace_earlier_run(output_dir: Path, overwrite: bool, inputs: list[tuple[str, Path]]) -> None:
+    """An earlier run is replaced only on request, and never while it holds this run's own inputs
+    (`strop train out/strop_config.yml --overwrite`, or data or a model kept in that folder)."""
     if not overwrite:
         raise StropError(f"output_dir {output_dir} holds an earlier run: use --resume to continue it, "
                          "--overwrite to replace it, or another --output-dir")
@@ -82,7 +96,6 @@ def prepare_output(output_dir: Path, resume: bool, overwrite: bool, inputs: list
     distributed.barrier()  # every rank has looked before rank 0 deletes
     if distributed.is_main():
         manifest.remove_own(output_dir)
-    return None
 
 
 def start_output(output_dir: Path, names: list[str]) -> None:
