@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from rich.progress import Progress
 
 from strop.data.readers import read_rows
 from strop.errors import StropError
+from strop.safe_io import disk_errors, staged_file
 
 
 def read_prompts(path: str) -> list[str]:
@@ -49,9 +49,7 @@ def generate_dataset(teacher: str, prompts_path: str, out: str, max_new_tokens: 
     model, tokenizer = load_for_chat(teacher)
     prefix = [{"role": "system", "content": system}] if system else []
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
-    with tmp.open("w") as handle, Progress() as progress:
+    with disk_errors(out_path), staged_file(out_path) as tmp, tmp.open("w") as handle, Progress() as progress:
         task = progress.add_task("teacher writing", total=len(prompts))
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
@@ -60,7 +58,6 @@ def generate_dataset(teacher: str, prompts_path: str, out: str, max_new_tokens: 
                 messages = prefix + [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
                 handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
             progress.update(task, advance=len(chunk))
-    tmp.rename(out_path)
     return out_path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from strop import manifest
 from strop.errors import StropError
+from strop.safe_io import remove_entry, write_text
 
 
 class Stage(BaseModel):
@@ -134,10 +135,22 @@ def _samples(model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
     return answer_prompts(loaded, tokenizer, prompts, max_new_tokens)
 
 
+def fresh_stage_folder(out: Path, folder: Path) -> None:
+    """Empty a stage's folder for a (re)run. Only a folder this pipeline made is deleted (claimed in
+    the output folder's manifest, strop/manifest.py): a same-named folder of the user's is refused."""
+    exists = folder.exists() or folder.is_symlink()
+    if exists and folder.name not in (manifest.read(out) or []):
+        raise StropError(f"{folder} exists and strop did not write it; move it away or rename the stage")
+    manifest.claim(folder)
+    if exists:
+        remove_entry(folder)
+    folder.mkdir(parents=True)
+
+
 def run_pipeline(path: Path) -> Path:
     spec = load_pipeline(path)
     base_dir, out = path.resolve().parent, Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    manifest.start(out)
     model, results = spec.base_model, []
     if spec.sample_prompts:
         results.append({"name": "base", "model": model, "samples": _samples(model, spec.sample_prompts, spec.sample_max_new_tokens)})
@@ -148,8 +161,7 @@ def run_pipeline(path: Path) -> Path:
             print(f"strop pipeline: stage {stage.name} already done; skipping")
         else:
             print(f"strop pipeline: stage {stage.name} ({stage.kind})")
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            fresh_stage_folder(out, folder)
             started = time.perf_counter()
             new_model, info = RUNNERS[stage.kind](stage, base_dir, model, folder)
             record = {"name": stage.name, "kind": stage.kind, "model": new_model, "seconds": round(time.perf_counter() - started, 1), **info}
@@ -190,8 +202,8 @@ def write_report(out: Path, spec: Pipeline, results: list[dict[str, Any]]) -> Pa
             produced.append("model")
         lines += [f"- {r['name']} {key}: `{r[key]}`" for key in produced]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    manifest.claim(path)
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,8 +6,9 @@ precision) and importance search are not in the gguf package: for those an f16 G
 temporary file first and requantized by `llama_model_quantize` from llama-cpp-python (the optional
 `strop[gguf]` extra).
 
-Files appear atomically: everything is written to `<out>.tmp` and renamed at the end, so a crash or
-Ctrl-C never leaves a truncated file under the final name.
+Files appear atomically: everything is written into a fresh private folder beside the output
+(strop/safe_io.py; never a predictable name a planted link could redirect) and renamed at the end, so
+a crash or Ctrl-C never leaves a truncated file under the final name.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import gguf
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from strop import manifest
 from strop.errors import StropError
 from strop.export.gguf_arch import (
     TensorMapper,
@@ -34,6 +36,7 @@ from strop.export.gguf_arch import (
 from strop.export.gguf_vocab import read_vocab, write_vocab
 from strop.export.kquant import KQUANT_FTYPES, import_llama_cpp, kquantize
 from strop.models.loading import check_weights
+from strop.safe_io import disk_errors, temp_folder
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -150,21 +153,17 @@ def export_gguf(
     check_weights(model_dir)  # a corrupt file is named before any output is started
     if qtype in KQUANT_FTYPES:
         import_llama_cpp()  # fail before spending minutes on the f16 pass
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    if out.is_dir():
+        raise StropError(f"--out {out} is a folder; give the path of the .gguf file to write")
+    with disk_errors(out, intact=f"{out} is unchanged" if out.exists() else ""), temp_folder(out) as folder:
+        tmp = folder / out.name
         if qtype in DIRECT_QTYPES:
             _write_direct(model_dir, tmp, qtype, show_progress)
         else:
-            f16 = out.with_name(out.name + ".f16.tmp")
-            try:
-                _write_direct(model_dir, f16, "f16", show_progress)
-                kquantize(f16, tmp, qtype)
-            finally:
-                f16.unlink(missing_ok=True)
+            _write_direct(model_dir, folder / "f16.gguf", "f16", show_progress)
+            kquantize(folder / "f16.gguf", tmp, qtype)
+        manifest.claim(out)
         os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -4,19 +4,21 @@ A merged folder loads anywhere without peft and is what GGUF export consumes. Th
 float32 (W + scale * B @ A rounded once), then the result is cast back to the dtype the base was
 saved in, so a bf16 base yields a bf16 merged model of the same size.
 
-The folder is written under a temporary name and renamed into place only when complete, so an
-interrupted merge never leaves something that looks like a finished model.
+The folder is written in a private temporary folder beside `out` and renamed into place only when
+complete, so an interrupted merge never leaves something that looks like a finished model; a killed
+merge's leftover is removed by the next one (strop/safe_io.py). An existing `out` is replaced only when
+strop wrote it (strop/manifest.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from strop import manifest
 from strop.errors import StropError
+from strop.safe_io import disk_errors, temp_folder
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _QLORA_KEYS = ("strop_quantization", "load_in_4bit", "quantization")
@@ -74,20 +76,6 @@ def _check_inputs(base: Path, adapter: Path) -> None:
         )
 
 
-def _place(tmp: Path, out: Path) -> None:
-    """Move a finished folder into place, replacing a previous merge but never unrelated files."""
-    if out.exists():
-        if out.is_dir() and (not any(out.iterdir()) or (out / "config.json").is_file()):
-            old = out.with_name(out.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        raise StropError(f"{out} exists and is not a model folder; choose another --out")
-    os.replace(tmp, out)
-
-
 def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bool | None = None) -> Path:
     """Merge the PEFT adapter in `adapter` into the HF model in `base`; save safetensors + tokenizer to `out`.
 
@@ -116,13 +104,9 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bo
     has_tok = any((adapter / name).is_file() for name in _TOKENIZER_FILES)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter if has_tok else base))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    manifest.check_replaceable(out, "--out")
+    needed = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    with disk_errors(out, needed), temp_folder(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        _place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return manifest.place_folder(tmp, out, "--out")

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from strop import manifest
 from strop.errors import StropError
+from strop.safe_io import write_text
 
 CHATML = """\
 {{- if .System }}<|im_start|>system
@@ -186,10 +188,7 @@ def write_modelfile(
     PARAMETER lines (temperature, top_p, num_ctx, ...); `system` overrides the template's default.
     """
     out = Path(out_path)
-    rel = os.path.relpath(Path(gguf_path).resolve(), out.resolve().parent)
+    rel = os.path.relpath(Path(gguf_path).resolve(), out.parent.resolve())  # out itself may be a link, replaced
     ref = rel if rel.startswith("..") or os.path.isabs(rel) else f"./{rel}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(modelfile_text(ref, chat_template, stop_tokens, params, system), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    manifest.claim(out)
+    return write_text(out, modelfile_text(ref, chat_template, stop_tokens, params, system))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -19,10 +18,12 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from strop import manifest
 from strop.errors import StropError
 from strop.merge.checkpoint import Checkpoint, PlannedTensor, ShardWriter
 from strop.merge.config import MergeConfig, load_config, resolve_params
 from strop.merge.methods import MergeInputs, MergeMethod, get_method
+from strop.safe_io import disk_errors, temp_folder
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
 OUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -169,22 +170,19 @@ def merge_tensor(plan: MergePlan, name: str) -> torch.Tensor:
 
 
 @contextmanager
-def staging_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary sibling of out_dir that replaces it only if the body finishes."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise StropError(f"output folder {out_dir} already exists and is not empty; remove it or pick another --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+def staging_folder(out_dir: Path, overwrite: bool, needed: int | None = None) -> Iterator[Path]:
+    """A private temporary sibling of out_dir that replaces it only if the body finishes; out_dir may
+    be replaced (with --overwrite) only when strop wrote everything in it. A full disk is reported in
+    one line with the space the merge needs."""
+    existed = out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))
+    if existed:
+        if out_dir.is_dir() and not overwrite:
+            raise StropError(f"output folder {out_dir} already exists and is not empty; remove it or pick another --out")
+        manifest.check_replaceable(out_dir, "output folder")
+    intact = f"{out_dir} is unchanged" if existed else ""
+    with disk_errors(out_dir, needed, intact), temp_folder(out_dir) as staging:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
-    staging.rename(out_dir)
+        manifest.place_folder(staging, out_dir, "output folder")
 
 
 def copy_side_files(plan: MergePlan, staging: Path, out_dtype: torch.dtype | None) -> None:
@@ -260,7 +258,8 @@ def run_merge(
     if not planned:
         raise StropError(f"{reference.path} holds no tensors")
     out = Path(out_dir)
-    with staging_folder(out, overwrite) as staging, _progress(progress) as bar:
+    needed = sum(t.nbytes for t in planned)
+    with staging_folder(out, overwrite, needed) as staging, _progress(progress) as bar:
         writer = ShardWriter(staging, planned, max_shard_bytes)
         task = bar.add_task("", total=len(planned))
         try:

@@ -24,6 +24,9 @@ class Objective:
     dataset_types: tuple[str, ...] = ()
     #: Pydantic model of this objective's own config keys (flat in the YAML), or None.
     params = None
+    #: Files it writes into output_dir besides the artifact: claimed as strop's before the run starts,
+    #: so that --overwrite removes them (strop/manifest.py).
+    output_files: tuple[str, ...] = ()
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         raise NotImplementedError

@@ -66,6 +66,7 @@ class KTOObjective(Objective):
     name = "kto"
     dataset_types = (*UNPAIRED_FORMATS, *PAIR_FORMATS)
     params = KTOParams
+    output_files = (REFERENCE_CACHE,)
     cfg = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):

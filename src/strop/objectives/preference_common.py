@@ -25,6 +25,7 @@ from strop.data.preference import build_pair_data, collate_pairs
 from strop.errors import StropError
 from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, shifted_token_logps
+from strop.safe_io import disk_errors, staged_file
 
 REFERENCE_CACHE = "reference_logps.safetensors"
 
@@ -94,10 +95,9 @@ def _read_cache(path: Path, identity: dict[str, str]) -> dict[str, tuple[float, 
 
 def _write_cache(path: Path, identity: dict[str, str], cache: dict[str, tuple[float, float]]) -> None:
     keys = sorted(cache)
-    tmp = path.with_suffix(".tmp")
-    save_file({"logps": torch.tensor([cache[k] for k in keys], dtype=torch.float64).reshape(-1, 2)}, str(tmp),
-              metadata={**identity, "keys": json.dumps(keys)})
-    tmp.replace(path)
+    with disk_errors(path), staged_file(path) as tmp:
+        save_file({"logps": torch.tensor([cache[k] for k in keys], dtype=torch.float64).reshape(-1, 2)}, str(tmp),
+                  metadata={**identity, "keys": json.dumps(keys)})
 
 
 @torch.no_grad()
@@ -183,6 +183,7 @@ class PairObjective(Objective):
     """
 
     needs_reference = False
+    output_files = (REFERENCE_CACHE,)
     cfg = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):

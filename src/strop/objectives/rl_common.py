@@ -31,6 +31,7 @@ from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 from strop.rl.rewards import RewardSpec, build_rewards, score_rewards
 from strop.rl.rollout import Completion, SamplingParams, sample
+from strop.safe_io import disk_errors
 
 
 class RolloutParams(BaseModel):
@@ -90,6 +91,7 @@ class RLObjective(Objective):
     rows_from_model = True
 
     dataset_types = tuple(PROMPT_FORMATS)
+    output_files = ("completions.jsonl",)
     default_kl_beta = 0.0
 
     # ------------------------------------------------------------------ data
@@ -220,7 +222,7 @@ class RLObjective(Objective):
     def _log_completions(self, run, step: int, groups: list[dict]) -> None:
         """Every rollout goes to completions.jsonl; every log_completions_steps steps a few are printed."""
         path = Path(self.cfg.output_dir) / "completions.jsonl"
-        with path.open("a") as out:
+        with disk_errors(path), path.open("a") as out:
             for g in groups:
                 for i, c in enumerate(g["completions"]):
                     out.write(json.dumps({"step": step, "prompt": g["prompt_row"]["prompt"][-1]["content"], "completion": c.text,

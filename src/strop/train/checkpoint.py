@@ -13,13 +13,20 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from strop import manifest
+from strop.errors import StropError
+from strop.safe_io import disk_errors, remove_entry
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_UNFINISHED = re.compile(r"^checkpoint-\d+\.tmp$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,28 +76,76 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
 
 def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tensor], optimizer, scheduler,
                     extra: dict[str, Any], keep: int | None) -> Path:
-    final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f"checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, tmp / "trainable.safetensors")
+    final, tmp = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.tmp"
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, tmp / "rng.safetensors")
-    state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    weights = {k: v.detach().contiguous().cpu() for k, v in trainable.items()}
+    needed = sum(t.numel() * t.element_size() for t in (*weights.values(), *opt_tensors.values()))
+    with _writing(tmp, needed) as write:
+        _start(tmp)
+        write("trainable.safetensors", lambda path: save_file(weights, path))
+        write("optimizer.safetensors", lambda path: save_file(opt_tensors, path))
+        rng_tensors, rng_meta = rng_state()
+        write("rng.safetensors", lambda path: save_file(rng_tensors, path))
+        state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
+        write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     _commit(tmp, final, keep)
     return final
+
+
+def _start(tmp: Path) -> None:
+    """Claim checkpoint folder `tmp` (and its final name) in the run's manifest, then create it anew:
+    a leftover of a killed run is removed, a link at its name unlinked (never followed), and mkdir
+    fails rather than reuse anything that appears meanwhile."""
+    manifest.claim(tmp, tmp.with_suffix(""))
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    elif tmp.is_dir():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+
+def intact_note(output_dir: Path, exclude: Path | None = None) -> str:
+    """What a failed save leaves to resume from, for its error message."""
+    found = [p for p in list_checkpoints(output_dir) if p != exclude]
+    return f"{found[-1].name} is intact: run again with --resume once this is fixed" if found else ""
+
+
+@contextmanager
+def _writing(tmp: Path, needed: int | None = None) -> Iterator[Callable[[str, Callable[[Path], Any]], None]]:
+    """Fill checkpoint folder `tmp`, removed if anything fails. Yields `write(name, how)`, which runs
+    `how(tmp / name)`: a full disk or a permission error is reported in one line that names that file,
+    the space needed and free, and the previous checkpoint left intact."""
+    intact = intact_note(tmp.parent, tmp.with_suffix(""))
+
+    def write(name: str, how: Callable[[Path], Any]) -> None:
+        with disk_errors(tmp / name, needed, intact):
+            how(tmp / name)
+
+    try:
+        with disk_errors(tmp, needed, intact):
+            yield write
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _commit(tmp: Path, final: Path, keep: int | None) -> None:
     """Make a fully written checkpoint visible under its final name, then drop the oldest ones."""
     _fsync_dir(tmp)
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists() or final.is_symlink():
+        remove_entry(final)
     tmp.rename(final)
     _fsync_dir(final.parent)
     _rotate(final.parent, keep)
+
+
+def remove_unfinished(output_dir: Path) -> None:
+    """Delete the checkpoint-N.tmp/ folders a killed run left (never listed, so never resumed from);
+    only those the run's manifest records as strop's."""
+    own = set(manifest.read(output_dir) or ())
+    for entry in output_dir.iterdir():
+        if entry.name in own and _UNFINISHED.match(entry.name):
+            remove_entry(entry)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -112,7 +167,9 @@ def load_checkpoint(path: Path, trainable: dict[str, torch.nn.Parameter], optimi
     weights = load_file(path / "trainable.safetensors")
     missing = set(trainable) - set(weights)
     if missing:
-        raise ValueError(f"{path} does not match this model: missing {sorted(missing)[:5]}")
+        raise StropError(f"{path} was written by another run (a different model or strategy: it lacks "
+                         f"{sorted(missing)[:3]}); --resume needs this run's output_dir, or drop --resume "
+                         "and pass --overwrite to replace that run")
     with torch.no_grad():
         for name, param in trainable.items():
             param.copy_(weights[name])
@@ -155,19 +212,20 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, sched
     dist = _dist()
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}.tmp"
+    with _writing(tmp) as write:
+        if dist.is_main():
+            _start(tmp)
+        dist.barrier()
+        model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+        rng_tensors, rng_meta = rng_state()
+        write(f"rng-{dist.rank()}.safetensors", lambda path: save_file(rng_tensors, path))
+        write(f"rng-{dist.rank()}.json", lambda path: path.write_text(json.dumps(rng_meta)))
+        dist.barrier()
+        if dist.is_main():
+            state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
+            write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     if dist.is_main():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
-    rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, tmp / f"rng-{dist.rank()}.safetensors")
-    (tmp / f"rng-{dist.rank()}.json").write_text(json.dumps(rng_meta))
-    dist.barrier()
-    if dist.is_main():
-        state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
         _commit(tmp, final, keep)
     dist.barrier()
     return final

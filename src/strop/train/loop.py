@@ -24,16 +24,18 @@ from pathlib import Path
 
 import torch
 
+from strop import manifest
 from strop.config import Config, config_to_yaml
 from strop.data.packing import real_tokens
-from strop.errors import StropError
 from strop.generate import answer_prompts
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
 from strop.objectives import objective_for
+from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
 from strop.train import distributed
+from strop.train import output_dir as outputs
 from strop.train.optim import autocast, autocast_dtype, build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.tracking import NullTracker, Tracker, plot_losses
@@ -224,39 +226,19 @@ def evaluate(run: Run, amp_dtype) -> dict[str, float]:
     return {"eval_loss": summed["total"] / max(1, summed["count"])}
 
 
-def _prepare_output(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after refusing to clobber an earlier run by accident. Every
-    process checks (so all refuse alike); only rank 0 deletes."""
-    checkpoints = ckpt.list_checkpoints(output_dir)
-    if resume:
-        if not checkpoints:
-            print(f"strop: no checkpoint in {output_dir}; starting from scratch")
-        return checkpoints[-1] if checkpoints else None
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise StropError(f"output_dir {output_dir} is not empty: use --resume to continue that run, "
-                             "--overwrite to replace it, or another --output-dir")
-        distributed.barrier()  # every rank has looked before rank 0 deletes
-        if distributed.is_main():
-            shutil.rmtree(output_dir)
-    return None
-
-
 def _save_final(run: Run, output_dir: Path) -> None:
-    """Write the final artifact into a temporary folder, then move it in (weights last)."""
-    tmp = output_dir / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    run.strategy.save(run.model, run.tokenizer, tmp)
-    run.objective.save_artifacts(run.model, tmp)
-    (tmp / "strop_config.yml").write_text(config_to_yaml(run.cfg))
-    files = sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors")
-    for item in files:
-        target = output_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        item.replace(target)
-    tmp.rmdir()
+    """Write the final artifact into a private temporary folder, then move it in (weights last)."""
+    with disk_errors(output_dir, intact=ckpt.intact_note(output_dir)), temp_folder(output_dir / "final") as tmp:
+        run.strategy.save(run.model, run.tokenizer, tmp)
+        run.objective.save_artifacts(run.model, tmp)
+        (tmp / "strop_config.yml").write_text(config_to_yaml(run.cfg))
+        files = sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors")
+        manifest.claim(*(output_dir / item.name for item in files))
+        for item in files:
+            target = output_dir / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            item.replace(target)
 
 
 def _save_final_sharded(run: Run, output_dir: Path) -> None:
@@ -286,10 +268,8 @@ def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overw
         if dry_run:
             return None
         output_dir = Path(cfg.output_dir)
-        start_from = _prepare_output(output_dir, resume, overwrite)
-        if distributed.is_main():
-            output_dir.mkdir(parents=True, exist_ok=True)
-        distributed.barrier()
+        start_from = outputs.prepare_output(output_dir, resume, overwrite, outputs.input_paths(cfg, base_dir))
+        outputs.start_output(output_dir, [*outputs.LOOP_FILES, *run.objective.output_files])
         return _train_loop(run, output_dir, start_from)
     finally:
         if distributed.launched():
@@ -315,6 +295,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
         step = ckpt.resume(start_from, run.model, trainable, optimizer, scheduler)["step"]
         if distributed.is_main():
             print(f"strop: resumed from {start_from} at step {step}")
+    outputs.cut_logs(output_dir, {name: step + offset for name, offset in outputs.APPEND_LOGS.items()})
     samples_before = _samples(run) if step == 0 else None
     run.model.train()
     prefetch = None if run.objective.rows_from_model else Prefetcher(run, amp_dtype)
@@ -348,7 +329,8 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     (_save_final_sharded if distributed.active() else _save_final)(run, output_dir)
     samples_after = _samples(run) if samples_before is not None else None
     if distributed.is_main():
-        plot = plot_losses(output_dir / "metrics.jsonl", output_dir / "loss.png")
+        with disk_errors(output_dir / "loss.png"):
+            plot = plot_losses(output_dir / "metrics.jsonl", output_dir / "loss.png")
         if samples_before is not None:
             print_samples(cfg.sample_prompts, samples_before, samples_after)
         print_summary(run, output_dir, final_eval, plot)

@@ -8,35 +8,32 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from strop.safe_io import disk_errors
+
 
 class Tracker:
-    """Writes every logged step to metrics.jsonl (and TensorBoard) and shows it on the progress bar."""
+    """Appends every logged step to metrics.jsonl (and TensorBoard) and shows it on the progress bar.
+    A resumed run finds metrics.jsonl already cut back to its checkpoint (train/output_dir.py)."""
 
     def __init__(self, output_dir: Path, total_steps: int, start_step: int):
         self.path = output_dir / "metrics.jsonl"
-        self._truncate_after(start_step)
-        self.file = self.path.open("a")
-        self.writer = self._tensorboard(output_dir)
+        with disk_errors(self.path):
+            self.file = self.path.open("a")
+        self.writer = self._tensorboard(output_dir, start_step)
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
 
-    def _truncate_after(self, step: int) -> None:
-        """On resume, forget steps logged after the checkpoint: they are about to be redone."""
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
-
     @staticmethod
-    def _tensorboard(output_dir: Path):
+    def _tensorboard(output_dir: Path, start_step: int):
+        """A TensorBoard writer that, on resume, hides the earlier events of the steps being redone."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(str(output_dir / "tensorboard"))
+        return SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
 
     def __enter__(self) -> Tracker:
         self.progress.start()
@@ -50,8 +47,9 @@ class Tracker:
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, **metrics}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        with disk_errors(self.path):
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
         if self.writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
