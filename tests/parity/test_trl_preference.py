@@ -17,7 +17,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from strop.objectives.cpo import CPOObjective
 from strop.objectives.distill import token_divergence
