@@ -8,6 +8,7 @@ import torch
 bnb = pytest.importorskip("bitsandbytes")
 
 from strop.kernels import KernelOptions, causal_lm_loss, patch_model  # noqa: E402
+from strop.kernels.lora import _plain_lora  # noqa: E402
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
@@ -70,6 +71,33 @@ def test_fused_4bit_lora_matches_peft_bnb(device, group):
     assert weight.dtype == torch.uint8 and weight.grad is None and torch.equal(weight.data, packed)
     if group:
         assert q_proj._strop_group.w_cat is None
+
+
+def test_cpu_inference_layout_keeps_peft_forward():
+    """Linear4bit's CPU inference path (eval mode, input without grad, AVX512-BF16 CPU) re-lays a packed
+    weight out in place and flags its state `packing_format_for_cpu`; dequantize_4bit misreads that
+    layout, so a layer so flagged, and its q/k/v group, must fall back to PEFT's forward."""
+    model = tiny_qlora_model("cpu", torch.float32)
+    patch_model(model, KernelOptions(checkpoint=None, bf16_frozen=False))
+    attn = model.get_base_model().model.layers[0].self_attn
+    assert _plain_lora(attn.k_proj) == "default" and attn.q_proj._strop_group.usable()
+    attn.k_proj.base_layer.weight.quant_state.packing_format_for_cpu = True
+    assert _plain_lora(attn.k_proj) is None and not attn.q_proj._strop_group.usable()
+
+
+def test_patched_eval_after_bnb_cpu_relayout_matches_peft():
+    """The real case, where this CPU takes bnb's path: a no-grad evaluation before patching re-lays the
+    weights out, and the model patched afterwards still computes PEFT's numbers."""
+    model = tiny_qlora_model("cpu", torch.float32).eval()
+    ids = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        before = model(input_ids=ids, labels=ids).loss
+        state = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.quant_state
+        if not getattr(state, "packing_format_for_cpu", False):
+            pytest.skip("bitsandbytes did not re-lay the weights out on this CPU")
+        patch_model(model, KernelOptions(checkpoint=None, bf16_frozen=False))
+        after = model(input_ids=ids, labels=ids).loss
+    torch.testing.assert_close(after, before, rtol=1e-6, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

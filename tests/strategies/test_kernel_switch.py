@@ -134,6 +134,11 @@ def test_torchrun_keeps_library_path(prepared, as_if_cuda, monkeypatch):
 def test_qlora_4bit_layers_take_fused_lora_with_same_loss(prepared):
     pytest.importorskip("bitsandbytes")
     run = prepared(adapter="qlora")
+    run.model.train()  # as the training loop runs it: bnb dequantizes to the compute dtype, as on the GPU
+    torch.manual_seed(0)
+    for name, param in run.model.named_parameters():
+        if "lora_B" in name:  # non-zero B (PEFT starts it at zero) so the adapter term counts in the loss
+            torch.nn.init.normal_(param, std=0.05)
     batch = run.objective.collate(run.train_rows[:2], run.tokenizer.pad_token_id)
     before, _ = run.objective.loss(run.model, batch, 1.0)
     done = kernels.patch_model(run.model, kernels.KernelOptions(checkpoint=None))

@@ -40,6 +40,14 @@ def _quant_state(weight: torch.Tensor):
     return None if weight.is_floating_point() else getattr(weight, "quant_state", None)
 
 
+def _standard_4bit(state) -> bool:
+    """Whether a packed weight is bnb 4-bit in the standard layout `dequantize_4bit` reads. Linear4bit's
+    CPU inference path (eval mode, an input without grad, an AVX512-BF16 CPU: e.g. one no_grad
+    evaluation) re-lays the weight out in place for its bf16 kernel (`packing_format_for_cpu`);
+    dequantizing that layout gives wrong weights, so such a layer keeps PEFT's forward."""
+    return state is not None and not getattr(state, "packing_format_for_cpu", False)
+
+
 def _dense(weight: torch.Tensor, state, cdt: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
     """The base weight in `cdt`: cast if floating-point, else dequantized from 4-bit (into `out`, a
     buffer of the state's dtype, when given)."""
@@ -103,7 +111,7 @@ def _plain_lora(layer) -> str | None:
     base = layer.base_layer
     if not isinstance(base, nn.Linear) or base.weight.requires_grad or getattr(layer, "fan_in_fan_out", False):
         return None
-    if not base.weight.is_floating_point() and _quant_state(base.weight) is None:  # quantized, not bnb 4-bit
+    if not base.weight.is_floating_point() and not _standard_4bit(_quant_state(base.weight)):
         return None
     if layer.use_dora.get(name, False) if hasattr(layer, "use_dora") else False:
         return None
