@@ -40,6 +40,7 @@ quickstart: $(STAMP)
 	$(BIN)/strop quickstart
 
 test: $(TEST_STAMP)
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)

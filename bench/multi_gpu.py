@@ -168,7 +168,7 @@ def main() -> None:
     for case in args.cases.split(","):
         one, many = _run_case(case, 1, args), _run_case(case, args.nproc, args)
         rows.append((case, one, many))
-    print(f"\n| case | GPUs | tokens/s (all GPUs) | peak GiB per GPU | speed-up vs 1 GPU |")
+    print("\n| case | GPUs | tokens/s (all GPUs) | peak GiB per GPU | speed-up vs 1 GPU |")
     print("|---|---|---|---|---|")
     for case, one, many in rows:
         for result in (one, many):

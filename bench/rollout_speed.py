@@ -117,7 +117,7 @@ def main(sizes: list[str]) -> None:
                 seconds = timed(lambda: sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0)))
             rows.append((size, n_prompts, "strop + kernels", n_prompts * GROUP * NEW / seconds))
             print(rows[-1], flush=True)
-        del model
+        model = None  # frees the weights before the next size (the lambdas above hold the name)
         torch.cuda.empty_cache()
     print(f"\nrollout tokens/s: {PROMPT_LEN}-token prompts, {GROUP} completions each, {NEW} new tokens, LoRA r=16 policy")
     print(f"{'model':6} {'rows':>5} {'engine':18} {'tokens/s':>10} {'x generate':>11}")

@@ -28,7 +28,6 @@ STEPS, BATCH, SEQ = 3, 4, 128
 
 def child(strategy: str, workdir: Path) -> dict:
     import psutil
-    import torch
     import yaml
 
     import strop.estimate as est

@@ -5,7 +5,6 @@ The base model answers review-sentiment questions in free prose; the task asks f
 training, so exact match measures what the adapter learned, not what it memorised.
 """
 
-from pathlib import Path
 
 import pytest
 

@@ -4,7 +4,6 @@ import json
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from strop.data.preference import (build_pair_data, build_unpaired_data, collate_pairs, collate_unpaired,
                                    encode_prompt, pair, pair_sequences)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from strop.kernels.rmsnorm import rms_norm, rms_norm_reference
 from strop.kernels.swiglu import swiglu, swiglu_packed, swiglu_reference

@@ -1,7 +1,6 @@
 """`strop estimate`: meta-device counts equal the real strategies' counts; the memory model is ordered."""
 
 import pytest
-import torch
 
 from strop.config import load_config
 from strop.estimate import ALTERNATIVES, estimates_for, shapes_of, skeleton, spectrum_count, trainable_count
