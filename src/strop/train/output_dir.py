@@ -100,7 +100,10 @@ def _replace_earlier_run(output_dir: Path, overwrite: bool, inputs: list[tuple[s
 
 def start_output(output_dir: Path, names: list[str]) -> None:
     """Rank 0: create the folder if needed and claim the names this run writes, before writing any;
-    remove the half-written checkpoints of a killed run."""
+    remove the half-written checkpoints of a killed run. Every rank has checked the folder
+    (`prepare_output`) before rank 0 writes to it: a rank still checking would see this run's manifest
+    as an earlier run."""
+    distributed.barrier()
     if distributed.is_main():
         manifest.start(output_dir, names)
         ckpt.remove_unfinished(output_dir)
