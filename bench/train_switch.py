@@ -5,8 +5,8 @@ tokens/s, peak GPU memory and the loss of every step. Prints a table; not a test
     PYTHONPATH=src python bench/train_switch.py lora         # chosen strategies
 
 Unlike bench/train_speed.py (the kernels against HF+PEFT and Liger on bf16 weights), this times the
-command people run: config → `strop.train.loop.train`, fp32 weights loaded from a folder, bf16 autocast.
-Model: random weights in the Llama-3.2-1B shape (vocab 128256) saved with a word-level tokenizer; data:
+command people run: config → `strop.train.loop.train`, weights loaded from a folder, bf16 autocast.
+Model: train_speed.py's saved random weights in the Llama-3.2-1B shape with a word-level tokenizer; data:
 random words packed into rows of 2048 tokens, 4 rows × 2 accumulation a step; gradient_checkpointing on
 (with kernels on, strop's per-layer checkpoint replaces transformers'). Each run is one process (peak
 memory and the compiled RoPE are per process). tokens/s is timed around `train_step` after 3 warm-up
@@ -24,32 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
-                tie_word_embeddings=True)
-WORDS, WARM, STEPS = 4000, 3, 8
+from train_speed import WORDS, model_folder  # the same saved random 1B model (bench/ is this script's folder)
+
+WARM, STEPS = 3, 8
 CASES = {"lora": {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "learning_rate": 1e-4},
          "full": {"adapter": "full", "learning_rate": 1e-5}}
-
-
-def build_model(folder: Path) -> None:
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i + 3 for i in range(WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<pad>")
-    fast.save_pretrained(folder)
-    config = LlamaConfig(**LLAMA_1B, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config)
-    torch.set_default_dtype(torch.float32)
-    model.save_pretrained(folder, safe_serialization=True)
 
 
 def write_data(path: Path, rows: int = 200, words: int = 1000) -> None:
@@ -61,7 +40,7 @@ def write_data(path: Path, rows: int = 200, words: int = 1000) -> None:
 def write_config(work: Path, case: str, kernels: bool) -> Path:
     import yaml
 
-    cfg = {"base_model": str(work / "model"), "datasets": [{"path": str(work / "data.jsonl"), "type": "text"}],
+    cfg = {"base_model": model_folder("1b"), "datasets": [{"path": str(work / "data.jsonl"), "type": "text"}],
            "sequence_len": 2048, "sample_packing": True, "micro_batch_size": 4, "gradient_accumulation_steps": 2,
            "max_steps": WARM + STEPS, "lr_scheduler": "constant", "bf16": True, "gradient_checkpointing": True,
            "kernels": kernels, "output_dir": str(work / f"out-{case}-{kernels}"), **CASES[case]}
@@ -124,7 +103,6 @@ def main(argv: list[str]) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        build_model(work / "model")
         write_data(work / "data.jsonl")
         for case in cases:
             for kernels in (True, False):

@@ -24,6 +24,14 @@ import functools
 import torch
 from torch import nn
 
+try:  # bound once: the attention function below runs in every layer of every forward
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+except ImportError:  # torch without FlexAttention or transformers without attention interfaces: dense masks
+    BlockMask = flex_attention = None
+
 NAME = "strop_packed"
 
 
@@ -41,8 +49,6 @@ def dense_document_mask(segments: torch.Tensor) -> torch.Tensor:
 def block_mask(segments: torch.Tensor):
     """FlexAttention's BlockMask for the same pattern as `dense_document_mask` (padding, segment -1,
     attends causally within the padding, which no label reads)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     def same_example_causal(b, h, q, kv):
         return (segments[b, q] == segments[b, kv]) & (q >= kv)
 
@@ -52,15 +58,10 @@ def block_mask(segments: torch.Tensor):
 
 @functools.cache
 def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
     return torch.compile(flex_attention)
 
 
 def _flex_or_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if not isinstance(attention_mask, BlockMask):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     flex = _compiled_flex() if query.is_cuda else flex_attention
@@ -69,21 +70,12 @@ def _flex_or_sdpa(module, query, key, value, attention_mask, dropout: float = 0.
 
 
 def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(NAME, _flex_or_sdpa)
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
 def flex_available() -> bool:
-    try:
-        from torch.nn.attention import flex_attention  # noqa: F401
-        from transformers import AttentionInterface  # noqa: F401
-        from transformers.masking_utils import AttentionMaskInterface  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return flex_attention is not None
 
 
 def install(model: nn.Module, force: bool = False) -> bool:
