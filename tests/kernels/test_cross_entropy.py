@@ -77,3 +77,22 @@ def test_triton_path_matches_fallback(monkeypatch, dtype, with_bias):
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     for a, c in zip(fast_grads, plain_grads):
         assert torch.allclose(a.float(), c.float(), rtol=tol, atol=tol * c.abs().max().item())
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_fp32_head_under_bf16_autocast(device):
+    """Full fine-tuning keeps fp32 weights and runs under bf16 autocast: the logits come out bf16 while the
+    hidden states' gradient stays fp32 (this crashed `strop train` of a full 1B model on an H200)."""
+    torch.manual_seed(3)
+    h = torch.randn(37, 48, device=device, requires_grad=True)
+    w = (0.3 * torch.randn(501, 48, device=device)).requires_grad_()
+    t = torch.randint(0, 501, (37,), device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, w, t, chunk=16)
+    grads = torch.autograd.grad(loss, (h, w))
+    assert grads[0].dtype == torch.float32 and grads[1].dtype == torch.float32
+    ref = torch.nn.functional.cross_entropy(h @ w.t(), t, reduction="sum")
+    ref_grads = torch.autograd.grad(ref, (h, w))
+    torch.testing.assert_close(loss.float(), ref, rtol=2e-2, atol=0.0)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2 * want.abs().max().item())

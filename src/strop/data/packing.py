@@ -18,14 +18,16 @@ Tokens = dict[str, list[int]]
 
 
 def pack(examples: list[Tokens], sequence_len: int) -> list[Tokens]:
-    """Greedy first-fit packing in the given order; each row gains `position_ids` and `segment_ids`."""
+    """Greedy first-fit packing in the given order; each row gains `position_ids`, `segment_ids` and its
+    `capacity` (`[sequence_len]`), the length `collate` pads it to."""
     rows: list[Tokens] = []
     for example in examples:
         ids, labels = example["input_ids"], list(example["labels"])
         labels[0] = IGNORE
         target = next((row for row in rows if len(row["input_ids"]) + len(ids) <= sequence_len), None)
         if target is None:
-            target = {"input_ids": [], "labels": [], "position_ids": [], "segment_ids": []}
+            target = {"input_ids": [], "labels": [], "position_ids": [], "segment_ids": [],
+                      "capacity": [sequence_len]}
             rows.append(target)
         segment = target["segment_ids"][-1] + 1 if target["segment_ids"] else 0
         target["input_ids"] += ids
@@ -39,19 +41,24 @@ def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=torch.long)
 
 
-#: Packed micro-batches are right-padded to a multiple of this: FlexAttention's tile, and few distinct
-#: shapes for the compiled kernels (RoPE, FlexAttention) to see, where every batch's longest packed row
-#: would otherwise give a new one.
+#: Packed micro-batches without a capacity are right-padded to a multiple of this (FlexAttention's tile).
 PACKED_MULTIPLE = 128
 
 
 def collate(rows: list[Tokens], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a micro-batch. Packed rows keep position ids and segment ids (-1 on padding) instead of a
-    mask: an L × L mask per row is built, if at all, on the device that runs the model."""
+    mask: an L × L mask per row is built, if at all, on the device that runs the model.
+
+    Packed micro-batches are padded to the packing capacity, so every one has the same shape: the compiled
+    kernels (RoPE, FlexAttention) then compile once. Padded to their longest row instead, micro-batches of
+    two packed rows took a new length every few steps on an H200 and `strop train` ran 8B LoRA at 1,618
+    tokens/s packed against 11,344 unpacked. First-fit packing leaves at most one row per run less than
+    half full, so the extra padding is a few per cent of the tokens."""
     packed = "segment_ids" in rows[0]
     length = max(len(row["input_ids"]) for row in rows)
     if packed:
-        length = -(-length // PACKED_MULTIPLE) * PACKED_MULTIPLE
+        capacity = max(row.get("capacity", [0])[0] for row in rows)
+        length = max(capacity, -(-length // PACKED_MULTIPLE) * PACKED_MULTIPLE)
     batch = {
         "input_ids": _pad([r["input_ids"] for r in rows], pad_id, length),
         "labels": _pad([r["labels"] for r in rows], IGNORE, length),

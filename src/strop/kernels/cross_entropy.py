@@ -79,6 +79,15 @@ def _softmax_grad_triton(logits: torch.Tensor, targets: torch.Tensor, need_grad:
     return loss
 
 
+def _matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out = a @ b. Under autocast an fp32 head gives bf16 logits while `out` keeps h's fp32 (full
+    fine-tuning through `strop train`), and matmul's `out=` refuses a dtype other than its result's."""
+    if out.dtype == a.dtype == b.dtype:
+        torch.matmul(a, b, out=out)
+    else:
+        out.copy_(a @ b)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, targets, chunk: int, head_dtype: torch.dtype):
@@ -100,7 +109,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if fast:
                 total += _softmax_grad_triton(logits, tc, need_dh or need_dw or need_db).sum()
                 if need_dh:
-                    torch.matmul(logits, weight, out=dh[start:start + chunk])
+                    _matmul_into(dh[start:start + chunk], logits, weight)
                 if need_dw:
                     if dw.dtype == logits.dtype:
                         dw.addmm_(logits.t(), hc)
@@ -122,7 +131,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g = probs.to(h.dtype)
             del probs, logits
             if need_dh:
-                torch.matmul(g, weight, out=dh[start:start + chunk])
+                _matmul_into(dh[start:start + chunk], g, weight)
             if need_dw:
                 dw += (g.t() @ hc).to(acc)
             if need_db:
