@@ -6,6 +6,7 @@ own path, and (s) the command users run, `strop train CONFIG.yml`, packed and un
     PYTHONPATH=src python bench/train_speed.py                 # every row, one process per row
     PYTHONPATH=src python bench/train_speed.py a8b c8b s8b     # chosen rows
     PYTHONPATH=src python bench/train_speed.py --one c8b       # one row in this process (JSON line)
+    PYTHONPATH=src python bench/train_speed.py sq8b-prof q8b-prof  # a row under the profiler: kernels by time
 
 Work: causal-LM SFT, sequence 2048; LoRA r=16, alpha 32 on q,k,v,o,gate,up,down (or full fine-tuning of
 the 1B model, or QLoRA: the 8B base's decoder linears in bitsandbytes NF4 with double quantization, as
@@ -241,22 +242,45 @@ def write_cli_run(work: str, size: str, mode: str, packed: bool, micro_batch: in
     return path
 
 
+def profile_cli(config: str) -> None:
+    """`strop train CONFIG` in this process with PyTorch's profiler over two optimizer steps after the
+    warm-up (a global optimizer-step hook advances its schedule), then the CUDA kernels by time."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from strop.cli import main as strop_main
+
+    prof = profile(activities=[ProfilerActivity.CUDA], schedule=schedule(wait=WARM + 2, warmup=1, active=2))
+    register_optimizer_step_post_hook(lambda *args: prof.step())
+    prof.start()
+    status = strop_main(["train", config])
+    prof.stop()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90), flush=True)
+    sys.exit(status)
+
+
 def run_cli_row(name: str) -> dict:
     """Time `strop train CONFIG.yml` in its own process; tokens/s and peak come from the metrics.jsonl
-    it writes (`elapsed_s`, `tokens_seen`, `gpu_peak_gib` of every step), after the warm-up steps."""
+    it writes (`elapsed_s`, `tokens_seen`, `gpu_peak_gib` of every step), after the warm-up steps. A row
+    named NAME-prof runs it under the profiler (`profile_cli`; its figures are then not timings to use)."""
     import json
     import tempfile
 
+    profiled = name.endswith("-prof")
+    name = name.removesuffix("-prof")
     size, mode, packed, micro_batch, accumulation = CLI_ROWS[name]
     with tempfile.TemporaryDirectory() as work:
         config = write_cli_run(work, size, mode, packed, micro_batch, accumulation)
         torch.cuda.empty_cache()
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "strop", "train", config], capture_output=True, text=True,
+        command = [__file__, "--profile-cli", config] if profiled else ["-m", "strop", "train", config]
+        proc = subprocess.run([sys.executable, *command], capture_output=True, text=True,
                               env=os.environ | {"COLUMNS": "160"})
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"strop train exited {proc.returncode}: {proc.stderr[-600:]}")
+        if profiled:
+            print(proc.stdout[-12000:], flush=True)
         with open(os.path.join(work, "out", "metrics.jsonl")) as f:
             steps = [json.loads(line) for line in f if line.strip()]
     first, last = steps[WARM - 1], steps[-1]
@@ -277,7 +301,7 @@ def model_flops_per_token(size: str, mode: str) -> float:
 def run_row(name: str) -> dict:
     if name == "matmul":
         return matmul_ceiling()
-    if name in CLI_ROWS:
+    if name.removesuffix("-prof") in CLI_ROWS:
         result = run_cli_row(name)
         result["tflops"] = model_flops_per_token(result["size"], result["mode"]) * result["tok_s"] / 1e12
         return result
@@ -380,6 +404,8 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--profile-cli"]:
+        profile_cli(argv[1])
     if argv[:1] == ["--one"]:
         try:
             result = run_row(argv[1])
