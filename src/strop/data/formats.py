@@ -100,10 +100,3 @@ FORMATS: dict[str, Callable[[dict[str, Any], str], Example]] = {
     "completion": completion,
     "text": text,
 }
-
-
-def known_dataset_types() -> set[str]:
-    """Every `datasets[].type` some registered objective reads."""
-    from strop.objectives import OBJECTIVES
-
-    return {kind for objective in OBJECTIVES.values() for kind in objective.dataset_types}

@@ -29,7 +29,8 @@ import torch
 from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import _message
 from strop.data.readers import read_rows
-from strop.data.tokenize import IGNORE, _encode, _render, ensure_chat_template
+from strop.data.tokenize import IGNORE, _encode, _render
+from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
 
 Messages = list[dict[str, str]]

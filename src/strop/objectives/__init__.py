@@ -59,9 +59,14 @@ def objective_name(cfg) -> str:
     return implied.pop()
 
 
+def known_dataset_types() -> set[str]:
+    """Every `datasets[].type` some registered objective reads."""
+    return {kind for objective in OBJECTIVES.values() for kind in objective.dataset_types}
+
+
 def objective_for(cfg) -> Objective:
     """A fresh instance of the run's objective: a run may keep its settings on it."""
     return copy.copy(OBJECTIVES[objective_name(cfg)])
 
 
-__all__ = ["OBJECTIVES", "Objective", "get_objective", "objective_for", "objective_name"]
+__all__ = ["OBJECTIVES", "Objective", "get_objective", "known_dataset_types", "objective_for", "objective_name"]

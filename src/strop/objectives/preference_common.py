@@ -104,7 +104,7 @@ def _write_cache(path: Path, identity: dict[str, str], cache: dict[str, tuple[fl
 def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad_id: int, batch_size: int,
                       device: torch.device, amp_dtype) -> list[tuple[float, float]]:
     """(first, second) reference log-prob of each row: chosen/rejected, or matched/mismatched for KTO."""
-    from strop.train.optim import autocast
+    from strop.runtime.precision import autocast
 
     out: list[tuple[float, float]] = []
     with eval_mode(model):
@@ -122,7 +122,7 @@ def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad
 def prepare_reference(run, collate: Callable, kind: str) -> dict[str, int]:
     """Attach `ref` = (log π_ref first, log π_ref second) to every train and validation row, computing
     only the rows the on-disk cache lacks. Returns how many were cached and computed."""
-    from strop.train.optim import autocast_dtype
+    from strop.runtime.precision import autocast_dtype
 
     amp_dtype = autocast_dtype(run.cfg, run.device)
     identity = {"format": "strop-reference-logps/1", "kind": kind, "model": str(run.model_path),

@@ -29,14 +29,14 @@ from strop.data.prompts import PROMPT_FORMATS, build_prompt_data
 from strop.errors import StropError
 from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
-from strop.rl.rewards import RewardSpec, build_rewards, score_rewards
+from strop.rl.rewards import REWARDS, RewardSpec, build_rewards, score_rewards
 from strop.rl.rollout import Completion, SamplingParams, sample
 from strop.safe_io import disk_errors
 
 
 class RolloutParams(BaseModel):
     rewards: list[RewardSpec] = Field(default_factory=list, description="(RL) Reward functions: list of {type, weight, "
-                                      "name?, ...options}; types math, code, format, json_schema, length, reward_model, function.")
+                                      f"name?, ...options}}; types {', '.join(REWARDS)}.")
     num_generations: int = Field(8, gt=0, description="(RL) Completions sampled per prompt (the GRPO group size).")
     max_completion_length: int = Field(256, gt=0, description="(RL) Most tokens generated per completion.")
     temperature: float = Field(1.0, ge=0, description="(RL) Sampling temperature of rollouts (0: greedy).")
@@ -111,7 +111,7 @@ class RLObjective(Objective):
 
     # ------------------------------------------------------------------ set-up
     def prepare_training(self, run) -> None:
-        from strop.train import distributed
+        from strop.runtime import distributed
 
         if distributed.launched():
             raise StropError(f"rl: {self.name} does not run under torchrun yet; train on one process")

@@ -89,7 +89,7 @@ class Strategy:
             if not self.supports_quantized_base:
                 raise StropError(f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "
                                  "they cannot be stored in 4-bit; use an adapter (lora, qlora, dora, ia3, ...) or drop load_in_4bit")
-            from strop.strategies.qlora import load_4bit
+            from strop.models.quantized import load_4bit
 
             return load_4bit(model_path, cfg, device)
         from strop.models import load_model
@@ -110,7 +110,7 @@ class Strategy:
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters; strategies with their own update rule override this."""
-        from strop.train.optim import build_optimizer
+        from strop.strategies.optim import build_optimizer
 
         return build_optimizer(list(self.trainable_parameters(model).values()), cfg, device)
 

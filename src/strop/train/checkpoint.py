@@ -191,7 +191,7 @@ def is_sharded(path: Path) -> bool:
 
 
 def _dist():
-    from strop.train import distributed
+    from strop.runtime import distributed
 
     return distributed
 

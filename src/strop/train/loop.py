@@ -7,7 +7,7 @@
 The micro-batch stream is a pure function of (seed, step): epoch e visits the examples in the order of
 a permutation seeded by seed + e, and optimizer step s consumes micro-batches [s·A, (s+1)·A). So a
 resumed run needs only the step to find its data position, and a run killed and resumed ends with the
-same weights as one that never stopped. Under torchrun (train/distributed.py) a global micro-batch is
+same weights as one that never stopped. Under torchrun (runtime/distributed.py) a global micro-batch is
 micro_batch_size × N rows of that same order and rank r trains on its r-th slice, so N processes with
 micro_batch_size m make the same updates as one process with N·m.
 """
@@ -27,16 +27,17 @@ import torch
 from strop import manifest
 from strop.config import Config, config_to_yaml
 from strop.data.packing import real_tokens
-from strop.generate import answer_prompts
+from strop.models.generate import answer_prompts
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
 from strop.objectives import objective_for
 from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
-from strop.train import distributed
+from strop.runtime import distributed
 from strop.train import output_dir as outputs
-from strop.train.optim import autocast, autocast_dtype, build_scheduler
+from strop.runtime.precision import autocast, autocast_dtype
+from strop.train.optim import build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.tracking import NullTracker, Tracker, plot_losses
 

@@ -1,4 +1,4 @@
-"""`reward_model`: the score of a reward model trained with `rl: reward` (see strop/reward_score.py).
+"""`reward_model`: the score of a reward model trained with `rl: reward` (see strop/rl/reward_scorer.py).
 
 `path` is that run's output folder, relative to the config's folder. The model is loaded on the first
 call, not at build time, so validating a config stays cheap; a missing folder is reported at build time.
@@ -28,7 +28,7 @@ def build(options: RewardModelOptions, base_dir: Path | None):
 
     def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:
         if not loaded:
-            from strop.reward_score import RewardScorer
+            from strop.rl.reward_scorer import RewardScorer
 
             loaded.append(RewardScorer(folder))
         return loaded[0].score(prompts, completions, options.batch_size)

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 
 from strop.errors import StropError
+from strop.runtime.devices import default_device
 
 #: Strategies whose update rule or trainable set does not fit FSDP2's static parameter groups.
 UNSUPPORTED = {
@@ -89,7 +90,7 @@ def barrier() -> None:
 def init() -> torch.device:
     """Join the process group when launched by torchrun; the device this rank computes on."""
     if not launched():
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        return default_device()
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
