@@ -116,11 +116,8 @@ class PPOObjective(RLObjective):
         self.rollout_kl = sum(r["rollout_kl"] for r in rows) / max(1, tokens)
         return rows
 
-    def step_rows(self, run, step, micro_batches):
-        rows, metrics = super().step_rows(run, step, micro_batches)
-        if metrics and self.kl_beta > 0:
-            metrics["kl"] = self.rollout_kl
-        return rows, metrics
+    def rollout_stats(self) -> dict[str, float]:
+        return {"kl": self.rollout_kl} if self.kl_beta > 0 else {}
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch = sequence_batch(rows, pad_id)

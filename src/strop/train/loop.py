@@ -23,22 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from strop import manifest
 from strop.config import Config, config_to_yaml
 from strop.data.packing import real_tokens
-from strop.models.generate import answer_prompts
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
-from strop.objectives import objective_for
-from strop.safe_io import disk_errors, temp_folder
-from strop.strategies import get_strategy
-from strop.train import checkpoint as ckpt
+from strop.models.generate import answer_prompts
+from strop.objectives import Objective, objective_for
+from strop.rl.engine import RolloutEngine
 from strop.runtime import distributed
-from strop.train import output_dir as outputs
 from strop.runtime.precision import autocast, autocast_dtype
+from strop.safe_io import disk_errors, temp_folder
+from strop.strategies import Strategy, get_strategy
+from strop.train import checkpoint as ckpt
+from strop.train import output_dir as outputs
 from strop.train.optim import build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
+from strop.train.rows import DatasetRows, RowSource
 from strop.train.tracking import NullTracker, Tracker, plot_losses
 
 
@@ -48,15 +51,16 @@ class Run:
 
     cfg: Config
     model: torch.nn.Module
-    tokenizer: object
-    strategy: object
-    objective: object
+    tokenizer: PreTrainedTokenizerBase
+    strategy: Strategy
+    objective: Objective
+    rows: RowSource
     train_rows: list
     val_rows: list
     notes: list[str]
     device: torch.device
     model_path: str
-    tracker: object = None  # set while training: where objectives print tables
+    tracker: Tracker | NullTracker | None = None  # set while training: where objectives print tables
 
     @property
     def global_micro_batch(self) -> int:
@@ -75,10 +79,6 @@ class Run:
         return data_steps * self.objective.updates_per_batch(self.cfg)
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def prepare(cfg: Config, base_dir: Path | None) -> Run:
     """Load tokenizer, data, model and strategy; every input error surfaces here, before any output."""
     random.seed(cfg.seed)
@@ -89,12 +89,13 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     model_path = resolve_model_path(cfg.base_model)
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
+    rows: RowSource = RolloutEngine(cfg, objective, base_dir) if objective.rows_from_model else DatasetRows()
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
-    return Run(cfg, model, tokenizer, strategy, objective, train_rows, val_rows, report.notes, device, model_path)
+    return Run(cfg, model, tokenizer, strategy, objective, rows, train_rows, val_rows, report.notes, device, model_path)
 
 
 def micro_batch_rows(run: Run, index: int) -> list:
@@ -136,7 +137,7 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
     first = (step // run.objective.updates_per_batch(cfg)) * cfg.gradient_accumulation_steps
     rows = [micro_batch_rows(run, first + i) for i in range(cfg.gradient_accumulation_steps)]
     with autocast(run.device, amp_dtype):
-        rows, totals = run.objective.step_rows(run, step, rows)
+        rows, totals = run.rows.step_rows(run, step, rows)
     batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
     if pin:
         batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
@@ -205,10 +206,10 @@ def _host_values(metrics: dict) -> dict:
 
 @torch.no_grad()
 def evaluate(run: Run, amp_dtype) -> dict[str, float]:
-    """The objective's own held-out metrics, else the token-weighted loss over the validation rows
+    """The row source's own held-out metrics (RL: reward of greedy completions), else the token-weighted loss over the validation rows
     (dropout off)."""
     with autocast(run.device, amp_dtype):
-        own = run.objective.evaluate(run)
+        own = run.rows.evaluate(run)
     if own is not None:
         return own
     run.model.eval()
@@ -299,7 +300,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     outputs.cut_logs(output_dir, {name: step + offset for name, offset in outputs.APPEND_LOGS.items()})
     samples_before = _samples(run) if step == 0 else None
     run.model.train()
-    prefetch = None if run.objective.rows_from_model else Prefetcher(run, amp_dtype)
+    prefetch = None if run.rows.rows_from_model else Prefetcher(run, amp_dtype)
     started, tokens_seen = time.perf_counter(), 0
     try:
         with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
