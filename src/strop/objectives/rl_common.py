@@ -110,7 +110,8 @@ class RLObjective(Objective):
         cfg = self.cfg = run.cfg
         self.kl_beta = cfg.kl_beta if cfg.kl_beta is not None else self.default_kl_beta
         self.reference = None
-        if self.kl_beta > 0 and not hasattr(run.model, "disable_adapter"):
+        self.reference_context = run.strategy.reference_context
+        if self.kl_beta > 0 and self.reference_context(run.model) is None:
             from strop.models import load_model
 
             dtype = next(run.strategy.base_model(run.model).parameters()).dtype
@@ -152,7 +153,7 @@ class RLObjective(Objective):
     def reference_logps(self, run, rows: list[dict]) -> list[list[float]]:
         if self.reference is not None:
             return self.logps_no_grad(self.reference, rows, run.tokenizer.pad_token_id)
-        with run.model.disable_adapter():
+        with self.reference_context(run.model):
             return self.logps_no_grad(run.model, rows, run.tokenizer.pad_token_id)
 
     @staticmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal
 
@@ -107,6 +108,12 @@ class Strategy:
         from strop.kernels import KernelOptions
 
         return KernelOptions(bf16_frozen=False)
+
+    def reference_context(self, model: nn.Module) -> AbstractContextManager | None:
+        """A context in which `model` computes as the reference policy of preference and RL objectives, or
+        None where training changes the base weights themselves (the objective then caches reference
+        log-probs or loads a frozen copy)."""
+        return None
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters; strategies with their own update rule override this."""

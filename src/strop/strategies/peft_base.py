@@ -4,6 +4,7 @@ adapter_model.safetensors) that `peft.PeftModel.from_pretrained`, vLLM and TGI r
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from torch import nn
@@ -30,6 +31,10 @@ class PeftStrategy(Strategy):
 
     def base_model(self, model: nn.Module) -> nn.Module:
         return model.get_base_model()
+
+    def reference_context(self, model: nn.Module) -> AbstractContextManager:
+        """The adapter switched off: the frozen base is the reference, with no second copy."""
+        return model.disable_adapter()
 
     def kernel_options(self, cfg):
         """Every kernel; the frozen base may be stored in bf16, since only the adapter is saved."""
