@@ -114,6 +114,13 @@ class Config(BaseModel):
         return "full" if self.adapter in (None, "none", "full") else self.adapter
 
     @property
+    def fsdp_refusal(self) -> str | None:
+        """Why this run's strategy cannot shard under FSDP2 (its `fsdp_unsupported`), or None."""
+        from strop.strategies import STRATEGIES
+
+        return STRATEGIES[self.strategy].fsdp_unsupported
+
+    @property
     def objective(self) -> str:
         """`rl`, else what `reward_model` or the dataset types imply (SFT for SFT formats)."""
         from strop.objectives import objective_name

@@ -40,12 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from strop.errors import StropError
 from strop.runtime.devices import default_device
 
-#: Strategies whose update rule or trainable set does not fit FSDP2's static parameter groups.
-UNSUPPORTED = {
-    "lisa": "LISA changes which layers train at every step",
-    "galore": "GaLore projects whole gradient matrices, which FSDP shards",
-    "qlora": "a 4-bit bitsandbytes base cannot be sharded by FSDP2",
-}
+#: Why a bitsandbytes 4-bit base (qlora, or load_in_4bit) cannot be sharded.
+QUANTIZED_BASE = "a 4-bit bitsandbytes base cannot be sharded by FSDP2"
 
 
 class FsdpParams(BaseModel):
@@ -113,10 +109,11 @@ def check_supported(cfg) -> None:
     """Refuse, on every rank and before any model is loaded, what sharded training cannot do."""
     if not launched():
         return
-    if cfg.strategy in UNSUPPORTED:
-        raise StropError(f"adapter: {cfg.strategy} does not run under torchrun yet: {UNSUPPORTED[cfg.strategy]}")
+    reason = getattr(cfg, "fsdp_refusal", None)  # the strategy's own answer (Strategy.fsdp_unsupported)
+    if reason:
+        raise StropError(f"adapter: {cfg.strategy} does not run under torchrun yet: {reason}")
     if getattr(cfg, "load_in_4bit", False):
-        raise StropError("load_in_4bit: " + UNSUPPORTED["qlora"] + "; train on one process, or use lora with a bf16 base")
+        raise StropError(f"load_in_4bit: {QUANTIZED_BASE}; train on one process, or use lora with a bf16 base")
 
 
 def activation_checkpointing(cfg) -> bool:

@@ -71,6 +71,8 @@ class Strategy:
     upcast_trainable = True
     #: Whether the base stays frozen, so that it may be stored in 4-bit (load_in_4bit).
     supports_quantized_base = False
+    #: Why this strategy cannot shard under FSDP2 (torchrun), or None when it can.
+    fsdp_unsupported: str | None = None
     #: What `save` writes, for the run summary.
     artifact_kind = "model (HF format)"
 

@@ -124,6 +124,7 @@ def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
 
 class GaLoreStrategy(FullStrategy):
     name = "galore"
+    fsdp_unsupported = "GaLore projects whole gradient matrices, which FSDP shards"
     params = GaLoreParams
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:

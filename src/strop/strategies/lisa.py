@@ -36,6 +36,7 @@ def active_layers(n_layers: int, cfg, step: int) -> list[int]:
 
 class LisaStrategy(FullStrategy):
     name = "lisa"
+    fsdp_unsupported = "LISA changes which layers train at every step"
     params = LisaParams
 
     def apply(self, model: nn.Module, cfg) -> nn.Module:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from strop.models.quantized import load_4bit
+from strop.runtime.distributed import QUANTIZED_BASE
 from strop.strategies.lora import LoraStrategy
 
 
@@ -25,6 +26,7 @@ class QLoraStrategy(LoraStrategy):
     """`adapter: qlora`: LoRA with the base loaded in 4-bit whether or not `load_in_4bit` is set."""
 
     name = "qlora"
+    fsdp_unsupported = QUANTIZED_BASE
 
     def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
         return load_4bit(model_path, cfg, device)
