@@ -1,18 +1,16 @@
 """The contract every update strategy meets, and what all strategies share.
 
 Shared by every strategy, whatever its own keys:
-- `neftune_noise_alpha` (NEFTune): `apply` of every subclass is wrapped (in `__init_subclass__`) so that
-  after the strategy has prepared the model the NEFTune embedding hook is installed. No strategy, no
-  objective and not the loop need to know about it.
+- `neftune_noise_alpha` (NEFTune): `Strategy.apply` calls the strategy's own `adapt`, then installs the
+  NEFTune embedding hook. No strategy, no objective and not the loop need to know about it.
 - `load_in_4bit` (QLoRA base): `load` quantizes the frozen base to 4-bit NF4 for strategies whose base
   stays frozen (`supports_quantized_base`); the others refuse it with a clear message.
-- `kernels`, `kernel_checkpoint` (strop's GPU kernels): the same wrapper then patches the prepared model on
+- `kernels`, `kernel_checkpoint` (strop's GPU kernels): `apply` then patches the prepared model on
   CUDA (strategies/kernels.py), within what the strategy's `kernel_options` allows.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -42,27 +40,12 @@ class StrategyParams(BaseModel):
                             "memory); none: checkpointing left to gradient_checkpointing.")
 
 
-def _apply_then_common(apply):
-    @functools.wraps(apply)
-    def wrapped(self, model: nn.Module, cfg) -> nn.Module:
-        from strop.strategies.kernels import install_kernels
-        from strop.strategies.neftune import install_neftune
-
-        model = apply(self, model, cfg)
-        install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
-        install_kernels(model, self, cfg)
-        return model
-
-    wrapped._strop_common = True
-    return wrapped
-
-
 def is_4bit(param: torch.Tensor) -> bool:
     return type(param).__name__ == "Params4bit"
 
 
 class Strategy:
-    """Base class: subclasses set `name` and override `apply` and `save`."""
+    """Base class: subclasses set `name` and override `adapt` and `save`."""
 
     name = "base"
     #: Pydantic model of this strategy's own config keys (flat in the YAML), or None.
@@ -75,12 +58,6 @@ class Strategy:
     fsdp_unsupported: str | None = None
     #: What `save` writes, for the run summary.
     artifact_kind = "model (HF format)"
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        apply = cls.__dict__.get("apply")
-        if apply is not None and not getattr(apply, "_strop_common", False):
-            cls.apply = _apply_then_common(apply)
 
     def describe(self, cfg) -> str:
         """This strategy's settings in one line, for the plan printed before training."""
@@ -102,6 +79,18 @@ class Strategy:
         return load_model(model_path, dtype, cfg.trust_remote_code, cfg.model_type).to(device)
 
     def apply(self, model: nn.Module, cfg) -> nn.Module:
+        """The model as this run trains it: the strategy's own `adapt`, then what every strategy shares,
+        installed after the strategy's layers are in place: the NEFTune hook and strop's kernels."""
+        from strop.strategies.kernels import install_kernels
+        from strop.strategies.neftune import install_neftune
+
+        model = self.adapt(model, cfg)
+        install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
+        install_kernels(model, self, cfg)
+        return model
+
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+        """Freeze, unfreeze or add this strategy's trainable layers."""
         raise NotImplementedError
 
     def kernel_options(self, cfg):

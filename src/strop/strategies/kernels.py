@@ -1,6 +1,6 @@
 """strop's GPU kernels in `strop train`: on by default on CUDA, `kernels: false` turns them off.
 
-Why here: every strategy's `apply` ends in base.py's common wrapper, after the strategy has put its layers
+Why here: `Strategy.apply` (base.py) calls `install_kernels` after the strategy's `adapt` has put its layers
 in place, so `strop.kernels.patch_model` sees the final modules (PEFT's LoRA layers included) and no loop,
 objective or strategy needs its own switch. Each strategy's `kernel_options` says what may change without
 changing its math; this module adds what the run decides:

@@ -22,7 +22,7 @@ class PeftStrategy(Strategy):
     def peft_config(self, cfg):
         raise NotImplementedError
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         from peft import get_peft_model
 
         if self.target_key:

@@ -122,7 +122,7 @@ class SpectrumStrategy(FullStrategy):
     name = "spectrum"
     params = SpectrumParams
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         patterns = cfg.spectrum_unfrozen_parameters
         if patterns is None:
             patterns = select_top(scan_model(model), cfg.spectrum_top_fraction)
