@@ -56,6 +56,8 @@ class Strategy:
     supports_quantized_base = False
     #: Why this strategy cannot shard under FSDP2 (torchrun), or None when it can.
     fsdp_unsupported: str | None = None
+    #: Whether `save` writes the trainable weights only (an adapter), so a sharded run gathers only those.
+    saves_trainable_only = False
     #: What `save` writes, for the run summary.
     artifact_kind = "model (HF format)"
 

@@ -246,9 +246,7 @@ def _save_final(run: Run, output_dir: Path) -> None:
 def _save_final_sharded(run: Run, output_dir: Path) -> None:
     """Gather the whole trainable state to rank 0 (every rank takes part), which saves it in the same
     HF/PEFT format as a single process: the strategy's own `save` reads the gathered state dict."""
-    from strop.strategies.peft_base import PeftStrategy
-
-    state = ckpt.gather_full_state(run.model, trainable_only=isinstance(run.strategy, PeftStrategy))
+    state = ckpt.gather_full_state(run.model, trainable_only=run.strategy.saves_trainable_only)
     with distributed.gathered_root(run.model):  # e.g. a reward head read directly by save_artifacts
         if distributed.is_main():
             run.model.state_dict = lambda *args, **kwargs: state
