@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -26,13 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     rows = _read(args.file)
     scorer = RewardScorer(args.model_dir)
     scores = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows], args.batch_size)
-    out = open(args.output, "w") if args.output else sys.stdout
-    try:
+    with open(args.output, "w") if args.output else contextlib.nullcontext(sys.stdout) as out:
         for row, value in zip(rows, scores):
             out.write(json.dumps({**row, "score": value}) + "\n")
-    finally:
-        if args.output:
-            out.close()
     return 0
 
 
