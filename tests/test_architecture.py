@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.kernels",),
     ("strop.models",),
     ("strop.data",),
-    # what RL objectives score and sample with; the orchestration above them is the strop.rl floor
+    # what RL objectives score and sample with; the orchestration above them (rl/engine.py) is the strop.rl floor
     ("strop.rl.rewards", "strop.rl.sandbox", "strop.rl.rollout", "strop.rl.reward_scorer"),
     ("strop.strategies", "strop.objectives"),
     ("strop.rl",),
