@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ class Objective:
     #: Files it writes into output_dir besides the artifact: claimed as strop's before the run starts,
     #: so that --overwrite removes them (strop/manifest.py).
     output_files: tuple[str, ...] = ()
+    #: The run's validated config, set by `objectives.objective_for`.
+    cfg: Any = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         raise NotImplementedError
