@@ -111,7 +111,7 @@ class Config(BaseModel):
 
     @property
     def strategy(self) -> str:
-        return "full" if self.adapter in (None, "none", "full") else self.adapter
+        return "full" if self.adapter in (None, "none", "full") else str(self.adapter)
 
     @property
     def fsdp_refusal(self) -> str | None:

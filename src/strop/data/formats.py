@@ -52,7 +52,7 @@ def _message(item: Any, where: str, index: int, sharegpt: bool) -> dict[str, str
     role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
     role, content = item.get(role_key), item.get(content_key)
     if sharegpt:
-        role = _SHAREGPT_ROLES.get(role, role)
+        role = _SHAREGPT_ROLES.get(str(role), role)
     if role not in _ROLES:
         raise StropError(f"{loc}: field '{role_key}' must be one of {sorted(_ROLES)}, got {role!r}")
     if not isinstance(content, str):

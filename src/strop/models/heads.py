@@ -46,7 +46,8 @@ def attach_head(base: nn.Module, attribute: str, head: nn.Module) -> nn.Module:
         return present
     setattr(base, attribute, head)
     names = {f"{attribute}.{name}" for name, _ in head.named_parameters()}
-    base._keys_to_ignore_on_save = set(getattr(base, "_keys_to_ignore_on_save", None) or ()) | names
+    ignored = set(getattr(base, "_keys_to_ignore_on_save", None) or ()) | names
+    base._keys_to_ignore_on_save = ignored  # type: ignore[assignment]
     return head
 
 

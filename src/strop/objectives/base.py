@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 import torch.nn.functional as F
 from torch import nn
 
@@ -24,7 +25,7 @@ class Objective:
     #: The `datasets[].type` values this objective reads.
     dataset_types: tuple[str, ...] = ()
     #: Pydantic model of this objective's own config keys (flat in the YAML), or None.
-    params = None
+    params: type[BaseModel] | None = None
     #: Files it writes into output_dir besides the artifact: claimed as strop's before the run starts,
     #: so that --overwrite removes them (strop/manifest.py).
     output_files: tuple[str, ...] = ()

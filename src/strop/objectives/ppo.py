@@ -46,7 +46,7 @@ class PPOParams(RolloutParams):
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages and returns of one completion (1-D tensors over its tokens; V after the end is 0)."""
     advantages = torch.zeros_like(rewards)
-    running = 0.0
+    running: float | torch.Tensor = 0.0
     for t in reversed(range(len(rewards))):
         following = values[t + 1] if t + 1 < len(values) else 0.0
         running = rewards[t] + gamma * following - values[t] + gamma * lam * running

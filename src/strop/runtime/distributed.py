@@ -31,7 +31,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -170,7 +170,7 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     if layers:
         return layers
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
+    return list(max(lists, key=len)) if lists else []  # type: ignore[arg-type]
 
 
 def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dtype | None) -> torch.nn.Module:
@@ -188,7 +188,7 @@ def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dty
         mesh = init_device_mesh(device.type, (n,), mesh_dim_names=("shard",))
     mp = MixedPrecisionPolicy(param_dtype=amp_dtype, reduce_dtype=torch.float32) if amp_dtype else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if params.cpu_offload and device.type == "cuda" else OffloadPolicy()
-    options = dict(mesh=mesh, mp_policy=mp, offload_policy=offload,
+    options: dict[str, Any] = dict(mesh=mesh, mp_policy=mp, offload_policy=offload,
                    reshard_after_forward=params.sharding == "full_shard")
     for layer in decoder_layers(model):
         fully_shard(layer, **options)

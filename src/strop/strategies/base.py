@@ -49,7 +49,7 @@ class Strategy:
 
     name = "base"
     #: Pydantic model of this strategy's own config keys (flat in the YAML), or None.
-    params = StrategyParams
+    params: type[StrategyParams] = StrategyParams
     #: Trainable weights that must stay in float32 even when the frozen base is stored in bf16.
     upcast_trainable = True
     #: Whether the base stays frozen, so that it may be stored in 4-bit (load_in_4bit).

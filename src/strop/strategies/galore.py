@@ -111,7 +111,9 @@ def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
     check_target_modules(model, cfg.galore_target_modules, "galore_target_modules",
                          lambda name, target: target in name, linear_only=True)
     targets = galore_targets(model, cfg.galore_target_modules)
-    projected, decay, no_decay = [], [], []
+    projected: list[nn.Parameter] = []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -170,7 +171,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
     be device tensors: nothing here waits for the device (the caller converts them when it logs)."""
     cfg = run.cfg
     prepared = prepared or step_batches(run, step, amp_dtype)
-    totals = dict(prepared.totals)
+    totals: dict[str, Any] = dict(prepared.totals)
     # Every process divides by the response tokens of the whole step, over all processes.
     denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in prepared.batches if w)))
     scale = distributed.loss_scale()
@@ -249,7 +250,7 @@ def _save_final_sharded(run: Run, output_dir: Path) -> None:
     state = ckpt.gather_full_state(run.model, trainable_only=run.strategy.saves_trainable_only)
     with distributed.gathered_root(run.model):  # e.g. a reward head read directly by save_artifacts
         if distributed.is_main():
-            run.model.state_dict = lambda *args, **kwargs: state
+            run.model.state_dict = lambda *args, **kwargs: state  # type: ignore[assignment]
             try:
                 _save_final(run, output_dir)
             finally:
@@ -332,7 +333,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
         with disk_errors(output_dir / "loss.png"):
             plot = plot_losses(output_dir / "metrics.jsonl", output_dir / "loss.png")
         if samples_before is not None:
-            print_samples(cfg.sample_prompts, samples_before, samples_after)
+            print_samples(cfg.sample_prompts or [], samples_before, samples_after or [])
         print_summary(run, output_dir, final_eval, plot)
     return output_dir
 

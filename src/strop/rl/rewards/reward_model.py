@@ -8,11 +8,15 @@ Scores are the model's raw outputs, not squashed: scale them with `weight`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from strop.errors import StropError
 from strop.rl.rewards.base import Options, RewardType
+
+if TYPE_CHECKING:
+    from strop.rl.reward_scorer import RewardScorer
 
 
 class RewardModelOptions(Options):
@@ -24,7 +28,7 @@ def build(options: RewardModelOptions, base_dir: Path | None):
     folder = Path(base_dir or ".") / options.path
     if not folder.is_dir():
         raise StropError(f"reward_model reward: folder not found: {folder} (train one with rl: reward)")
-    loaded = []
+    loaded: list[RewardScorer] = []
 
     def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:
         if not loaded:
