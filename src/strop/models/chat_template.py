@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from strop.errors import StropError
 
 CHATML_TEMPLATE = (
@@ -10,7 +12,7 @@ CHATML_TEMPLATE = (
 )
 
 
-def ensure_chat_template(tokenizer, choice: str | None = None) -> None:
+def ensure_chat_template(tokenizer: Any, choice: str | None = None) -> None:
     """Use the tokenizer's own template unless ChatML is asked for or it has none."""
     if choice not in (None, "tokenizer_default", "chatml"):
         raise StropError(f"chat_template: unknown template '{choice}' (use chatml or leave it unset)")

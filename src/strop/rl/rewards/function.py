@@ -59,7 +59,7 @@ def _load_file(path: Path, target: str):
     spec = importlib.util.spec_from_file_location(f"strop_reward_{path.stem}_{digest}", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]  # a .py path always has a spec
     try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        spec.loader.exec_module(module)
     except SyntaxError as err:
         raise StropError(f"function reward '{target}': {path}:{err.lineno}: syntax error: {err.msg}") from err
     except Exception as err:  # noqa: BLE001 - the user's file failed while importing
