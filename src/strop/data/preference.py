@@ -210,7 +210,8 @@ def build_pair_data(cfg, tokenizer, base_dir: Path | None, objective: str) -> tu
                    for side in ("chosen", "rejected")]
         fitted = _fit(prompt_ids, replies, cfg.sequence_len, cfg.excess_length_strategy, where, report)
         if fitted is not None:
-            rows.append(pair_row(fitted[0], *fitted[1], where=where))  # type: ignore[misc]
+            prompt_ids, (chosen_ids, rejected_ids) = fitted
+            rows.append(pair_row(prompt_ids, chosen_ids, rejected_ids, where=where))
     train, val = _finish(rows, cfg, report)
     return train, val, report
 

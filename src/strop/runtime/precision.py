@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
 from strop.errors import StropError
 
 
-def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(cfg: Any, device: torch.device) -> torch.dtype | None:
     """bf16 where the device computes it natively, fp16 only when asked (CUDA), else full precision."""
     if cfg.fp16:
         if device.type != "cuda":
@@ -25,7 +26,7 @@ def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
