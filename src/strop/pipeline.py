@@ -81,6 +81,7 @@ def _train_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tupl
     overrides += [f"base_model={model}", f"output_dir={folder / 'train'}"]
     cfg, cfg_dir = load_config(base_dir / stage.config, overrides)
     out = train(cfg, cfg_dir, overwrite=True)
+    assert out is not None  # train returns None only for a dry run
     summary = _last_metrics(out / "metrics.jsonl")
     if (out / "adapter_config.json").is_file():
         from strop.export.merge_lora import merge_lora
