@@ -8,7 +8,7 @@ The model is saved once (bf16 safetensors, with a tiny local byte-level BPE toke
 under $ESTIMATE_CHECK_DIR (default /tmp/estimate_check). Each strategy runs in its own process: it
 builds a strop config (micro_batch_size 4, sequence_len 512, bf16, no gradient checkpointing, LoRA r=16
 all-linear, a synthetic alpaca JSONL whose rows are all truncated to 512 tokens, so every micro-batch is
-the estimate's worst case of 4 × 512 tokens), takes the estimate from `strop.estimate.estimates_for`,
+the estimate's worst case of 4 × 512 tokens), takes the estimate from `strop.train.estimate.estimates_for`,
 then trains 3 steps through `strop.train.loop.train` and reads torch.cuda.max_memory_allocated. The final
 artifact save is skipped (patched to a no-op): it costs time, not GPU memory.
 
@@ -92,7 +92,7 @@ def child(strategy: str) -> dict:
     import torch
     import yaml
 
-    import strop.estimate as est
+    import strop.train.estimate as est
     import strop.train.loop as loop
     from strop.config import load_config
 

@@ -76,9 +76,9 @@ def worker(args) -> dict:
 
     from strop.objectives import objective_for
     from strop.strategies import get_strategy
-    from strop.train import distributed
+    from strop.runtime import distributed
     from strop.train.loop import Run, train_step
-    from strop.train.optim import autocast_dtype
+    from strop.runtime.precision import autocast_dtype
 
     case = {**CASES, **SMOKE}[args.case]
     device = distributed.init()
@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.case:
         result = worker(args)
-        from strop.train import distributed
+        from strop.runtime import distributed
 
         if distributed.is_main():
             print(json.dumps(result), flush=True)

@@ -30,7 +30,7 @@ def child(strategy: str, workdir: Path) -> dict:
     import psutil
     import yaml
 
-    import strop.estimate as est
+    import strop.train.estimate as est
     from strop.config import load_config
     from strop.train.loop import prepare, train_step
 

@@ -75,8 +75,8 @@ def one(config_path: str) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"{'work':<6} {'kernels':<8} {'tok/s':>8} {'x off':>6} {'peak GiB':>9} {'x off':>6} "
-             f"{'loss 1':>8} {'loss last':>9} {'max |dloss|':>11}"]
+    lines = [(f"{'work':<6} {'kernels':<8} {'tok/s':>8} {'x off':>6} {'peak GiB':>9} {'x off':>6} "
+              f"{'loss 1':>8} {'loss last':>9} {'max |dloss|':>11}")]
     for case in CASES:
         off = results.get((case, False))
         for kernels in (True, False):

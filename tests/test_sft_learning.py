@@ -8,10 +8,10 @@ training, so exact match measures what the adapter learned, not what it memorise
 
 import pytest
 
-from strop.chat import load_for_chat
+from strop.models.saved import load_for_chat
 from strop.config import load_config
 from strop.evaluate import exact_match, load_references
-from strop.train.command import quickstart_config
+from strop.commands.train import quickstart_config
 from strop.train.loop import train
 
 pytestmark = pytest.mark.integration

@@ -38,7 +38,7 @@ import yaml
 from strop.config import load_config
 from strop.models import load_model, load_tokenizer, resolve_model_path
 from strop.objectives.sft import SFTObjective
-from strop.train.command import quickstart_config
+from strop.commands.train import quickstart_config
 from strop.train.loop import train
 
 EXAMPLES = quickstart_config().parent

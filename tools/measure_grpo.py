@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from strop.chat import load_for_chat
+from strop.models.saved import load_for_chat
 from strop.config import load_config
 from strop.data.preference import encode_prompt
 from strop.data.readers import read_rows

@@ -1,4 +1,4 @@
-"""The `strop` command. Each subcommand lives next to the code it drives and registers itself here.
+"""The `strop` command. Each subcommand is a module of strop.commands (one per command) listed here.
 
 A subcommand module exposes `add_parser(subparsers)`, which adds its parser and sets `func` to a
 callable taking the parsed arguments and returning an exit status.
@@ -20,17 +20,17 @@ import traceback
 from strop.errors import StropError
 
 COMMAND_MODULES = (
-    "strop.train.command",
-    "strop.chat",
-    "strop.config",
-    "strop.reward_score",
+    "strop.commands.train",
+    "strop.commands.chat",
+    "strop.commands.config",
+    "strop.commands.reward_score",
     "strop.evaluate",
     "strop.generate_data",
-    "strop.merge.command",
-    "strop.export.command",
-    "strop.pipeline",
-    "strop.strategies.spectrum_command",
-    "strop.estimate",
+    "strop.commands.merge",
+    "strop.commands.export",
+    "strop.commands.pipeline",
+    "strop.commands.spectrum",
+    "strop.commands.estimate",
 )
 DEBUG_HELP = "print the traceback of an error too (or set STROP_DEBUG=1)"
 

@@ -8,7 +8,6 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import functools
 import json
@@ -19,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from strop.errors import StropError
-from strop.train.distributed import FsdpParams
+from strop.runtime.distributed import FsdpParams
 
 class DatasetSpec(BaseModel):
     """One entry of `datasets:`: a local file (JSONL, JSON, Parquet, CSV) or a hub dataset name."""
@@ -93,8 +92,7 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        from strop.data.formats import known_dataset_types
-        from strop.objectives import OBJECTIVES
+        from strop.objectives import OBJECTIVES, known_dataset_types
         from strop.strategies import STRATEGIES
 
         if not self.datasets:
@@ -113,7 +111,14 @@ class Config(BaseModel):
 
     @property
     def strategy(self) -> str:
-        return "full" if self.adapter in (None, "none", "full") else self.adapter
+        return "full" if self.adapter in (None, "none", "full") else str(self.adapter)
+
+    @property
+    def fsdp_refusal(self) -> str | None:
+        """Why this run's strategy cannot shard under FSDP2 (its `fsdp_unsupported`), or None."""
+        from strop.strategies import STRATEGIES
+
+        return STRATEGIES[self.strategy].fsdp_unsupported
 
     @property
     def objective(self) -> str:
@@ -226,26 +231,3 @@ def schema_rows() -> list[tuple[str, str, str, str]]:
         default = "required" if field.is_required() else repr(field.default)
         rows.append((f"datasets[].{name}", _type_name(field.annotation), default, field.description or ""))
     return rows
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    if args.schema:
-        table = Table("key", "type", "default", "help", title="strop config keys")
-        for row in schema_rows():
-            table.add_row(*row)
-        Console(width=200).print(table)
-        return 0
-    cfg, _ = load_config(args.config, args.set)
-    print(config_to_yaml(cfg), end="")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("config", help="print the config schema, or validate and print a resolved config")
-    parser.add_argument("config", nargs="?", help="config YAML to validate and print with defaults filled in")
-    parser.add_argument("--schema", action="store_true", help="print every key with its type, default and help")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
-    parser.set_defaults(func=lambda a: _run(a) if (a.schema or a.config) else parser.error("give CONFIG or --schema"))

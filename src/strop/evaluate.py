@@ -31,7 +31,7 @@ def load_references(path: str, kind: str) -> list[tuple[list[dict[str, str]], st
 
 
 def exact_match(model, tokenizer, pairs, max_new_tokens: int = 32, batch_size: int = 8) -> tuple[float, list[str]]:
-    from strop.generate import answer
+    from strop.models.generate import answer
 
     replies = answer(model, tokenizer, [p for p, _ in pairs], max_new_tokens, batch_size=batch_size)
     hits = sum(reply.strip() == ref.strip() for reply, (_, ref) in zip(replies, pairs))
@@ -39,7 +39,7 @@ def exact_match(model, tokenizer, pairs, max_new_tokens: int = 32, batch_size: i
 
 
 def _run(args: argparse.Namespace) -> int:
-    from strop.chat import load_for_chat
+    from strop.models.saved import load_for_chat
 
     pairs = load_references(args.data, args.type)
     model, tokenizer = load_for_chat(args.model, args.trust_remote_code)

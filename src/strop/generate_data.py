@@ -42,8 +42,8 @@ def read_prompts(path: str) -> list[str]:
 
 def generate_dataset(teacher: str, prompts_path: str, out: str, max_new_tokens: int = 256,
                      temperature: float = 0.0, system: str | None = None, batch_size: int = 8) -> Path:
-    from strop.chat import load_for_chat
-    from strop.generate import answer
+    from strop.models.saved import load_for_chat
+    from strop.models.generate import answer
 
     prompts = read_prompts(prompts_path)
     model, tokenizer = load_for_chat(teacher)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 from strop.errors import StropError
@@ -46,7 +47,7 @@ def start(folder: Path, names: list[str] | tuple[str, ...] = ()) -> None:
     _write(folder, _merged(read(folder) or [], names))
 
 
-def _merged(old: list[str], new) -> list[str]:
+def _merged(old: list[str], new: Iterable[str]) -> list[str]:
     return old + [name for name in dict.fromkeys(new) if name not in old and name != MANIFEST]
 
 

@@ -12,7 +12,6 @@ end `report.md` lists every stage with its metrics, loss curve, sample answers a
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -82,6 +81,7 @@ def _train_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tupl
     overrides += [f"base_model={model}", f"output_dir={folder / 'train'}"]
     cfg, cfg_dir = load_config(base_dir / stage.config, overrides)
     out = train(cfg, cfg_dir, overwrite=True)
+    assert out is not None  # train returns None only for a dry run
     summary = _last_metrics(out / "metrics.jsonl")
     if (out / "adapter_config.json").is_file():
         from strop.export.merge_lora import merge_lora
@@ -115,7 +115,7 @@ def _merge_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tupl
 
 
 def _export_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tuple[str, dict[str, Any]]:
-    from strop.export.command import export_model
+    from strop.export.bundle import export_model
 
     gguf, modelfile = export_model(Path(model), stage.gguf, folder / f"model-{stage.gguf}.gguf", stage.modelfile)
     info = {"gguf": str(gguf.path), "size_bytes": gguf.size_bytes, "seconds": round(gguf.seconds, 1)}
@@ -128,8 +128,8 @@ RUNNERS = {"train": _train_stage, "merge": _merge_stage, "export": _export_stage
 
 
 def _samples(model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
-    from strop.chat import load_for_chat
-    from strop.generate import answer_prompts
+    from strop.models.saved import load_for_chat
+    from strop.models.generate import answer_prompts
 
     loaded, tokenizer = load_for_chat(model)
     return answer_prompts(loaded, tokenizer, prompts, max_new_tokens)
@@ -204,14 +204,3 @@ def write_report(out: Path, spec: Pipeline, results: list[dict[str, Any]]) -> Pa
     path = out / "report.md"
     manifest.claim(path)
     return write_text(path, "\n".join(lines) + "\n")
-
-
-def _run(args: argparse.Namespace) -> int:
-    run_pipeline(Path(args.pipeline))
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("pipeline", help="run SFT → alignment → (GRPO) → merge → GGUF as resumable stages")
-    parser.add_argument("pipeline", help="pipeline YAML")
-    parser.set_defaults(func=_run)

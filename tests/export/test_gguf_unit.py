@@ -161,7 +161,7 @@ def test_kquant_without_llama_cpp_is_a_clear_error(tmp_path: Path, monkeypatch: 
 def test_cli_export_writes_gguf_and_modelfile(tiny_llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from strop.export import command
+    from strop.commands import export as command
 
     parser = argparse.ArgumentParser()
     command.add_parser(parser.add_subparsers())

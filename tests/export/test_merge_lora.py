@@ -64,7 +64,7 @@ def test_merged_logits_match_peft_model(tiny_llama: Path, tmp_path: Path, capsys
 
 @pytest.mark.slow
 def test_cli_merge_lora_from_training_config(tiny_llama: Path, tmp_path: Path) -> None:
-    from strop.export import command
+    from strop.commands import export as command
 
     adapter = tmp_path / "run"
     _make_adapter(tiny_llama, adapter)  # no tokenizer in the adapter: it comes from the base
@@ -89,7 +89,7 @@ def test_merge_errors(tmp_path: Path) -> None:
     with pytest.raises(StropError, match="adapter_config.json"):
         merge_lora(tmp_path / "base", tmp_path, tmp_path / "out")
 
-    from strop.export import command
+    from strop.commands import export as command
 
     parser = argparse.ArgumentParser()
     command.add_parser(parser.add_subparsers())

@@ -14,7 +14,7 @@ import pytest
 
 from strop import manifest
 from strop.errors import StropError
-from strop.export.command import export_model
+from strop.export.bundle import export_model
 from strop.export.merge_lora import merge_lora
 
 

@@ -186,7 +186,7 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tmp_path, mo
 
 
 def test_command_parses_and_runs(tmp_path, models, capsys):
-    from strop.merge import command
+    from strop.commands import merge as command
 
     parser = argparse.ArgumentParser(prog="strop")
     command.add_parser(parser.add_subparsers(dest="command", required=True))

@@ -149,7 +149,7 @@ def test_preference_keys_are_accepted(tmp_path, pref_config):
 def test_reward_model_saves_head_and_scores_from_the_cli(pref_config, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from strop.reward_score import RewardScorer
+    from strop.rl.reward_scorer import RewardScorer
 
     path = pref_config(None, reward_model=True, adapter="full", max_steps=4, learning_rate=3e-3)
     cfg, base = load_config(path)
@@ -168,7 +168,7 @@ def test_reward_model_saves_head_and_scores_from_the_cli(pref_config, tmp_path, 
 
 
 def test_reward_model_with_lora_reloads(pref_config, tmp_path):
-    from strop.reward_score import RewardScorer
+    from strop.rl.reward_scorer import RewardScorer
 
     out = train(*load_config(pref_config("reward", max_steps=2)))
     assert (out / "adapter_model.safetensors").is_file() and (out / "reward_head.safetensors").is_file()

@@ -3,7 +3,7 @@
 import pytest
 
 from strop.config import load_config
-from strop.estimate import ALTERNATIVES, estimates_for, shapes_of, skeleton, spectrum_count, trainable_count
+from strop.train.estimate import ALTERNATIVES, estimates_for, shapes_of, skeleton, spectrum_count, trainable_count
 
 CASES = {
     "full": {}, "lora": {"lora_r": 4}, "dora": {"lora_r": 4}, "rslora": {"lora_r": 8},

@@ -31,7 +31,7 @@ def test_noise_is_uniform_with_the_paper_bound():
 
 
 def test_eval_no_grad_and_generation_are_clean(prepared):
-    from strop.generate import answer_prompts
+    from strop.models.generate import answer_prompts
 
     run = prepared(adapter="lora", neftune_noise_alpha=50)
     emb = input_embeddings(run.model)

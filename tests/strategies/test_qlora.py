@@ -86,7 +86,7 @@ def test_full_with_load_in_4bit_is_refused(make_config):
 def test_saved_adapter_reloads_on_4bit_base_with_identical_outputs(prepared, tmp_path):
     from peft import PeftModel
 
-    from strop.strategies.qlora import load_4bit
+    from strop.models.quantized import load_4bit
 
     run = prepared(adapter="qlora", lora_target_modules=["q_proj", "v_proj", "down_proj"])
     with torch.no_grad():

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from strop.config import load_config
 from strop.errors import StropError
 from strop.train import checkpoint as ckpt
-from strop.train import distributed
+from strop.runtime import distributed
 from strop.train.loop import train
 
 COMMON = dict(lr_scheduler="constant", learning_rate=1e-2, max_grad_norm=1.0)

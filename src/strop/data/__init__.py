@@ -9,7 +9,8 @@ from pathlib import Path
 from strop.data.formats import FORMATS
 from strop.data.packing import Tokens, collate, pack
 from strop.data.readers import read_rows
-from strop.data.tokenize import IGNORE, chunk_long_text, ensure_chat_template, tokenize_example
+from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
+from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
 
 __all__ = ["DataReport", "build_sft_data", "collate", "drop_excess", "note_excess", "pack", "split_validation", "IGNORE"]

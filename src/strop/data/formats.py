@@ -52,7 +52,7 @@ def _message(item: Any, where: str, index: int, sharegpt: bool) -> dict[str, str
     role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
     role, content = item.get(role_key), item.get(content_key)
     if sharegpt:
-        role = _SHAREGPT_ROLES.get(role, role)
+        role = _SHAREGPT_ROLES.get(str(role), role)
     if role not in _ROLES:
         raise StropError(f"{loc}: field '{role_key}' must be one of {sorted(_ROLES)}, got {role!r}")
     if not isinstance(content, str):
@@ -100,10 +100,3 @@ FORMATS: dict[str, Callable[[dict[str, Any], str], Example]] = {
     "completion": completion,
     "text": text,
 }
-
-
-def known_dataset_types() -> set[str]:
-    """Every `datasets[].type` some registered objective reads."""
-    from strop.objectives import OBJECTIVES
-
-    return {kind for objective in OBJECTIVES.values() for kind in objective.dataset_types}

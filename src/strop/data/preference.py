@@ -29,7 +29,8 @@ import torch
 from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import _message
 from strop.data.readers import read_rows
-from strop.data.tokenize import IGNORE, _encode, _render, ensure_chat_template
+from strop.data.tokenize import IGNORE, _encode, _render
+from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
 
 Messages = list[dict[str, str]]
@@ -209,7 +210,8 @@ def build_pair_data(cfg, tokenizer, base_dir: Path | None, objective: str) -> tu
                    for side in ("chosen", "rejected")]
         fitted = _fit(prompt_ids, replies, cfg.sequence_len, cfg.excess_length_strategy, where, report)
         if fitted is not None:
-            rows.append(pair_row(fitted[0], *fitted[1], where=where))
+            prompt_ids, (chosen_ids, rejected_ids) = fitted
+            rows.append(pair_row(prompt_ids, chosen_ids, rejected_ids, where=where))
     train, val = _finish(rows, cfg, report)
     return train, val, report
 

@@ -18,7 +18,7 @@ from typing import Any
 from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import alpaca
 from strop.data.preference import _examples, _prompt, encode_prompt
-from strop.data.tokenize import ensure_chat_template
+from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
 
 def prompt_example(row: dict[str, Any], where: str) -> dict[str, Any]:

@@ -14,18 +14,6 @@ from typing import Any
 from strop.errors import StropError
 
 IGNORE = -100
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-def ensure_chat_template(tokenizer, choice: str | None = None) -> None:
-    """Use the tokenizer's own template unless ChatML is asked for or it has none."""
-    if choice not in (None, "tokenizer_default", "chatml"):
-        raise StropError(f"chat_template: unknown template '{choice}' (use chatml or leave it unset)")
-    if choice == "chatml" or not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = CHATML_TEMPLATE
 
 
 def _render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:

@@ -102,7 +102,7 @@ def write_hparams(writer: gguf.GGUFWriter, config: dict[str, Any], vocab_size: i
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         writer.add_rope_scaling_factor(float(rope["factor"]))
         orig = rope.get("original_max_position_embeddings") or config.get("max_position_embeddings")
-        writer.add_rope_scaling_orig_ctx_len(int(orig))
+        writer.add_rope_scaling_orig_ctx_len(int(orig))  # type: ignore[arg-type]
     elif kind not in ("default", "llama3"):
         raise StropError(f"rope scaling type {kind!r} is not supported by strop's GGUF export")
 

@@ -99,7 +99,7 @@ def uses_flex(model: nn.Module | None) -> bool:
     return getattr(base.config, "_attn_implementation", None) == NAME
 
 
-def attention_for(batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def attention_for(batch: dict[str, torch.Tensor], model: nn.Module | None) -> dict[str, torch.Tensor]:
     """`batch` with its packed rows' segment ids replaced by the attention mask this model takes."""
     if "segment_ids" not in batch:
         return batch

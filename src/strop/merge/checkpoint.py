@@ -155,7 +155,7 @@ class ShardWriter:
             self._open_shard(shard_index)
         assert self.handle is not None
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-        self.handle.write(memoryview(data))
+        self.handle.write(memoryview(data))  # type: ignore[arg-type]
         self.position += 1
 
     def _open_shard(self, index: int) -> None:

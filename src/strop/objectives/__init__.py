@@ -6,8 +6,6 @@ function of log-probs. It never asks which update strategy is in use.
 
 from __future__ import annotations
 
-import copy
-
 from strop.errors import StropError
 from strop.objectives.base import Objective
 from strop.objectives.cpo import CPOObjective
@@ -59,9 +57,17 @@ def objective_name(cfg) -> str:
     return implied.pop()
 
 
+def known_dataset_types() -> set[str]:
+    """Every `datasets[].type` some registered objective reads."""
+    return {kind for objective in OBJECTIVES.values() for kind in objective.dataset_types}
+
+
 def objective_for(cfg) -> Objective:
-    """A fresh instance of the run's objective: a run may keep its settings on it."""
-    return copy.copy(OBJECTIVES[objective_name(cfg)])
+    """A new instance of the run's objective, holding the run's validated config: a run's state lives on
+    its own objective, never on the registry's (which only answers for names, params and data types)."""
+    objective = type(OBJECTIVES[objective_name(cfg)])()
+    objective.cfg = cfg
+    return objective
 
 
-__all__ = ["OBJECTIVES", "Objective", "get_objective", "objective_for", "objective_name"]
+__all__ = ["OBJECTIVES", "Objective", "get_objective", "known_dataset_types", "objective_for", "objective_name"]

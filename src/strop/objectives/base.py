@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import BaseModel
 import torch.nn.functional as F
 from torch import nn
 
@@ -23,10 +25,12 @@ class Objective:
     #: The `datasets[].type` values this objective reads.
     dataset_types: tuple[str, ...] = ()
     #: Pydantic model of this objective's own config keys (flat in the YAML), or None.
-    params = None
+    params: type[BaseModel] | None = None
     #: Files it writes into output_dir besides the artifact: claimed as strop's before the run starts,
     #: so that --overwrite removes them (strop/manifest.py).
     output_files: tuple[str, ...] = ()
+    #: The run's validated config, set by `objectives.objective_for`.
+    cfg: Any = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         raise NotImplementedError
@@ -53,22 +57,13 @@ class Objective:
         """Optimizer steps taken on each step's worth of data (RL reuses its rollouts this many times)."""
         return 1
 
-    #: True when `step_rows` makes the rows with the model itself (RL rollouts): the loop then cannot
-    #: prepare a step's batches ahead of it.
+    #: True when the rows of a step are made with the model itself (RL rollouts, by rl/engine.py): the
+    #: loop then cannot prepare a step's batches ahead of it.
     rows_from_model = False
-
-    def step_rows(self, run, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
-        """The rows each micro-batch of step `step` trains on, given its data rows, and metrics of making
-        them. Supervised objectives train on the data itself; RL replaces prompts with scored rollouts."""
-        return micro_batches, {}
 
     def finish_step(self) -> dict[str, float]:
         """Metrics the objective gathered over the step's loss passes (beyond the summed loss shares)."""
         return {}
-
-    def evaluate(self, run) -> dict[str, float] | None:
-        """Held-out metrics of the objective's own, or None for the loop's loss on the validation rows."""
-        return None
 
 
 def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,7 +41,7 @@ import torch
 from pydantic import Field
 
 from strop.objectives.base import model_inputs, shifted_token_logps
-from strop.objectives.rl_common import RLObjective, RolloutParams, k3_kl, per_token, rollout_metrics, sequence_batch, token_entropy
+from strop.objectives.rl_common import RLObjective, RolloutParams, k3_kl, per_token, sequence_batch, token_entropy
 
 
 class GRPOParams(RolloutParams):
@@ -148,11 +148,11 @@ class GRPOObjective(RLObjective):
         per_reward["overlong"] = penalties
         return penalties
 
-    def make_groups(self, run, prompt_rows, seed):
-        groups = self.sample_groups(run, prompt_rows, self.cfg.num_generations, seed)
-        metrics = rollout_metrics(groups)
+    def select_groups(self, sampler, run, groups, seed):
+        """DAPO's dynamic sampling: groups whose completions all got one reward carry no gradient, so more
+        prompts are sampled until every slot holds an informative group (or the rounds run out)."""
         if not self.setting("dynamic_sampling") or self.cfg.num_generations == 1:
-            return groups, metrics
+            return groups, {}
         informative = [g for g in groups if max(g["rewards"]) > min(g["rewards"])]
         flat = [g for g in groups if max(g["rewards"]) == min(g["rewards"])]
         rounds = 0
@@ -160,12 +160,11 @@ class GRPOObjective(RLObjective):
             rounds += 1
             picks = torch.randint(len(run.train_rows), (len(groups) - len(informative),),
                                   generator=torch.Generator().manual_seed(seed + 7919 * rounds)).tolist()
-            extra = self.sample_groups(run, [run.train_rows[i] for i in picks], self.cfg.num_generations, seed + 7919 * rounds)
+            extra = sampler.sample_groups(run, [run.train_rows[i] for i in picks], self.cfg.num_generations, seed + 7919 * rounds)
             informative += [g for g in extra if max(g["rewards"]) > min(g["rewards"])]
         kept = (informative + flat)[:len(groups)]  # refill what is still missing with flat groups (zero advantage)
-        metrics["dynamic_sampling_rounds"] = rounds
-        metrics["kept_zero_variance_groups"] = sum(max(g["rewards"]) == min(g["rewards"]) for g in kept) / len(kept)
-        return kept, metrics
+        return kept, {"dynamic_sampling_rounds": rounds,
+                      "kept_zero_variance_groups": sum(max(g["rewards"]) == min(g["rewards"]) for g in kept) / len(kept)}
 
     def score_rows(self, run, groups: list[dict]) -> list[dict]:
         n = self.cfg.num_generations

@@ -81,6 +81,7 @@ class KTOObjective(Objective):
 
     def prepare_training(self, run) -> None:
         self.cfg = run.cfg
+        self.reference_context = run.strategy.reference_context
         if run.cfg.precompute_ref_log_probs:
             done = prepare_reference(run, self.collate, "unpaired")
             print(f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed")
@@ -90,7 +91,7 @@ class KTOObjective(Objective):
         policy, _ = sequence_logps(model, rows_of(batch, slice(0, n)))
         with torch.no_grad():
             policy_kl, _ = sequence_logps(model, rows_of(batch, slice(n, 2 * n)))
-        ref, ref_kl = halves(reference_logps(model, batch, cfg.precompute_ref_log_probs))
+        ref, ref_kl = halves(reference_logps(model, batch, cfg.precompute_ref_log_probs, self.reference_context))
         kl = kto_reference_point(policy_kl, ref_kl)
         per_example, metrics = kto_loss(policy, ref, batch["desirable"], kl, beta(cfg, 0.1),
                                         cfg.kto_desirable_weight, cfg.kto_undesirable_weight)

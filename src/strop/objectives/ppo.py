@@ -29,13 +29,11 @@ from pydantic import Field
 from safetensors.torch import save_file
 from torch import nn
 
+from strop.models.heads import VALUE_HEAD_ATTRIBUTE, VALUE_HEAD_FILE, ValueHead, attach_head
 from strop.models.loading import eval_mode
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.grpo import grpo_token_loss
 from strop.objectives.rl_common import RLObjective, RolloutParams, per_token, sequence_batch, token_entropy
-
-VALUE_HEAD_FILE = "value_head.safetensors"
-VALUE_HEAD_ATTRIBUTE = "strop_value_head"
 
 
 class PPOParams(RolloutParams):
@@ -45,19 +43,10 @@ class PPOParams(RolloutParams):
     cliprange_value: float = Field(0.2, gt=0, description="(PPO) Clip of the value prediction around its rollout value.")
 
 
-class ValueHead(nn.Linear):
-    """hidden → 1 with a bias, float32, starting at zero (no opinion before the first update)."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__(hidden_size, 1, bias=True, dtype=torch.float32)
-        nn.init.zeros_(self.weight)
-        nn.init.zeros_(self.bias)
-
-
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages and returns of one completion (1-D tensors over its tokens; V after the end is 0)."""
     advantages = torch.zeros_like(rewards)
-    running = 0.0
+    running: float | torch.Tensor = 0.0
     for t in reversed(range(len(rewards))):
         following = values[t + 1] if t + 1 < len(values) else 0.0
         running = rewards[t] + gamma * following - values[t] + gamma * lam * running
@@ -91,11 +80,7 @@ class PPOObjective(RLObjective):
         super().prepare_training(run)
         base = run.strategy.base_model(run.model)
         self.lm_head = base.get_output_embeddings()
-        if not isinstance(getattr(base, VALUE_HEAD_ATTRIBUTE, None), ValueHead):
-            setattr(base, VALUE_HEAD_ATTRIBUTE, ValueHead(base.config.hidden_size).to(run.device))
-            base._keys_to_ignore_on_save = set(getattr(base, "_keys_to_ignore_on_save", None) or ()) | {
-                f"{VALUE_HEAD_ATTRIBUTE}.weight", f"{VALUE_HEAD_ATTRIBUTE}.bias"}
-        self.value_head = getattr(base, VALUE_HEAD_ATTRIBUTE)
+        self.value_head = attach_head(base, VALUE_HEAD_ATTRIBUTE, ValueHead(base.config.hidden_size).to(run.device))
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, token log-probs, completion mask and values at the shifted positions."""
@@ -131,11 +116,8 @@ class PPOObjective(RLObjective):
         self.rollout_kl = sum(r["rollout_kl"] for r in rows) / max(1, tokens)
         return rows
 
-    def step_rows(self, run, step, micro_batches):
-        rows, metrics = super().step_rows(run, step, micro_batches)
-        if metrics and self.kl_beta > 0:
-            metrics["kl"] = self.rollout_kl
-        return rows, metrics
+    def rollout_stats(self) -> dict[str, float]:
+        return {"kl": self.rollout_kl} if self.kl_beta > 0 else {}
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch = sequence_batch(rows, pad_id)

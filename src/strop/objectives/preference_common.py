@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ from strop.objectives.base import Objective, shifted_token_logps
 from strop.safe_io import disk_errors, staged_file
 
 REFERENCE_CACHE = "reference_logps.safetensors"
+#: A strategy's answer to "in which context does this model compute as the reference policy?"
+ReferenceContext = Callable[[nn.Module], AbstractContextManager | None]
 
 
 class BetaParams(BaseModel):
@@ -59,22 +62,25 @@ def rows_of(batch: dict[str, torch.Tensor], part: slice) -> dict[str, torch.Tens
     return {k: batch[k][part] for k in ("input_ids", "attention_mask", "labels")}
 
 
-def live_reference_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log π_ref of every sequence, from the model with its adapter switched off."""
-    if not hasattr(model, "disable_adapter"):
+def live_reference_logps(model: nn.Module, batch: dict[str, torch.Tensor],
+                         reference_context: ReferenceContext | None) -> torch.Tensor:
+    """log π_ref of every sequence, from the model inside the strategy's reference context (adapter off)."""
+    context = reference_context(model) if reference_context else None
+    if context is None:
         raise StropError("precompute_ref_log_probs: false needs an adapter strategy (e.g. adapter: lora), whose "
                          "base model is the reference; set it to true for full fine-tuning")
-    with torch.no_grad(), eval_mode(model), model.disable_adapter():
+    with torch.no_grad(), eval_mode(model), context:
         return sequence_logps(model, batch)[0]
 
 
-def reference_logps(model: nn.Module, batch: dict[str, torch.Tensor], precomputed: bool) -> torch.Tensor:
+def reference_logps(model: nn.Module, batch: dict[str, torch.Tensor], precomputed: bool,
+                    reference_context: ReferenceContext | None = None) -> torch.Tensor:
     if "ref_logps" in batch:
         return batch["ref_logps"]
     if precomputed:
         raise StropError("reference log-probs are missing from the batch: objective.prepare_training(run) was "
                          "not called before training")
-    return live_reference_logps(model, batch)
+    return live_reference_logps(model, batch, reference_context)
 
 
 # ---------------------------------------------------------------- the reference cache -----------------
@@ -104,7 +110,7 @@ def _write_cache(path: Path, identity: dict[str, str], cache: dict[str, tuple[fl
 def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad_id: int, batch_size: int,
                       device: torch.device, amp_dtype) -> list[tuple[float, float]]:
     """(first, second) reference log-prob of each row: chosen/rejected, or matched/mismatched for KTO."""
-    from strop.train.optim import autocast
+    from strop.runtime.precision import autocast
 
     out: list[tuple[float, float]] = []
     with eval_mode(model):
@@ -122,7 +128,7 @@ def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad
 def prepare_reference(run, collate: Callable, kind: str) -> dict[str, int]:
     """Attach `ref` = (log π_ref first, log π_ref second) to every train and validation row, computing
     only the rows the on-disk cache lacks. Returns how many were cached and computed."""
-    from strop.train.optim import autocast_dtype
+    from strop.runtime.precision import autocast_dtype
 
     amp_dtype = autocast_dtype(run.cfg, run.device)
     identity = {"format": "strop-reference-logps/1", "kind": kind, "model": str(run.model_path),
@@ -185,6 +191,8 @@ class PairObjective(Objective):
     needs_reference = False
     output_files = (REFERENCE_CACHE,)
     cfg = None
+    #: The strategy's `reference_context`, set by `prepare_training`.
+    reference_context: ReferenceContext | None = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         self.cfg = cfg
@@ -198,13 +206,14 @@ class PairObjective(Objective):
 
     def prepare_training(self, run) -> None:
         self.cfg = run.cfg
+        self.reference_context = run.strategy.reference_context
         if self.needs_reference and run.cfg.precompute_ref_log_probs:
             done = prepare_reference(run, self.collate, "pair")
             print(f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed")
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         logps, lengths = sequence_logps(model, batch)
-        ref = reference_logps(model, batch, self.cfg.precompute_ref_log_probs) if self.needs_reference else None
+        ref = reference_logps(model, batch, self.cfg.precompute_ref_log_probs, self.reference_context) if self.needs_reference else None
         per_example, metrics = self.pair_loss(logps, lengths, ref)
         return shares(per_example, metrics, denominator)
 

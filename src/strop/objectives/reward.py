@@ -3,7 +3,7 @@ Bradley-Terry likelihood (Bradley & Terry 1952; Ouyang et al. 2022, "InstructGPT
 
     L = −log σ( r(x, y_c) − r(x, y_r) )
 
-r is a linear head (no bias: Bradley-Terry is blind to a shift) on the final hidden state of the
+r is a linear head (models/heads.py; no bias: Bradley-Terry is blind to a shift) on the final hidden state of the
 response's last token. Selected by `rl: reward` or Axolotl's `reward_model: true`.
 
 Why a head this objective owns rather than AutoModelForSequenceClassification: every update strategy
@@ -12,7 +12,7 @@ Instead `prepare_training` attaches the head to the loaded model as a submodule,
 optimized and checkpointed with the rest under any strategy, and `save_artifacts` writes it next to
 the final adapter or model as `reward_head.safetensors` (+ `reward_head.json`). The saved model or
 adapter is an ordinary causal LM (the head is kept out of model.safetensors);
-`strop.reward_score.RewardScorer` loads both and scores, and `strop reward-score` does it from the shell.
+`strop.rl.reward_scorer.RewardScorer` loads both and scores, and `strop reward-score` does it from the shell.
 """
 
 from __future__ import annotations
@@ -27,22 +27,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from strop.data.preference import PAIR_FORMATS
+from strop.models.heads import HEAD_ATTRIBUTE, HEAD_CONFIG, HEAD_FILE, RewardHead, attach_head, find_head, sequence_rewards
 from strop.objectives.preference_common import PairObjective, halves, pair_metrics, shares
-
-HEAD_FILE, HEAD_CONFIG = "reward_head.safetensors", "reward_head.json"
-HEAD_ATTRIBUTE = "strop_reward_head"
 
 
 class RewardParams(BaseModel):
     reward_model: bool = Field(False, description="Train a reward model (same as rl: reward).")
-
-
-class RewardHead(nn.Linear):
-    """hidden → 1, float32."""
-
-    def __init__(self, hidden_size: int, init_std: float = 0.02):
-        super().__init__(hidden_size, 1, bias=False, dtype=torch.float32)
-        nn.init.normal_(self.weight, std=init_std)
 
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -51,25 +41,6 @@ def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Ten
     metrics = pair_metrics(chosen_rewards, rejected_rewards, chosen_rewards, rejected_rewards)
     del metrics["logps/chosen"], metrics["logps/rejected"]
     return losses, metrics
-
-
-def last_token_hidden(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Final (normed) hidden state at each right-padded sequence's last real token, without the LM head."""
-    decoder = model.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-    last = batch["attention_mask"].sum(dim=1) - 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-def sequence_rewards(model: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return head(last_token_hidden(model, batch).float()).squeeze(-1)
-
-
-def find_head(model: nn.Module) -> RewardHead:
-    head = next((m for m in model.modules() if isinstance(m, RewardHead)), None)
-    if head is None:
-        raise RuntimeError("the reward head is not attached: call objective.prepare_training(run) first")
-    return head
 
 
 class RewardObjective(PairObjective):
@@ -84,10 +55,7 @@ class RewardObjective(PairObjective):
         if isinstance(getattr(base, HEAD_ATTRIBUTE, None), RewardHead):
             return
         config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-        head = RewardHead(config.hidden_size, getattr(config, "initializer_range", 0.02)).to(run.device)
-        setattr(base, HEAD_ATTRIBUTE, head)
-        ignored = set(getattr(base, "_keys_to_ignore_on_save", None) or ())
-        base._keys_to_ignore_on_save = ignored | {f"{HEAD_ATTRIBUTE}.weight"}
+        attach_head(base, HEAD_ATTRIBUTE, RewardHead(config.hidden_size, getattr(config, "initializer_range", 0.02)).to(run.device))
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         chosen, rejected = halves(sequence_rewards(model, find_head(model), batch))

@@ -24,6 +24,7 @@ Randomness comes from the `generator` passed in, so a rollout is a function of (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -257,7 +258,7 @@ def _record(step, cache):
 
 def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
     device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
-    settings = {"do_sample": False} if params.temperature == 0 else {
+    settings: dict[str, Any] = {"do_sample": False} if params.temperature == 0 else {
         "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
     if generator is not None:  # generate has no generator argument: seed from ours
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

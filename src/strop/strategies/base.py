@@ -1,19 +1,18 @@
 """The contract every update strategy meets, and what all strategies share.
 
 Shared by every strategy, whatever its own keys:
-- `neftune_noise_alpha` (NEFTune): `apply` of every subclass is wrapped (in `__init_subclass__`) so that
-  after the strategy has prepared the model the NEFTune embedding hook is installed. No strategy, no
-  objective and not the loop need to know about it.
+- `neftune_noise_alpha` (NEFTune): `Strategy.apply` calls the strategy's own `adapt`, then installs the
+  NEFTune embedding hook. No strategy, no objective and not the loop need to know about it.
 - `load_in_4bit` (QLoRA base): `load` quantizes the frozen base to 4-bit NF4 for strategies whose base
   stays frozen (`supports_quantized_base`); the others refuse it with a clear message.
-- `kernels`, `kernel_checkpoint` (strop's GPU kernels): the same wrapper then patches the prepared model on
+- `kernels`, `kernel_checkpoint` (strop's GPU kernels): `apply` then patches the prepared model on
   CUDA (strategies/kernels.py), within what the strategy's `kernel_options` allows.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal
 
@@ -41,43 +40,26 @@ class StrategyParams(BaseModel):
                             "memory); none: checkpointing left to gradient_checkpointing.")
 
 
-def _apply_then_common(apply):
-    @functools.wraps(apply)
-    def wrapped(self, model: nn.Module, cfg) -> nn.Module:
-        from strop.strategies.kernels import install_kernels
-        from strop.strategies.neftune import install_neftune
-
-        model = apply(self, model, cfg)
-        install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
-        install_kernels(model, self, cfg)
-        return model
-
-    wrapped._strop_common = True
-    return wrapped
-
-
 def is_4bit(param: torch.Tensor) -> bool:
     return type(param).__name__ == "Params4bit"
 
 
 class Strategy:
-    """Base class: subclasses set `name` and override `apply` and `save`."""
+    """Base class: subclasses set `name` and override `adapt` and `save`."""
 
     name = "base"
     #: Pydantic model of this strategy's own config keys (flat in the YAML), or None.
-    params = StrategyParams
+    params: type[StrategyParams] = StrategyParams
     #: Trainable weights that must stay in float32 even when the frozen base is stored in bf16.
     upcast_trainable = True
     #: Whether the base stays frozen, so that it may be stored in 4-bit (load_in_4bit).
     supports_quantized_base = False
+    #: Why this strategy cannot shard under FSDP2 (torchrun), or None when it can.
+    fsdp_unsupported: str | None = None
+    #: Whether `save` writes the trainable weights only (an adapter), so a sharded run gathers only those.
+    saves_trainable_only = False
     #: What `save` writes, for the run summary.
     artifact_kind = "model (HF format)"
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        apply = cls.__dict__.get("apply")
-        if apply is not None and not getattr(apply, "_strop_common", False):
-            cls.apply = _apply_then_common(apply)
 
     def describe(self, cfg) -> str:
         """This strategy's settings in one line, for the plan printed before training."""
@@ -89,7 +71,7 @@ class Strategy:
             if not self.supports_quantized_base:
                 raise StropError(f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "
                                  "they cannot be stored in 4-bit; use an adapter (lora, qlora, dora, ia3, ...) or drop load_in_4bit")
-            from strop.strategies.qlora import load_4bit
+            from strop.models.quantized import load_4bit
 
             return load_4bit(model_path, cfg, device)
         from strop.models import load_model
@@ -99,6 +81,18 @@ class Strategy:
         return load_model(model_path, dtype, cfg.trust_remote_code, cfg.model_type).to(device)
 
     def apply(self, model: nn.Module, cfg) -> nn.Module:
+        """The model as this run trains it: the strategy's own `adapt`, then what every strategy shares,
+        installed after the strategy's layers are in place: the NEFTune hook and strop's kernels."""
+        from strop.strategies.kernels import install_kernels
+        from strop.strategies.neftune import install_neftune
+
+        model = self.adapt(model, cfg)
+        install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
+        install_kernels(model, self, cfg)
+        return model
+
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+        """Freeze, unfreeze or add this strategy's trainable layers."""
         raise NotImplementedError
 
     def kernel_options(self, cfg):
@@ -108,9 +102,15 @@ class Strategy:
 
         return KernelOptions(bf16_frozen=False)
 
+    def reference_context(self, model: nn.Module) -> AbstractContextManager | None:
+        """A context in which `model` computes as the reference policy of preference and RL objectives, or
+        None where training changes the base weights themselves (the objective then caches reference
+        log-probs or loads a frozen copy)."""
+        return None
+
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters; strategies with their own update rule override this."""
-        from strop.train.optim import build_optimizer
+        from strop.strategies.optim import build_optimizer
 
         return build_optimizer(list(self.trainable_parameters(model).values()), cfg, device)
 

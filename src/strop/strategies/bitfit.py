@@ -21,7 +21,7 @@ def bias_names(model: nn.Module) -> list[str]:
 class BitFitStrategy(FullStrategy):
     name = "bitfit"
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         biases = set(bias_names(model))
         if not biases:
             arch = ", ".join(getattr(model.config, "architectures", None) or [type(model).__name__])

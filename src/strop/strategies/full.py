@@ -12,7 +12,7 @@ from strop.strategies.base import Strategy
 class FullStrategy(Strategy):
     name = "full"
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
         return model

@@ -111,7 +111,9 @@ def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
     check_target_modules(model, cfg.galore_target_modules, "galore_target_modules",
                          lambda name, target: target in name, linear_only=True)
     targets = galore_targets(model, cfg.galore_target_modules)
-    projected, decay, no_decay = [], [], []
+    projected: list[nn.Parameter] = []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -124,6 +126,7 @@ def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
 
 class GaLoreStrategy(FullStrategy):
     name = "galore"
+    fsdp_unsupported = "GaLore projects whole gradient matrices, which FSDP shards"
     params = GaLoreParams
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:

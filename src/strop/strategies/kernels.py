@@ -1,6 +1,6 @@
 """strop's GPU kernels in `strop train`: on by default on CUDA, `kernels: false` turns them off.
 
-Why here: every strategy's `apply` ends in base.py's common wrapper, after the strategy has put its layers
+Why here: `Strategy.apply` (base.py) calls `install_kernels` after the strategy's `adapt` has put its layers
 in place, so `strop.kernels.patch_model` sees the final modules (PEFT's LoRA layers included) and no loop,
 objective or strategy needs its own switch. Each strategy's `kernel_options` says what may change without
 changing its math; this module adds what the run decides:
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from strop import kernels
-from strop.train import distributed
+from strop.runtime import distributed
 
 #: Model types whose causal-LM logits are the head's plain matmul of the last hidden state.
 PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
@@ -59,7 +59,7 @@ def load_dtype(strategy, cfg, device: torch.device) -> torch.dtype:
     anyway (CUDA, bf16 autocast, a strategy whose frozen weights may change dtype), so that no fp32 copy
     of the base ever reaches the GPU (for an 8B base that transient copy was a 32 GB peak); fp32
     otherwise (trainable weights keep fp32 masters either way)."""
-    from strop.train.optim import autocast_dtype
+    from strop.runtime.precision import autocast_dtype
 
     if _why_off(device.type == "cuda", strategy, cfg) or autocast_dtype(cfg, device) != torch.bfloat16:
         return torch.float32
@@ -85,7 +85,7 @@ def _hand_over_checkpointing(base: nn.Module) -> None:
 def install_kernels(model: nn.Module, strategy, cfg) -> None:
     """Patch `model` (as `strategy` prepared it) with strop's kernels where this run allows them, and
     record what was done on the model."""
-    from strop.train.optim import autocast_dtype
+    from strop.runtime.precision import autocast_dtype
 
     reason = _why_off(_on_cuda(model), strategy, cfg)
     if reason:

@@ -36,9 +36,10 @@ def active_layers(n_layers: int, cfg, step: int) -> list[int]:
 
 class LisaStrategy(FullStrategy):
     name = "lisa"
+    fsdp_unsupported = "LISA changes which layers train at every step"
     params = LisaParams
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
         self.on_step_start(model, 0, cfg)

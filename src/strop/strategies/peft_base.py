@@ -4,6 +4,7 @@ adapter_model.safetensors) that `peft.PeftModel.from_pretrained`, vLLM and TGI r
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from torch import nn
@@ -15,13 +16,14 @@ from strop.strategies.layers import check_target_modules
 class PeftStrategy(Strategy):
     supports_quantized_base = True
     artifact_kind = "adapter (PEFT format)"
+    saves_trainable_only = True
     #: The config key that lists module names to adapt, checked against the model before PEFT sees it.
     target_key: str | None = None
 
     def peft_config(self, cfg):
         raise NotImplementedError
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         from peft import get_peft_model
 
         if self.target_key:
@@ -30,6 +32,10 @@ class PeftStrategy(Strategy):
 
     def base_model(self, model: nn.Module) -> nn.Module:
         return model.get_base_model()
+
+    def reference_context(self, model: nn.Module) -> AbstractContextManager:
+        """The adapter switched off: the frozen base is the reference, with no second copy."""
+        return model.disable_adapter()
 
     def kernel_options(self, cfg):
         """Every kernel; the frozen base may be stored in bf16, since only the adapter is saved."""

@@ -56,7 +56,7 @@ class PromptTuningStrategy(PeftStrategy):
 
         return PromptTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM")
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         from peft import get_peft_model
 
         model = get_peft_model(model, self.peft_config(cfg))

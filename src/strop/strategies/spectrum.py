@@ -80,7 +80,7 @@ def matrix_snr(name: str, weight: torch.Tensor) -> MatrixSNR:
     energy = s ** 2
     signal, noise = float(energy[s > edge].sum()), float(energy[s <= edge].sum())
     snr = signal / noise if noise > 0 else math.inf
-    return MatrixSNR(name, tuple(weight.shape), snr, sigma, edge, int((s > edge).sum()))
+    return MatrixSNR(name, (weight.shape[0], weight.shape[1]), snr, sigma, edge, int((s > edge).sum()))
 
 
 def scan_model(model: nn.Module) -> list[MatrixSNR]:
@@ -122,7 +122,7 @@ class SpectrumStrategy(FullStrategy):
     name = "spectrum"
     params = SpectrumParams
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg) -> nn.Module:
         patterns = cfg.spectrum_unfrozen_parameters
         if patterns is None:
             patterns = select_top(scan_model(model), cfg.spectrum_top_fraction)

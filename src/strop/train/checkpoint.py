@@ -191,7 +191,7 @@ def is_sharded(path: Path) -> bool:
 
 
 def _dist():
-    from strop.train import distributed
+    from strop.runtime import distributed
 
     return distributed
 
@@ -251,7 +251,7 @@ def _load_single_into_sharded(path: Path, state: dict[str, Any], model, optimize
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     optim_state = {"state": {order[i]: v for i, v in indexed["state"].items()},
                    "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in indexed["param_groups"]]}
-    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim_state,
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim_state,  # type: ignore[arg-type]
                    options=_state_options(full_state_dict=True, strict=False))
 
 
@@ -281,4 +281,4 @@ def gather_full_state(model, trainable_only: bool) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
-    return get_model_state_dict(model, options=options)
+    return get_model_state_dict(model, options=options)  # type: ignore[return-value]

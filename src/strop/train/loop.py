@@ -7,7 +7,7 @@
 The micro-batch stream is a pure function of (seed, step): epoch e visits the examples in the order of
 a permutation seeded by seed + e, and optimizer step s consumes micro-batches [s·A, (s+1)·A). So a
 resumed run needs only the step to find its data position, and a run killed and resumed ends with the
-same weights as one that never stopped. Under torchrun (train/distributed.py) a global micro-batch is
+same weights as one that never stopped. Under torchrun (runtime/distributed.py) a global micro-batch is
 micro_batch_size × N rows of that same order and rank r trains on its r-th slice, so N processes with
 micro_batch_size m make the same updates as one process with N·m.
 """
@@ -21,23 +21,28 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from strop import manifest
 from strop.config import Config, config_to_yaml
 from strop.data.packing import real_tokens
-from strop.generate import answer_prompts
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
-from strop.objectives import objective_for
+from strop.models.generate import answer_prompts
+from strop.objectives import Objective, objective_for
+from strop.rl.engine import RolloutEngine
+from strop.runtime import distributed
+from strop.runtime.precision import autocast, autocast_dtype
 from strop.safe_io import disk_errors, temp_folder
-from strop.strategies import get_strategy
+from strop.strategies import Strategy, get_strategy
 from strop.train import checkpoint as ckpt
-from strop.train import distributed
 from strop.train import output_dir as outputs
-from strop.train.optim import autocast, autocast_dtype, build_scheduler
+from strop.train.optim import build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
+from strop.train.rows import DatasetRows, RowSource
 from strop.train.tracking import NullTracker, Tracker, plot_losses
 
 
@@ -47,15 +52,16 @@ class Run:
 
     cfg: Config
     model: torch.nn.Module
-    tokenizer: object
-    strategy: object
-    objective: object
+    tokenizer: PreTrainedTokenizerBase
+    strategy: Strategy
+    objective: Objective
+    rows: RowSource
     train_rows: list
     val_rows: list
     notes: list[str]
     device: torch.device
     model_path: str
-    tracker: object = None  # set while training: where objectives print tables
+    tracker: Tracker | NullTracker | None = None  # set while training: where objectives print tables
 
     @property
     def global_micro_batch(self) -> int:
@@ -74,10 +80,6 @@ class Run:
         return data_steps * self.objective.updates_per_batch(self.cfg)
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def prepare(cfg: Config, base_dir: Path | None) -> Run:
     """Load tokenizer, data, model and strategy; every input error surfaces here, before any output."""
     random.seed(cfg.seed)
@@ -88,12 +90,13 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     model_path = resolve_model_path(cfg.base_model)
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
+    rows: RowSource = RolloutEngine(cfg, objective, base_dir) if objective.rows_from_model else DatasetRows()
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
-    return Run(cfg, model, tokenizer, strategy, objective, train_rows, val_rows, report.notes, device, model_path)
+    return Run(cfg, model, tokenizer, strategy, objective, rows, train_rows, val_rows, report.notes, device, model_path)
 
 
 def micro_batch_rows(run: Run, index: int) -> list:
@@ -135,7 +138,7 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
     first = (step // run.objective.updates_per_batch(cfg)) * cfg.gradient_accumulation_steps
     rows = [micro_batch_rows(run, first + i) for i in range(cfg.gradient_accumulation_steps)]
     with autocast(run.device, amp_dtype):
-        rows, totals = run.objective.step_rows(run, step, rows)
+        rows, totals = run.rows.step_rows(run, step, rows)
     batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
     if pin:
         batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
@@ -168,7 +171,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
     be device tensors: nothing here waits for the device (the caller converts them when it logs)."""
     cfg = run.cfg
     prepared = prepared or step_batches(run, step, amp_dtype)
-    totals = dict(prepared.totals)
+    totals: dict[str, Any] = dict(prepared.totals)
     # Every process divides by the response tokens of the whole step, over all processes.
     denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in prepared.batches if w)))
     scale = distributed.loss_scale()
@@ -186,7 +189,8 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clip = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
-    totals["grad_norm"] = distributed.local_scalar(torch.nn.utils.clip_grad_norm_(params, clip))
+    # a device tensor until the step is logged (`_host_values`)
+    totals["grad_norm"] = distributed.local_scalar(torch.nn.utils.clip_grad_norm_(params, clip))  # type: ignore[assignment]
     if scaler:
         scaler.step(optimizer)
         scaler.update()
@@ -204,10 +208,10 @@ def _host_values(metrics: dict) -> dict:
 
 @torch.no_grad()
 def evaluate(run: Run, amp_dtype) -> dict[str, float]:
-    """The objective's own held-out metrics, else the token-weighted loss over the validation rows
+    """The row source's own held-out metrics (RL: reward of greedy completions), else the token-weighted loss over the validation rows
     (dropout off)."""
     with autocast(run.device, amp_dtype):
-        own = run.objective.evaluate(run)
+        own = run.rows.evaluate(run)
     if own is not None:
         return own
     run.model.eval()
@@ -244,12 +248,10 @@ def _save_final(run: Run, output_dir: Path) -> None:
 def _save_final_sharded(run: Run, output_dir: Path) -> None:
     """Gather the whole trainable state to rank 0 (every rank takes part), which saves it in the same
     HF/PEFT format as a single process: the strategy's own `save` reads the gathered state dict."""
-    from strop.strategies.peft_base import PeftStrategy
-
-    state = ckpt.gather_full_state(run.model, trainable_only=isinstance(run.strategy, PeftStrategy))
+    state = ckpt.gather_full_state(run.model, trainable_only=run.strategy.saves_trainable_only)
     with distributed.gathered_root(run.model):  # e.g. a reward head read directly by save_artifacts
         if distributed.is_main():
-            run.model.state_dict = lambda *args, **kwargs: state
+            run.model.state_dict = lambda *args, **kwargs: state  # type: ignore[assignment]
             try:
                 _save_final(run, output_dir)
             finally:
@@ -298,7 +300,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     outputs.cut_logs(output_dir, {name: step + offset for name, offset in outputs.APPEND_LOGS.items()})
     samples_before = _samples(run) if step == 0 else None
     run.model.train()
-    prefetch = None if run.objective.rows_from_model else Prefetcher(run, amp_dtype)
+    prefetch = None if run.rows.rows_from_model else Prefetcher(run, amp_dtype)
     started, tokens_seen = time.perf_counter(), 0
     try:
         with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
@@ -332,7 +334,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
         with disk_errors(output_dir / "loss.png"):
             plot = plot_losses(output_dir / "metrics.jsonl", output_dir / "loss.png")
         if samples_before is not None:
-            print_samples(cfg.sample_prompts, samples_before, samples_after)
+            print_samples(cfg.sample_prompts or [], samples_before, samples_after or [])
         print_summary(run, output_dir, final_eval, plot)
     return output_dir
 

@@ -21,7 +21,7 @@ from strop import manifest
 from strop.errors import StropError
 from strop.safe_io import disk_errors, staged_file
 from strop.train import checkpoint as ckpt
-from strop.train import distributed
+from strop.runtime import distributed
 
 #: What the loop itself writes into output_dir besides the final artifact and the checkpoints.
 LOOP_FILES = ("metrics.jsonl", "loss.png", "tensorboard")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from strop.strategies.kernels import describe_kernels
-from strop.train import distributed
+from strop.runtime import distributed
 
 console = Console()
 

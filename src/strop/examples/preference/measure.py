@@ -64,7 +64,7 @@ def measure(rl: str, steps: int, out_root: Path, prompt: str, extra: list[str] |
             train_rows: int | None = None) -> dict:
     """Train `rl` with the example config and report held-out accuracies and a sample before/after."""
     from strop.config import load_config
-    from strop.generate import answer_prompts
+    from strop.models.generate import answer_prompts
     from strop.train.loop import prepare, train
 
     overrides = [f"rl={rl}", f"max_steps={steps}", f"output_dir={out_root / rl}", "sample_prompts=null", *(extra or [])]

@@ -30,7 +30,7 @@ def _child(mode: str, adapter: str, steps: int, out: str) -> None:
         cfg, _ = load_config(HERE / "dpo.yml")
         reference = load_model(resolve_model_path(cfg.base_model)).eval().requires_grad_(False)
 
-        def copy_reference(model, batch):
+        def copy_reference(model, batch, reference_context):
             with torch.no_grad():
                 return preference_common.sequence_logps(reference, batch)[0]
 

@@ -57,7 +57,7 @@ def _load_file(path: Path, target: str):
         raise StropError(f"function reward '{target}': file not found: {path}")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     spec = importlib.util.spec_from_file_location(f"strop_reward_{path.stem}_{digest}", path)
-    module = importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]  # a .py path always has a spec
     try:
         spec.loader.exec_module(module)
     except SyntaxError as err:
@@ -92,7 +92,7 @@ def checked(result, count: int, target: str) -> list[float]:
 
 def build(options: FunctionOptions, base_dir: Path | None):
     fn, target = load_function(options.function, base_dir), options.function
-    warned = []
+    warned: list[bool] = []
 
     def one_at_a_time(prompts: list, completions: list[str], rows: list[dict], batch_error: Exception) -> list[float]:
         scores, failures = [], []

@@ -31,20 +31,17 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 
 from strop.errors import StropError
+from strop.runtime.devices import default_device
 
-#: Strategies whose update rule or trainable set does not fit FSDP2's static parameter groups.
-UNSUPPORTED = {
-    "lisa": "LISA changes which layers train at every step",
-    "galore": "GaLore projects whole gradient matrices, which FSDP shards",
-    "qlora": "a 4-bit bitsandbytes base cannot be sharded by FSDP2",
-}
+#: Why a bitsandbytes 4-bit base (qlora, or load_in_4bit) cannot be sharded.
+QUANTIZED_BASE = "a 4-bit bitsandbytes base cannot be sharded by FSDP2"
 
 
 class FsdpParams(BaseModel):
@@ -89,7 +86,7 @@ def barrier() -> None:
 def init() -> torch.device:
     """Join the process group when launched by torchrun; the device this rank computes on."""
     if not launched():
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        return default_device()
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -112,10 +109,11 @@ def check_supported(cfg) -> None:
     """Refuse, on every rank and before any model is loaded, what sharded training cannot do."""
     if not launched():
         return
-    if cfg.strategy in UNSUPPORTED:
-        raise StropError(f"adapter: {cfg.strategy} does not run under torchrun yet: {UNSUPPORTED[cfg.strategy]}")
+    reason = getattr(cfg, "fsdp_refusal", None)  # the strategy's own answer (Strategy.fsdp_unsupported)
+    if reason:
+        raise StropError(f"adapter: {cfg.strategy} does not run under torchrun yet: {reason}")
     if getattr(cfg, "load_in_4bit", False):
-        raise StropError("load_in_4bit: " + UNSUPPORTED["qlora"] + "; train on one process, or use lora with a bf16 base")
+        raise StropError(f"load_in_4bit: {QUANTIZED_BASE}; train on one process, or use lora with a bf16 base")
 
 
 def activation_checkpointing(cfg) -> bool:
@@ -172,7 +170,7 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     if layers:
         return layers
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
+    return list(max(lists, key=len)) if lists else []  # type: ignore[arg-type]
 
 
 def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dtype | None) -> torch.nn.Module:
@@ -190,7 +188,7 @@ def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dty
         mesh = init_device_mesh(device.type, (n,), mesh_dim_names=("shard",))
     mp = MixedPrecisionPolicy(param_dtype=amp_dtype, reduce_dtype=torch.float32) if amp_dtype else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if params.cpu_offload and device.type == "cuda" else OffloadPolicy()
-    options = dict(mesh=mesh, mp_policy=mp, offload_policy=offload,
+    options: dict[str, Any] = dict(mesh=mesh, mp_policy=mp, offload_policy=offload,
                    reshard_after_forward=params.sharding == "full_shard")
     for layer in decoder_layers(model):
         fully_shard(layer, **options)

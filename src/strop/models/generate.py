@@ -1,4 +1,4 @@
-"""Answer chat prompts with a model: sample answers around training, and `strop chat`."""
+"""Answer chat prompts with a model: sample answers around training, `strop chat`, evaluation and data generation."""
 
 from __future__ import annotations
 

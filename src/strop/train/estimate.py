@@ -1,4 +1,4 @@
-"""`strop estimate CONFIG.yml`: trainable parameters and peak training memory, before anything is loaded.
+"""Trainable parameters and peak training memory per strategy, before anything is loaded (`strop estimate`).
 
 The model is built on the meta device from its config alone (no weights read, nothing allocated), and
 its shapes feed a per-strategy memory model:
@@ -30,7 +30,6 @@ peak RSS on the CPU (see the strategies README section); GPU figures are for the
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 
@@ -217,38 +216,3 @@ def process_overhead_bytes() -> float:
 
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _gib(value: float) -> str:
-    return f"{value / GIB:.2f}"
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from strop.config import load_config
-
-    cfg, _ = load_config(args.config, args.set)
-    rows, shapes, bf16 = estimates_for(cfg)
-    table = Table(title=f"strop estimate: {cfg.base_model}, {cfg.micro_batch_size} × {cfg.sequence_len} tokens a "
-                        f"micro-batch, {'bf16 autocast' if bf16 else 'float32'}"
-                        f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''} (GiB)")
-    for column in ("strategy", "trainable", "share", "weights", "gradients", "optimizer", "activations", "peak"):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    for i, row in enumerate(rows):
-        label = row.strategy + (" (configured)" if i == 0 else "")
-        table.add_row(label, f"{row.trainable:,}", f"{100 * row.trainable / row.total:.3f}%", _gib(row.weights),
-                      _gib(row.gradients), _gib(row.optimizer), _gib(row.activations), _gib(row.peak))
-    Console(width=140).print(table)
-    print(f"{shapes.total:,} parameters, {shapes.layers} layers, hidden {shapes.hidden}, vocab {shapes.vocab}. "
-          f"Add the runtime's own overhead: this process holds {_gib(process_overhead_bytes())} GiB on the CPU "
-          "now; a CUDA context takes about 0.5 GiB.")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("estimate", help="trainable parameters and peak memory per strategy, before loading")
-    parser.add_argument("config", help="training config (YAML)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.set_defaults(func=_run)

@@ -22,7 +22,7 @@ def _relaunch_args(args: argparse.Namespace) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from strop.train import distributed
+    from strop.runtime import distributed
     from strop.train.loop import train
 
     overrides = list(args.set)

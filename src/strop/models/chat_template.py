@@ -1,0 +1,20 @@
+"""The chat template a tokenizer renders conversations with: its own, or ChatML when asked or missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strop.errors import StropError
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def ensure_chat_template(tokenizer: Any, choice: str | None = None) -> None:
+    """Use the tokenizer's own template unless ChatML is asked for or it has none."""
+    if choice not in (None, "tokenizer_default", "chatml"):
+        raise StropError(f"chat_template: unknown template '{choice}' (use chatml or leave it unset)")
+    if choice == "chatml" or not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE

@@ -1,0 +1,34 @@
+"""A base model with its decoder linear layers in 4-bit NF4, double-quantized (QLoRA, Dettmers et al. 2023;
+the format is described in strategies/qlora.py), through bitsandbytes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from strop.errors import StropError
+from strop.runtime.precision import autocast_dtype
+
+
+def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8)
+
+
+def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
+    """The base with every decoder linear layer in NF4 (double-quantized); the rest stays float32."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise StropError("load_in_4bit / QLoRA needs bitsandbytes: pip install bitsandbytes") from err
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    if cfg.model_type and cfg.model_type not in (getattr(config, "architectures", None) or []):
+        raise StropError(f"model_type is {cfg.model_type} but {model_path} is {config.architectures}")
+    compute = autocast_dtype(cfg, device) or torch.float32
+    return AutoModelForCausalLM.from_pretrained(
+        model_path, config=config, dtype=torch.float32, quantization_config=bnb_4bit_config(compute),
+        device_map={"": device}, trust_remote_code=cfg.trust_remote_code, attn_implementation="sdpa")

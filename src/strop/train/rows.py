@@ -1,0 +1,30 @@
+"""Where the rows of each training step come from: the dataset, or (RL) the rollout engine in rl/engine.py."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class RowSource(Protocol):
+    #: True when rows are made with the model itself: the loop cannot prepare a step ahead of it.
+    rows_from_model: bool
+
+    def step_rows(self, run: Any, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
+        """The rows each micro-batch of step `step` trains on, given its data rows, and metrics of making them."""
+        ...
+
+    def evaluate(self, run: Any) -> dict[str, float] | None:
+        """Held-out metrics of the source's own, or None for the loop's loss on the validation rows."""
+        ...
+
+
+class DatasetRows:
+    """The row source of supervised objectives: each step trains on its rows of the dataset."""
+
+    rows_from_model = False
+
+    def step_rows(self, run: Any, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
+        return micro_batches, {}
+
+    def evaluate(self, run: Any) -> None:
+        return None

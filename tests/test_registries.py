@@ -1,0 +1,23 @@
+"""Every registry holds exactly the extensions the README documents: adding one without its
+documentation (or documenting one that is not registered) fails here."""
+
+from strop.objectives import OBJECTIVES
+from strop.objectives.rl_common import RolloutParams
+from strop.rl.rewards import REWARDS
+from strop.strategies import STRATEGIES
+
+
+def test_objectives_are_the_documented_ones():
+    assert set(OBJECTIVES) == {"sft", "dpo", "ipo", "orpo", "simpo", "cpo", "kto", "reward", "distill", "grpo", "dapo",
+                               "dr_grpo", "ppo"}
+
+
+def test_strategies_are_the_documented_ones():
+    assert set(STRATEGIES) == {"full", "lora", "qlora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning",
+                               "bitfit", "galore", "spectrum", "lisa"}
+
+
+def test_the_config_help_lists_every_reward_type_from_the_registry():
+    help_text = RolloutParams.model_fields["rewards"].description
+    assert help_text.endswith("types math, match, code, format, json_schema, length, reward_model, function.")
+    assert all(name in help_text for name in REWARDS)
