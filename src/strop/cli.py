@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "strop.chat",
     "strop.config",
     "strop.reward_score",
-    "strop.evaluate",
+    "strop.commands.eval",
     "strop.generate_data",
     "strop.merge.command",
     "strop.export.command",

@@ -1,0 +1,1 @@
+"""One module per `strop` command: each exposes add_parser(subparsers) and sets func."""
