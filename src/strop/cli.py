@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "strop.config",
     "strop.reward_score",
     "strop.commands.eval",
+    "strop.commands.report",
     "strop.generate_data",
     "strop.merge.command",
     "strop.export.command",
