@@ -18,7 +18,7 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;colo
          "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 8px;"
          "vertical-align:top;text-align:left;font-size:13px}th{background:#f3f3f3}td.num{text-align:right;"
          "font-variant-numeric:tabular-nums}.charts{display:flex;flex-wrap:wrap;gap:12px}"
-         "pre{white-space:pre-wrap;margin:0;font-size:12px}.better{color:#067d2f}.worse{color:#b3261e}")
+         "pre{white-space:pre-wrap;margin:0;font-size:12px}")
 
 
 @dataclass
