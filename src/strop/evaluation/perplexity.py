@@ -33,7 +33,11 @@ class PerplexityOptions(Options):
 def documents(options: PerplexityOptions, base_dir: Path | None) -> list[str]:
     path = resolve_data_path(options.data, base_dir)
     if path is not None and path.suffix == ".txt":
-        docs = [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise StropError(f"perplexity evaluator: cannot read {path} as UTF-8 text ({err})") from err
+        docs = [d.strip() for d in text.split("\n\n") if d.strip()]
     else:
         docs = []
         for where, row in data_rows(options, base_dir):
