@@ -41,6 +41,7 @@ def test_eval_match_writes_scores(tiny_model, tmp_path, capsys):
     assert "exact_match" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # four model loads, base and tuned evaluated
 def test_eval_forgetting_against_the_adapters_base(tiny_model, adapter, tmp_path):
     general = tmp_path / "general.txt"
     general.write_text("The quick brown fox jumps over the lazy dog.\n\nhello world hello world")

@@ -12,6 +12,7 @@ from strop.errors import StropError
 from strop.train.loop import train
 
 
+@pytest.mark.slow  # trains 4 steps and evaluates base and tuned
 def test_evaluators_run_every_eval_steps_and_forgetting_at_the_end(make_config, tmp_path):
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps({"instruction": f"Say fox {i}", "output": "Sentiment: positive"}) + "\n" for i in range(3)))
@@ -35,6 +36,7 @@ def test_evaluators_run_every_eval_steps_and_forgetting_at_the_end(make_config, 
     # lr 5e-2 on a random model moves the perplexity: base and tuned really are two models
     assert abs(general_item["change"]) > 1e-3
     assert records[-1]["forgetting/general_change"] == pytest.approx(general_item["change"])
+    assert (out / "loss.png").is_file()
     evals = json.loads((out / "evals.json").read_text())
     assert evals["step"] == 4 and evals["samples"]["match"][0]["prompt"] == "Say fox 0"
 
@@ -50,3 +52,11 @@ def test_a_missing_evaluator_file_fails_before_training(make_config, tmp_path):
     with pytest.raises(StropError, match="dataset file not found: absent.txt"):
         train(cfg, base)
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_evaluator_metrics_get_one_plot_panel_per_evaluator():
+    from strop.train.tracking import _evaluator_curves
+
+    records = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "eval/match/exact_match": 0.5,
+                                          "eval/general/perplexity": 9.0, "eval/general/tokens": 40.0}]
+    assert _evaluator_curves(records) == {"match": {"exact_match": [(2, 0.5)]}, "general": {"perplexity": [(2, 9.0)]}}
