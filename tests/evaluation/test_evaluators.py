@@ -191,3 +191,35 @@ def test_unknown_option_names_the_closest(tmp_path):
 def test_missing_file_fails_at_build(tmp_path):
     with pytest.raises(StropError, match="dataset file not found: nope.jsonl"):
         build_evaluators([{"type": "match", "data": "nope.jsonl"}], tmp_path)
+
+
+# ---------------------------------------------------------------- forgetting ---------------------------
+
+def test_forgetting_compares_the_headline_metrics():
+    from strop.evaluation import EvalResult
+    from strop.evaluation.forgetting import compare, describe
+
+    base = {"task": EvalResult({"task/exact_match": 0.25, "task/normalized_match": 0.5}),
+            "general": EvalResult({"general/perplexity": 10.0})}
+    tuned = {"task": EvalResult({"task/exact_match": 0.75, "task/normalized_match": 0.75}),
+             "general": EvalResult({"general/perplexity": 12.5})}
+    result = compare(base, tuned)
+    assert result["target"] == {"metric": "task/exact_match", "base": 0.25, "tuned": 0.75, "change": 0.5, "higher_is_better": True}
+    assert result["general"] == {"metric": "general/perplexity", "base": 10.0, "tuned": 12.5, "change": 2.5, "higher_is_better": False}
+    assert result["metrics"]["task/normalized_match"]["change"] == 0.25
+    assert describe(result) == ["target: task/exact_match 0.25 -> 0.75 (change +0.5, better)",
+                                "general: general/perplexity 10 -> 12.5 (change +2.5, worse)"]
+
+
+def test_general_set_kind_is_recognised(tmp_path):
+    from strop.evaluation.forgetting import general_spec
+
+    (tmp_path / "g.txt").write_text("text")
+    assert general_spec(str(tmp_path / "g.txt"))["type"] == "perplexity"
+    rows = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "q", "output": "a"}])
+    assert general_spec(str(rows)) | {"data": ""} == {"type": "match", "name": "general", "data": "", "format": "alpaca"}
+    chat = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "q"}]}])
+    assert general_spec(str(chat))["format"] == "chat"
+    odd = write_jsonl(tmp_path / "o.jsonl", [{"question": "q"}])
+    with pytest.raises(StropError, match=r"o\.jsonl:1: eval_forgetting cannot tell what to measure .*fields: question"):
+        general_spec(str(odd))
