@@ -72,7 +72,9 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from strop.evaluation.forgetting import build_general, describe, evaluate_both
 
     specs = target_specs(args)
-    evaluators = build_evaluators(specs, Path.cwd()) if specs else []
+    # paths in an --evals file are relative to it (then to the working folder, as DATA is)
+    base_dir = Path(args.evals).resolve().parent if args.evals else Path.cwd()
+    evaluators = build_evaluators(specs, base_dir) if specs else []
     if args.forgetting:
         evaluators.append(build_general(args.forgetting, Path.cwd()))
     model, tokenizer = load_for_chat(args.model, args.trust_remote_code)
