@@ -54,9 +54,11 @@ def test_report_compares_two_runs(tmp_path):
     assert "loss" in html and "eval/match/exact_match" in html
 
 
-def test_one_run_lists_its_whole_config(tmp_path):
-    html_path, md_path = write_report([make_run(tmp_path / "only", 1e-4, [1.0], 0.5)], tmp_path / "r.html")
-    assert "| lora_r | 4 |" in md_path.read_text()
+def test_one_run_lists_the_keys_set_away_from_their_defaults(tmp_path):
+    html_path, md_path = write_report([make_run(tmp_path / "only", 2e-4, [1.0], 0.5)], tmp_path / "r.html")
+    md = md_path.read_text()
+    # lora_r 4 (default 8) and adapter lora (default full) are shown; learning_rate 2e-4 is the default
+    assert "| lora_r | 4 |" in md and '| adapter | "lora" |' in md and "| learning_rate |" not in md
 
 
 def test_line_chart_places_points_by_value():

@@ -87,8 +87,8 @@ def forgetting(runs: list[RunRecord]) -> Table:
 
 
 def samples(runs: list[RunRecord]) -> list[tuple[str, Table]]:
-    """Per evaluator, one row per prompt: the reference (if any), then each run's reply side by side
-    (and the base model's, when a forgetting comparison recorded it)."""
+    """Per generative evaluator, one row per prompt: the reference (if any), then each run's reply side
+    by side (and the base model's, when a forgetting comparison recorded it)."""
     out = []
     names = list(dict.fromkeys(n for r in runs for n in r.evals.get("samples", {})))
     for name in names:
@@ -97,11 +97,15 @@ def samples(runs: list[RunRecord]) -> list[tuple[str, Table]]:
         base = next((r.forgetting["samples"]["base"].get(name, []) for r in runs if r.forgetting.get("samples")), [])
         for label, items in [("base", base)] + [(r.name, r.evals.get("samples", {}).get(name, [])) for r in runs]:
             for item in items:
-                key = str(item.get("prompt", item.get("text", "")))
+                if "reply" not in item:  # scored text (perplexity) or given pairs: nothing generated
+                    continue
+                key = str(item.get("prompt", ""))
                 if not prompts.get(key):
-                    prompts[key] = str(item.get("reference", item.get("chosen", "")))
-                columns.setdefault(label, {})[key] = item.get("reply", item.get("text", ""))
+                    prompts[key] = str(item.get("reference", ""))
+                columns.setdefault(label, {})[key] = item["reply"]
         labels = [label for label in ["base", *[r.name for r in runs]] if label in columns]
+        if not labels:
+            continue
         rows = [[prompt, reference, *[columns[label].get(prompt) for label in labels]] for prompt, reference in prompts.items()]
         out.append((name, Table(["prompt", "reference", *labels], rows)))
     return out
@@ -115,7 +119,7 @@ def charts(runs: list[RunRecord]) -> list[str]:
 def _sections(runs: list[RunRecord]) -> list[tuple[str, Any]]:
     one = len(runs) == 1
     sections: list[tuple[str, Any]] = [("Runs", overview(runs)),
-                                       ("Config" if one else "Config differences", differences(runs)),
+                                       ("Config (keys set away from their defaults)" if one else "Config differences", differences(runs)),
                                        ("Speed and memory", speed(runs)), ("Curves", None), ("Evaluation", evals(runs))]
     if any(r.forgetting for r in runs):
         sections.append(("Forgetting (base → tuned)", forgetting(runs)))

@@ -124,10 +124,20 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def config_defaults() -> dict[str, str]:
+    """Every config key's default, flattened as run configs are (required keys have none)."""
+    from strop.config import config_class
+
+    fields = config_class().model_fields.items()
+    return flatten({name: f.get_default(call_default_factory=True) for name, f in fields if not f.is_required()})
+
+
 def config_differences(runs: list[RunRecord]) -> tuple[list[str], dict[str, dict[str, str]]]:
-    """Keys whose values differ between runs (all keys for a single run), and every run's flat config."""
+    """Keys whose values differ between runs (for a single run: from the defaults), and every run's
+    flat config."""
     flat = {run.name: flatten(run.config) for run in runs}
     keys = list(dict.fromkeys(k for values in flat.values() for k in values))
     if len(runs) > 1:
-        keys = [k for k in keys if len({values.get(k, "—") for values in flat.values()}) > 1]
-    return keys, flat
+        return [k for k in keys if len({values.get(k, "—") for values in flat.values()}) > 1], flat
+    defaults = config_defaults()
+    return [k for k in keys if flat[runs[0].name][k] != defaults.get(k)], flat
