@@ -31,6 +31,8 @@ $(TEST_STAMP): $(STAMP) Makefile
 	# llama.cpp's own HF->GGUF converter, from the llama-cpp-python sdist of the installed version
 	# (sentencepiece: the converter tries it first for every Llama tokenizer).
 	$(BIN)/python -m pip install -q "sentencepiece==0.2.3"
+	# lm-evaluation-harness for `strop eval --tasks` (its own deps are light; it never pins torch).
+	$(BIN)/python -m pip install -q "lm-eval==0.4.13"
 	$(BIN)/python tools/fetch_llamacpp_converter.py $(VENV)/llama.cpp
 	touch $(TEST_STAMP)
 

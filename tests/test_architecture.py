@@ -23,10 +23,11 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.rl.rewards", "strop.rl.sandbox", "strop.rl.rollout", "strop.rl.reward_scorer"),
     ("strop.strategies", "strop.objectives"),
     ("strop.rl",),
+    # evaluators run during training (every eval_steps; the config checks their specs) and from `strop eval`
+    ("strop.evaluation",),
     ("strop.config",),
     ("strop.train",),
-    ("strop.evaluation", "strop.evaluate", "strop.merge", "strop.export", "strop.datagen", "strop.generate_data",
-     "strop.judge"),
+    ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.generate_data"),
     ("strop.pipeline", "strop.examples"),
     ("strop.commands",),
     ("strop.cli", "strop.__main__"),

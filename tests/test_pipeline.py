@@ -43,6 +43,8 @@ def test_pipeline_chains_stages_skips_missing_objective_and_resumes(pipeline, tm
     assert grpo["merged"] in (out / "soup" / "merge.yml").read_text()
     text = report.read_text()
     assert "| sft | train |" in text and "has not landed" in text and "Sample answers" in text
+    runs = (out / "runs.html").read_text()  # strop report over the training stages
+    assert "sft/train" in runs and "grpo/train" in runs and "<svg" in runs
     capsys.readouterr()
     run_pipeline(pipeline)
     assert capsys.readouterr().out.count("already done; skipping") == 4

@@ -75,7 +75,9 @@ class Config(BaseModel):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
 
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
-    eval_steps: int | None = Field(None, gt=0, description="Eval loss every N steps (and at the end) when val_set_size > 0.")
+    eval_steps: int | None = Field(None, gt=0, description="Eval loss (when val_set_size > 0) and `evaluators` every N steps (and at the end).")
+    evaluators: list[dict[str, Any]] | None = Field(None, description="Evaluators run every eval_steps and at the end: [{type: match|pass_at_k|preference|win_rate|perplexity, data, ...}] (see README, Evaluation).")
+    eval_forgetting: str | dict[str, Any] | None = Field(None, description="General held-out set (file or evaluator spec): base and tuned are scored on it and on the first evaluator at the end (forgetting.json).")
     save_steps: int | None = Field(None, gt=0, description="Write a checkpoint every N steps (and at the end).")
     save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
     output_dir: str = Field("./outputs/run", description="Where checkpoints, the final model/adapter and metrics go.")
@@ -89,6 +91,17 @@ class Config(BaseModel):
     def _yaml_float(cls, value: Any) -> Any:
         # YAML 1.1 reads 2e-4 (no dot) as a string; accept it as the number everyone means.
         return float(value) if isinstance(value, str) else value
+
+    @field_validator("evaluators")
+    @classmethod
+    def _evaluator_specs(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        from strop.evaluation import check_specs
+
+        try:
+            check_specs(value or [])
+        except StropError as err:
+            raise ValueError(str(err)) from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Config:

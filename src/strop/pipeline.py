@@ -7,7 +7,8 @@ Each stage is an ordinary artifact-producing step (a training config, a merge co
 each training stage starts from the model the previous stage produced: an adapter is merged into its
 base first, so the next stage trains a plain model. A stage that finished writes `stage.json` into its
 folder and is skipped on a re-run, so a pipeline killed halfway resumes at the stage it was in. At the
-end `report.md` lists every stage with its metrics, loss curve, sample answers and artifact paths.
+end `report.md` lists every stage with its metrics, loss curve, sample answers and artifact paths, and
+`runs.html` (`strop report`) compares the training stages' runs.
 """
 
 from __future__ import annotations
@@ -171,7 +172,12 @@ def run_pipeline(path: Path) -> Path:
         model = record["model"]
         results.append(record)
     report = write_report(out, spec, results)
-    print(f"strop pipeline: done. report: {report}")
+    runs = [Path(r["adapter"] if "adapter" in r else r["model"]) for r in results if r.get("kind") == "train" and "skipped" not in r]
+    if runs:
+        from strop.evaluation.report import write_report as write_run_report
+
+        write_run_report(runs, out / "runs.html", f"strop pipeline: {out}")
+    print(f"strop pipeline: done. report: {report}" + (f", runs compared in {out / 'runs.html'}" if runs else ""))
     return report
 
 

@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from strop import manifest
 from strop.config import Config, config_to_yaml
 from strop.data.packing import real_tokens
+from strop.evaluation import training as training_evaluation
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
 from strop.models.generate import answer_prompts
@@ -62,6 +63,7 @@ class Run:
     device: torch.device
     model_path: str
     tracker: Tracker | NullTracker | None = None  # set while training: where objectives print tables
+    evaluators: training_evaluation.TrainingEvaluation | None = None  # the config's evaluators
 
     @property
     def global_micro_batch(self) -> int:
@@ -91,12 +93,14 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
     rows: RowSource = RolloutEngine(cfg, objective, base_dir) if objective.rows_from_model else DatasetRows()
+    evaluators = training_evaluation.build(cfg, base_dir)
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
-    return Run(cfg, model, tokenizer, strategy, objective, rows, train_rows, val_rows, report.notes, device, model_path)
+    return Run(cfg, model, tokenizer, strategy, objective, rows, train_rows, val_rows, report.notes, device, model_path,
+               evaluators=evaluators)
 
 
 def micro_batch_rows(run: Run, index: int) -> list:
@@ -316,7 +320,9 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
                 evaluated = run.val_rows and cfg.eval_steps and (step % cfg.eval_steps == 0 or step == total)
                 if evaluated:
                     metrics.update(evaluate(run, amp_dtype))
-                if step % cfg.logging_steps == 0 or step == total or evaluated:
+                extra = training_evaluation.evaluate(run, step)
+                metrics.update(extra)
+                if step % cfg.logging_steps == 0 or step == total or evaluated or extra:
                     tracker.log(step, _host_values(metrics) | _progress(run, step, tokens_seen, started))
                 tracker.advance(step)
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < total:

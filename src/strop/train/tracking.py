@@ -91,8 +91,8 @@ def _short(value: float) -> str:
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
-    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it;
-    returns None when there is nothing to plot."""
+    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it, then
+    one panel per configured evaluator (`eval/<name>/<metric>`); returns None when there is nothing to plot."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     curves = {key: [(r["step"], r[key]) for r in records if key in r] for key in ("loss", "eval_loss", "reward", "eval_reward")}
     if not curves["loss"]:
@@ -103,7 +103,15 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     panels = [("loss", "eval_loss")] + ([("reward", "eval_reward")] if curves["reward"] else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    evaluators = _evaluator_curves(records)
+    fig, axes = plt.subplots(1, len(panels) + len(evaluators), figsize=(7 * (len(panels) + len(evaluators)), 4), squeeze=False)
+    for ax, (name, lines) in zip(axes[0][len(panels):], evaluators.items()):
+        for key, points in lines.items():
+            ax.plot(*zip(*points), "o-", label=key)
+        ax.set_xlabel("step")
+        ax.set_title(f"evaluator {name}")
+        ax.grid(alpha=0.3)
+        ax.legend()
     for ax, (train, held_out) in zip(axes[0], panels):
         ax.plot(*zip(*curves[train]), label=f"train {train}")
         if curves[held_out]:
@@ -116,3 +124,14 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def _evaluator_curves(records: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """`eval/<name>/<metric>` values by evaluator name, then metric (counts such as tokens left out)."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for record in records:
+        for key, value in record.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "eval" and parts[2] != "tokens":
+                out.setdefault(parts[1], {}).setdefault(parts[2], []).append((record["step"], value))
+    return out
