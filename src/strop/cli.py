@@ -25,7 +25,7 @@ COMMAND_MODULES = (
     "strop.config",
     "strop.reward_score",
     "strop.evaluate",
-    "strop.generate_data",
+    "strop.commands.data",
     "strop.merge.command",
     "strop.export.command",
     "strop.pipeline",
