@@ -32,28 +32,34 @@ def hashed_embeddings(texts: Sequence[str], dim: int = 512) -> np.ndarray:
     return out / np.where(norms == 0, 1.0, norms)
 
 
-def kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 50) -> np.ndarray:
-    """Cluster labels by Lloyd's algorithm from a k-means++ start (Arthur & Vassilvitskii 2007)."""
-    rng = np.random.default_rng(seed)
-    k = min(k, len(points))
+def _lloyd(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, float]:
+    """One k-means++ start (Arthur & Vassilvitskii 2007) refined by Lloyd's algorithm: (labels, inertia)."""
     centers = [points[rng.integers(len(points))]]
     for _ in range(1, k):
         dist = np.min([((points - c) ** 2).sum(axis=1) for c in centers], axis=0)
         total = dist.sum()
-        pick = rng.choice(len(points), p=dist / total) if total > 0 else rng.integers(len(points))
-        centers.append(points[pick])
+        centers.append(points[rng.choice(len(points), p=dist / total) if total > 0 else rng.integers(len(points))])
     centers_arr = np.stack(centers)
-    labels = np.zeros(len(points), dtype=int)
+    labels = np.full(len(points), -1)
     for _ in range(iterations):
         dist = ((points[:, None, :] - centers_arr[None, :, :]) ** 2).sum(axis=2)
         new = dist.argmin(axis=1)
-        if _ > 0 and np.array_equal(new, labels):
+        if np.array_equal(new, labels):
             break
         labels = new
         for c in range(k):
             if np.any(labels == c):
                 centers_arr[c] = points[labels == c].mean(axis=0)
-    return labels
+    return labels, float(dist.min(axis=1).sum())
+
+
+def kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 8, iterations: int = 50) -> np.ndarray:
+    """Cluster labels: the lowest-inertia of several seeded k-means++ starts (one start can settle in
+    a poor local optimum that merges a small far cluster into a big one)."""
+    rng = np.random.default_rng(seed)
+    k = min(k, len(points))
+    runs = [_lloyd(points, k, rng, iterations) for _ in range(restarts)]
+    return min(runs, key=lambda run: run[1])[0]
 
 
 def even_allocation(sizes: Sequence[int], budget: int) -> list[int]:
