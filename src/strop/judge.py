@@ -36,6 +36,8 @@ _CHOICE_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"\**\s*\(?\b([AB])\b", r"\b(?:answer|response|assistant)\s*\(?([AB])\)?\s+is\s+(?:better|preferred)",
     r"^\s*\(?([AB])\)?[\s.:)]*$")]
 
+_UNDECIDED = re.compile(r"\b[AB]\s+(?:or|and)\s+[AB]\b|\btie\b", re.IGNORECASE)
+
 
 def parse_score(text: str, low: float, high: float) -> float | None:
     """The first score in [low, high] found by the patterns in order, else a lone number in range."""
@@ -50,7 +52,9 @@ def parse_score(text: str, low: float, high: float) -> float | None:
 
 
 def parse_choice(text: str) -> str | None:
-    """"A" or "B" when the answer names one winner, else None (both, neither, or no answer)."""
+    """"A" or "B" when the answer names one winner, else None (a tie, "A or B", or no answer)."""
+    if _UNDECIDED.search(text):
+        return None
     for pattern in _CHOICE_PATTERNS:
         found = {m.group(1).upper() for m in pattern.finditer(text.strip())}
         if len(found) == 1:
