@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from judge_server import JudgeHandler, serving_judge
 
 from strop.errors import StropError
 from strop.judge import HttpBackend, LLMJudge, LocalBackend, parse_choice, parse_score, read_rubric
@@ -83,42 +81,19 @@ def test_rubric_file(tmp_path):
         read_rubric(str(tmp_path / "missing.txt"))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Handler.seen.append((self.path, self.headers.get("Authorization"), body))
-        content = "Score: 6" if "Rate the answer" in body["messages"][0]["content"] else "[[B]]"
-        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
-
-
-def test_http_endpoint_judge(endpoint, monkeypatch):
+def test_http_endpoint_judge(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    _Handler.seen.clear()
-    judge = LLMJudge(HttpBackend(endpoint, "judge-model"))
-    assert judge.score("q", "r") == 6.0
-    assert judge.compare("q", "a", "b") == 0.5  # an always-"B" server: second wins, then first wins
-    assert len(_Handler.seen) == 3
-    path, auth, body = _Handler.seen[0]
+    with serving_judge() as url:
+        _check_http_judge(url)
+
+
+def _check_http_judge(url: str) -> None:
+    judge = LLMJudge(HttpBackend(url, "judge-model"))
+    assert judge.score("q", "four") == 5.0  # 1 + len("four") % 10
+    assert judge.compare("q", "a longer one", "short") == 1.0
+    assert judge.compare("q", "same", "same") == 0.5 and judge.unparseable == 2  # "It is a tie." both ways
+    assert len(JudgeHandler.seen) == 5
+    path, auth, body = JudgeHandler.seen[0]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "judge-model"
 
 
