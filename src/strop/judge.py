@@ -85,6 +85,26 @@ class LocalBackend:
         self.model, self.tokenizer, self.name = model, tokenizer, target
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
+    def choice_probability(self, prompts: Sequence[str], prefix: str = "Winner:") -> list[float]:
+        """P("A") / (P("A") + P("B")) for the token after `prefix` at the start of the reply: a verdict
+        read from the logits, which a small judge gives even when its free text follows no format."""
+        import torch
+
+        from strop.generate import chat_inputs
+        from strop.models.loading import eval_mode
+
+        tok = self.tokenizer
+        ids = [tok.encode(" A", add_special_tokens=False)[-1], tok.encode(" B", add_special_tokens=False)[-1]]
+        device = next(self.model.parameters()).device
+        out = []
+        with torch.no_grad(), eval_mode(self.model):
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = [[{"role": "user", "content": p}] for p in prompts[start:start + self.batch_size]]
+                inputs = chat_inputs(tok, chunk, device, suffix=prefix)
+                logits = self.model(**inputs).logits[:, -1, ids].float()
+                out += torch.softmax(logits, dim=-1)[:, 0].tolist()
+        return out
+
     def complete(self, prompts: Sequence[str], temperature: float = 0.0, max_new_tokens: int | None = None) -> list[str]:
         from strop.generate import answer
 
@@ -134,14 +154,17 @@ class LLMJudge:
     """Pointwise scores on [low, high] and pairwise preferences, from a backend's text answers."""
 
     def __init__(self, backend, rubric: str = DEFAULT_RUBRIC, low: float = 1, high: float = 10,
-                 both_orders: bool = True):
+                 both_orders: bool = True, logprobs: bool = False):
+        if logprobs and not hasattr(backend, "choice_probability"):
+            raise StropError(f"judge {backend.name}: verdicts from logits need a local model, not an endpoint")
         self.backend, self.rubric, self.low, self.high, self.both_orders = backend, rubric, low, high, both_orders
+        self.logprobs = logprobs
         self.asked = 0
         self.unparseable = 0
 
     def describe(self) -> dict:
         return {"model": self.backend.name, "scale": [self.low, self.high], "both_orders": self.both_orders,
-                "asked": self.asked, "unparseable": self.unparseable}
+                "verdict": "logits" if self.logprobs else "text", "asked": self.asked, "unparseable": self.unparseable}
 
     def _ask(self, prompts: list[str]) -> list[str]:
         self.asked += len(prompts)
@@ -171,6 +194,11 @@ class LLMJudge:
         asks = [self.compare_prompt(p, a, b) for p, a, b in triples]
         if self.both_orders:
             asks += [self.compare_prompt(p, b, a) for p, a, b in triples]
+        if self.logprobs:
+            self.asked += len(asks)
+            p_a = self.backend.choice_probability(asks)
+            n = len(triples)
+            return [(p_a[i] + 1 - p_a[n + i]) / 2 if self.both_orders else p_a[i] for i in range(n)]
         verdicts = [parse_choice(text) for text in self._ask(asks)]
         self.unparseable += sum(v is None for v in verdicts)
         n = len(triples)

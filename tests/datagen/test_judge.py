@@ -109,3 +109,15 @@ def test_local_model_judge_runs_and_counts(tiny_model):
     score = judge.score("What is two plus two?", "Four.")
     assert 0.0 <= p <= 1.0 and (math.isnan(score) or 1 <= score <= 10)
     assert judge.asked == 3 and 0 <= judge.unparseable <= 3
+
+
+def test_logit_verdicts_from_the_tiny_model_cancel_position_bias(tiny_model):
+    backend = LocalBackend(str(tiny_model))
+    judge = LLMJudge(backend, logprobs=True)
+    prompt = judge.compare_prompt("q", "x", "y")
+    swapped = judge.compare_prompt("q", "y", "x")
+    p_a, p_a_swapped = backend.choice_probability([prompt, swapped])
+    assert judge.compare("q", "x", "y") == pytest.approx((p_a + 1 - p_a_swapped) / 2)
+    assert judge.compare("q", "x", "y") + judge.compare("q", "y", "x") == pytest.approx(1.0)
+    with pytest.raises(StropError, match="need a local model"):
+        LLMJudge(HttpBackend("http://127.0.0.1:9/v1", "m"), logprobs=True)

@@ -30,7 +30,7 @@ class Models:
         from strop.judge import LLMJudge, read_rubric
 
         return LLMJudge(self.get(args.judge), read_rubric(args.rubric), args.scale[0], args.scale[1],
-                        both_orders=not args.one_order)
+                        both_orders=not args.one_order, logprobs=args.judge_logits)
 
 
 def _models(args: argparse.Namespace) -> Models:
@@ -161,6 +161,8 @@ def _judge_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--rubric", help="text file with the rubric or constitution the judge applies")
     parser.add_argument("--scale", type=float, nargs=2, default=(1, 10), metavar=("LOW", "HIGH"),
                         help="pointwise score range (default 1 10)")
+    parser.add_argument("--judge-logits", action="store_true", help="a local judge's verdict from its logits "
+                        "(P(A) vs P(B) after 'Winner:'), for small judges whose free text follows no format")
     parser.add_argument("--one-order", action="store_true",
                         help="compare in one order only (default: both orders, against position bias)")
 
