@@ -179,3 +179,11 @@ def test_mix_realises_the_weights_and_repeats_a_small_source(tmp_path):
     assert summary[str(b)]["repeated"] is True
     again = mix([f"{a}:0.6", f"{b}:0.4"], str(tmp_path / "m2.jsonl"), total=20, seed=3)
     assert again == summary and (tmp_path / "m2.jsonl").read_text() == (tmp_path / "m.jsonl").read_text()
+
+
+def test_model_embeddings_are_unit_vectors_and_identical_texts_coincide(tiny_model):
+    from strop.datagen.diversity import model_embedder
+
+    vectors = model_embedder(str(tiny_model))(["hello world", "The quick brown fox jumps.", "hello world"])
+    assert vectors.shape[0] == 3 and abs(float((vectors ** 2).sum(axis=1).max()) - 1.0) < 1e-5
+    assert float(vectors[0] @ vectors[2]) > 0.9999

@@ -65,11 +65,15 @@ def _filters(args: argparse.Namespace, models: Models) -> list:
 
 
 def _run_filter(args: argparse.Namespace) -> int:
-    from strop.datagen.diversity import DiversitySelect
+    from strop.datagen.diversity import DiversitySelect, model_embedder
     from strop.datagen.filtering import print_report, run_filters
 
     stages = _filters(args, _models(args))
-    selector = DiversitySelect(args.select, args.clusters, args.seed) if args.select else None
+    selector = None
+    if args.select:
+        selector = (DiversitySelect(args.select, args.clusters, args.seed, model_embedder(args.embed_model),
+                                    args.embed_model) if args.embed_model
+                    else DiversitySelect(args.select, args.clusters, args.seed))
     if not stages and selector is None:
         raise StropError("data filter: no filter chosen (see `strop data filter --help`)")
     report = run_filters(args.input, args.out, stages, selector, args.rejects, args.batch_size)
@@ -200,6 +204,8 @@ def _add_filter(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--select", type=int, metavar="N", help="keep N rows chosen evenly across clusters")
     p.add_argument("--clusters", type=int, default=8)
+    p.add_argument("--embed-model", help="embed rows with this model's mean-pooled hidden states for --select "
+                   "(default: hashed word n-grams, no model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=_run_filter)

@@ -32,6 +32,31 @@ def hashed_embeddings(texts: Sequence[str], dim: int = 512) -> np.ndarray:
     return out / np.where(norms == 0, 1.0, norms)
 
 
+def model_embedder(target: str, batch_size: int = 16, max_length: int = 256) -> Callable[[Sequence[str]], np.ndarray]:
+    """Mean-pooled last hidden states of a model strop loads (padding masked out), L2-normalised."""
+    import torch
+
+    from strop.chat import load_for_chat
+    from strop.models.loading import eval_mode
+
+    model, tokenizer = load_for_chat(target)
+
+    @torch.no_grad()
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        device, chunks = next(model.parameters()).device, []
+        with eval_mode(model):
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
+                                  truncation=True, max_length=max_length).to(device)
+                hidden = model(**batch, output_hidden_states=True).hidden_states[-1].float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                chunks.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
+        out = np.concatenate(chunks)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    return embed
+
+
 def _lloyd(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, float]:
     """One k-means++ start (Arthur & Vassilvitskii 2007) refined by Lloyd's algorithm: (labels, inertia)."""
     centers = [points[rng.integers(len(points))]]
