@@ -94,22 +94,8 @@ def rlaif(policy, judge, prompts: str, out: str, n: int = 2, temperature: float 
            "policy": policy.name, "judge": judge.backend.name}
     card = {"command": "data compare" if all_pairs else "data rlaif", "dataset_type": fmt, "policy": policy.name,
             "samples_per_prompt": n, "temperature": temperature, "seed": seed}
-    sink = run_prompts(prompts, out, key, card, batch_size, "judging samples", handle, resume)
-    _add_judge_to_card(sink, judge)
-    return sink
-
-
-def _add_judge_to_card(sink: Sink, judge) -> None:
-    """The judge's call and parse counts, added to the published card."""
-    import json
-
-    from strop.datagen.sink import card_path
-    from strop.safe_io import write_text
-
-    path = card_path(sink.out)
-    card = json.loads(path.read_text())
-    card["judge"] = judge.describe()
-    write_text(path, json.dumps(card, indent=2, default=str) + "\n")
+    return run_prompts(prompts, out, key, lambda: {**card, "judge": judge.describe()}, batch_size,
+                       "judging samples", handle, resume)
 
 
 def read_constitution(path: str) -> list[str]:

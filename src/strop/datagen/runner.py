@@ -42,14 +42,16 @@ def prompt_batches(path: str, sink: Sink, batch_size: int, label: str) -> Iterat
             progress.update(task, completed=done)
 
 
-def run_prompts(path: str, out: str, key: dict[str, Any], card: dict[str, Any], batch_size: int, label: str,
-                handle_batch: Callable[[int, list[PromptItem], Sink], None], resume: bool = True) -> Sink:
-    """Drive `handle_batch(start, batch, sink)` over the prompt file, then publish `out` with `card`."""
+def run_prompts(path: str, out: str, key: dict[str, Any], card: dict[str, Any] | Callable[[], dict[str, Any]],
+                batch_size: int, label: str, handle_batch: Callable[[int, list[PromptItem], Sink], None],
+                resume: bool = True) -> Sink:
+    """Drive `handle_batch(start, batch, sink)` over the prompt file, then publish `out` with `card`
+    (a callable is asked at the end, for counts such as a judge's that the run itself produces)."""
     sink = Sink(out, key=key, resume=resume)
     try:
         for start, batch in prompt_batches(path, sink, batch_size, label):
             handle_batch(start, batch, sink)
-        sink.finish({**card, "input": path})
+        sink.finish({**(card() if callable(card) else card), "input": path})
     finally:
         sink.close()
     return sink
