@@ -193,3 +193,22 @@ def test_data_filter_cli_output_trains(tmp_path, tiny_model, make_config, capsys
                                         micro_batch_size=2))
     assert (train(cfg, base) / "metrics.jsonl").is_file()
     assert main(["data", "filter", str(data), "--out", str(out)]) == 2  # no filter chosen
+
+
+def test_bad_inputs_name_the_file_and_leave_nothing_behind(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "hi", "completion": "there"}])
+    out = tmp_path / "o.jsonl"
+    assert main(["data", "filter", str(data), "--out", str(out), "--decontaminate", str(tmp_path / "nope.jsonl")]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{oops\n')
+    assert main(["data", "filter", str(bad), "--out", str(out), "--exact-dedup"]) == 2
+    errors = capsys.readouterr().err
+    assert "nope.jsonl" in errors and f"{bad}:2: malformed JSON" in errors
+    assert not out.exists() and not list(tmp_path.glob(".o.jsonl*"))
+    assert main(["data", "traces", str(data), "--teacher", "x", "--reward", "{bad", "--out", str(out)]) == 2
+    assert main(["data", "rlaif", str(data), "--policy", "x", "--judge", "x", "--samples", "1",
+                 "--out", str(out)]) == 2
+    assert main(["data", "mix", f"{data}:-1", "--total", "3", "--out", str(out)]) == 2
+    errors = capsys.readouterr().err
+    assert "--reward {bad: malformed JSON" in errors and "--samples must be at least 2" in errors
+    assert "the weight must be ≥ 0" in errors

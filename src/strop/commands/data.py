@@ -58,7 +58,8 @@ def _filters(args: argparse.Namespace, models: Models) -> list:
     if args.difficulty_model:
         from strop.datagen.verified import Verifier, difficulty_filter, parse_reward_specs
 
-        verifier = Verifier(models.get(args.difficulty_model), parse_reward_specs(args.reward), args.samples,
+        rewards = parse_reward_specs(args.reward)
+        verifier = Verifier(models.get(args.difficulty_model), rewards, args.samples,
                             args.temperature, args.pass_score, seed=args.seed)
         stages.append(difficulty_filter(verifier, *args.pass_range))
     return stages
@@ -95,6 +96,8 @@ def _run_mix(args: argparse.Namespace) -> int:
 def _run_rlaif(args: argparse.Namespace, all_pairs: bool = False) -> int:
     from strop.datagen.feedback import rlaif
 
+    if args.samples < 2:  # checked before any model loads
+        raise StropError(f"data {'compare' if all_pairs else 'rlaif'}: --samples must be at least 2, got {args.samples}")
     models = _models(args)
     sink = rlaif(models.get(args.policy), models.judge(args), args.prompts, args.out, args.samples,
                  args.temperature, args.format, all_pairs, args.seed, args.batch_size, not args.restart)
@@ -133,7 +136,8 @@ def _run_evol(args: argparse.Namespace) -> int:
 def _run_traces(args: argparse.Namespace) -> int:
     from strop.datagen.verified import REASONING_SYSTEM, Verifier, parse_reward_specs, reasoning_traces
 
-    verifier = Verifier(_models(args).get(args.teacher), parse_reward_specs(args.reward), args.samples,
+    rewards = parse_reward_specs(args.reward)  # a bad spec fails before the model loads
+    verifier = Verifier(_models(args).get(args.teacher), rewards, args.samples,
                         args.temperature, args.pass_score, args.system or REASONING_SYSTEM, args.seed)
     sink = reasoning_traces(verifier, args.prompts, args.out, args.keep, args.batch_size, not args.restart)
     print(f"wrote {sink.out} ({sink.written} rows, dataset type: chat); {dict(sink.counts)}")

@@ -34,6 +34,7 @@ class Sink:
         self.partial = self.out.with_name(f".{self.out.name}.partial")
         self.state = self.out.with_name(f".{self.out.name}.progress.json")
         self.key = json.dumps(key, sort_keys=True, default=str)
+        self.resumable = resume
         self.consumed, self.written, self.resumed = 0, 0, False
         self.counts: Counter[str] = Counter()
         with disk_errors(self.out):
@@ -80,9 +81,13 @@ class Sink:
         return self.out
 
     def close(self) -> None:
-        """Stop without publishing (an error): the partial file and its record stay for a resume."""
+        """Stop without publishing (an error): the partial file and its record stay for a resume, or
+        go, for a writer that cannot resume (a filter pass), so that nothing half-written is left."""
         if not self.handle.closed:
             self.handle.close()
+            if not self.resumable:
+                self.partial.unlink(missing_ok=True)
+                self.state.unlink(missing_ok=True)
 
 
 class RejectLog:
