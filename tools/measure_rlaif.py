@@ -7,8 +7,8 @@ LoRA trains on those pairs. On the 24 held-out prompts, greedy answers of the tr
 base are compared by the judge (win rate = mean P(trained better), 0.5 = no change), and checked against
 the reference label (accuracy: the answer names the right sentiment and not the other one).
 
-    python tools/measure_rlaif.py [--model smollm2-135m-instruct] [--work /tmp/rlaif] [--samples 4]
-        [--steps 60] [--lr 5e-5] [--seed 0]
+    python tools/measure_rlaif.py [--model smollm2-135m-instruct] [--judge MODEL] [--work /tmp/rlaif]
+        [--prompts 120] [--samples 4] [--steps 60] [--lr 5e-5] [--seed 0]
     python tools/measure_rlaif.py --model TINY_FOLDER --smoke   # plumbing only (the test runs this)
 """
 
@@ -59,6 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--work", default="/tmp/strop-rlaif")
+    parser.add_argument("--judge", help="judge model (default: the policy itself)")
+    parser.add_argument("--prompts", type=int, help="use only the first N of the 120 training prompts")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -69,12 +71,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     limit, tokens = (4, 8) if args.smoke else (None, 24)
     prompts = work / "prompts.jsonl"
-    rows = [row for _, row in read_rows(str(EXAMPLES / "train.jsonl"))][:limit]
+    rows = [row for _, row in read_rows(str(EXAMPLES / "train.jsonl"))][:limit or args.prompts]
     prompts.write_text("".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows))
 
     start = time.time()
     base = LocalBackend(args.model, max_new_tokens=tokens)
-    judge = LLMJudge(base, RUBRIC, logprobs=True)
+    judge = LLMJudge(LocalBackend(args.judge, max_new_tokens=8) if args.judge else base, RUBRIC, logprobs=True)
     sink = rlaif(base, judge, str(prompts), str(work / "pairs.jsonl"), n=args.samples, temperature=1.0,
                  seed=args.seed, batch_size=8, resume=False)
     print(f"RLAIF pairs: {sink.written} from {len(rows)} prompts ({dict(sink.counts)}), {time.time() - start:.0f} s")
