@@ -118,11 +118,11 @@ class Decontaminate(Filter):
 
     def __init__(self, eval_paths: Sequence[str], ngram: int = 13, threshold: float = 0.0):
         self.eval_paths, self.ngram, self.threshold = list(eval_paths), ngram, threshold
-        self.grams: dict[str, str] = {}
+        self.grams: dict[str, tuple[str, str]] = {}  # n-gram -> (eval file, first row holding it)
         for path in self.eval_paths:
             for where, row in read_rows(path):
                 for gram in shingles(row_text(row), ngram):
-                    self.grams.setdefault(gram, where)
+                    self.grams.setdefault(gram, (path, where))
         if not self.grams:
             raise StropError(f"decontaminate: no text in the evaluation file(s) {', '.join(self.eval_paths)}")
 
@@ -135,9 +135,8 @@ class Decontaminate(Filter):
         hits = [gram for gram in grams if gram in self.grams]
         share = len(hits) / len(grams) if grams else 0.0
         if hits and share >= self.threshold:
-            source = self.grams[hits[0]]
-            return (f"contaminated ({Path(source.split(':')[0].split('[')[0]).name})",
-                    f"{share:.0%} of {self.ngram}-grams in the eval set, e.g. {source}")
+            path, source = self.grams[hits[0]]
+            return f"contaminated ({Path(path).name})", f"{share:.0%} of {self.ngram}-grams in the eval set, e.g. {source}"
         return None
 
 
