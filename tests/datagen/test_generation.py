@@ -212,3 +212,24 @@ def test_bad_inputs_name_the_file_and_leave_nothing_behind(tmp_path, capsys):
     errors = capsys.readouterr().err
     assert "--reward {bad: malformed JSON" in errors and "--samples must be at least 2" in errors
     assert "the weight must be ≥ 0" in errors
+
+
+def test_a_generator_killed_mid_run_resumes_without_duplicates(tmp_path):
+    from strop.datagen.runner import run_prompts
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}"} for i in range(5)])
+    out, seen = tmp_path / "o.jsonl", []
+
+    def handle(start, batch, sink, die_at=None):
+        for _, _, prompt in batch:
+            seen.append(prompt)
+            sink.write({"prompt": prompt, "completion": prompt.upper()})
+            if prompt == die_at:
+                raise KeyboardInterrupt  # killed after writing part of the batch
+
+    with pytest.raises(KeyboardInterrupt):
+        run_prompts(str(prompts), str(out), {"k": 1}, {}, 2, "t", lambda s, b, k: handle(s, b, k, die_at="q3"))
+    assert not out.exists() and seen == ["q0", "q1", "q2", "q3"]
+    sink = run_prompts(str(prompts), str(out), {"k": 1}, {}, 2, "t", handle)
+    assert seen[4:] == ["q2", "q3", "q4"]  # the unfinished batch is redone, the finished one is not
+    assert [r["prompt"] for r in _rows(out)] == ["q0", "q1", "q2", "q3", "q4"] and sink.resumed
