@@ -187,3 +187,18 @@ def test_model_embeddings_are_unit_vectors_and_identical_texts_coincide(tiny_mod
     vectors = model_embedder(str(tiny_model))(["hello world", "The quick brown fox jumps.", "hello world"])
     assert vectors.shape[0] == 3 and abs(float((vectors ** 2).sum(axis=1).max()) - 1.0) < 1e-5
     assert float(vectors[0] @ vectors[2]) > 0.9999
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"instruction": "Do", "input": "this", "output": "done"}, ("Do\n\nthis", "done")),
+    ({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                   {"role": "assistant", "content": "A"}]}, ("S\nU", "A")),
+    ({"conversations": [{"from": "human", "value": "U"}, {"from": "gpt", "value": "A"}]}, ("U", "A")),
+    ({"prompt": "P", "chosen": [{"role": "assistant", "content": "C"}], "rejected": "R"}, ("P", "C")),
+    ({"prompt": "P", "completion": "C", "label": False}, ("P", "C")),
+    ({"text": "T"}, ("", "T")),
+])
+def test_row_texts_reads_every_training_format(row, expected):
+    from strop.datagen.rows import row_texts
+
+    assert row_texts(row) == expected
