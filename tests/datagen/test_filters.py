@@ -202,3 +202,35 @@ def test_row_texts_reads_every_training_format(row, expected):
     from strop.datagen.rows import row_texts
 
     assert row_texts(row) == expected
+
+
+class DyingJudge(FixedJudge):
+    """Scores by response length; raises (a kill) when it meets `die_on`."""
+
+    def __init__(self, die_on=None):
+        self.die_on = die_on
+
+    def score_many(self, pairs):
+        if any(response == self.die_on for _, response in pairs):
+            raise KeyboardInterrupt
+        return [float(len(response)) for _, response in pairs]
+
+
+def test_a_killed_filter_pass_resumes_to_the_same_result(tmp_path):
+    rows = [{"prompt": f"question {i % 5}", "completion": "y" * (i % 5 + 1)} for i in range(12)]  # 5..11 repeat
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+
+    def run(out, judge):
+        stages = [f.ExactDedup(), f.JudgeScore(judge, min_score=3)]
+        return run_filters(str(data), str(tmp_path / out), stages, rejects_path=str(tmp_path / f"{out}.rej"),
+                           batch_size=4)
+
+    whole = run("a.jsonl", DyingJudge())
+    with pytest.raises(KeyboardInterrupt):
+        run("b.jsonl", DyingJudge(die_on=rows[4]["completion"]))  # in the second batch
+    resumed = run("b.jsonl", DyingJudge())
+    assert (tmp_path / "b.jsonl").read_text() == (tmp_path / "a.jsonl").read_text()
+    assert resumed.as_dict() == whole.as_dict()
+    # rows 5-11 repeat rows 0-4; of those five the judge (score = length) drops lengths 1 and 2
+    assert whole.dropped == {"exact-dedup": {"exact duplicate": 7}, "judge-score": {"low judge score": 2}}
+    assert (tmp_path / "b.jsonl.rej").read_text() == (tmp_path / "a.jsonl.rej").read_text()

@@ -77,7 +77,8 @@ def _run_filter(args: argparse.Namespace) -> int:
                     else DiversitySelect(args.select, args.clusters, args.seed))
     if not stages and selector is None:
         raise StropError("data filter: no filter chosen (see `strop data filter --help`)")
-    report = run_filters(args.input, args.out, stages, selector, args.rejects, args.batch_size)
+    report = run_filters(args.input, args.out, stages, selector, args.rejects, args.batch_size,
+                         resume=not args.restart)
     print_report(report)
     print(f"wrote {args.out} ({report.kept} rows; card {args.out}.card.json)")
     return 0
@@ -212,6 +213,7 @@ def _add_filter(sub) -> None:
                    "(default: hashed word n-grams, no model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--restart", action="store_true", help="ignore a killed run's partial output")
     p.set_defaults(func=_run_filter)
 
 

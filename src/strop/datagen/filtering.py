@@ -2,14 +2,16 @@
 
 Rows are read and checked in batches (a judge or a model scores a batch at once); a row dropped by one
 filter is not shown to the next. The report counts, per filter, the rows it saw and dropped by reason;
-the rejects file (optional) holds every dropped row with its filter and reason. Deduplication keeps
-state across the whole pass, so the run is not resumable mid-way: the output appears only when complete.
+the rejects file (optional) holds every dropped row with its filter and reason. A killed pass resumes
+after its last committed batch, replaying the rows before it through the dedup filters to rebuild their
+indexes (cheap next to a judge); a diversity selection, which needs every survivor, starts over.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from rich.console import Console
@@ -63,14 +65,42 @@ def _apply(filters: list[Filter], batch: list[Item], report: FilterReport, rejec
     return batch
 
 
+def _restore(report: FilterReport, saved: dict[str, Any]) -> None:
+    report.read, report.kept = saved["read"], saved["kept"]
+    for name, stage in saved["stages"].items():
+        report.seen[name] = stage["seen"]
+        report.dropped[name] = Counter(stage["dropped"])
+
+
+def _replay(path: str, filters: list[Filter], rows: int, batch_size: int) -> None:
+    """Rebuild the dedup indexes of a killed run: its first `rows` rows go again through the filters up
+    to the last stateful one (those before it are deterministic, so the same rows reach it)."""
+    last = max((i for i, stage in enumerate(filters) if getattr(stage, "stateful", False)), default=-1)
+    if last < 0 or rows == 0:
+        return
+    scratch, quiet, batch = FilterReport(), RejectLog(None), []
+    for item in islice(read_rows(path), rows):
+        batch.append(item)
+        if len(batch) == batch_size:
+            _apply(filters[:last + 1], batch, scratch, quiet)
+            batch = []
+    _apply(filters[:last + 1], batch, scratch, quiet)
+
+
 def run_filters(path: str, out: str, filters: list[Filter], selector=None, rejects_path: str | None = None,
-                batch_size: int = 16, card: dict[str, Any] | None = None) -> FilterReport:
-    """Filter `path` into `out`; `selector(items) -> (kept, dropped_with_reasons)` runs last, on all survivors."""
+                batch_size: int = 16, card: dict[str, Any] | None = None, resume: bool = True) -> FilterReport:
+    """Filter `path` into `out`; `selector.select(items) -> (kept, dropped_with_reasons)` runs last, on all
+    survivors. Without a selector the pass streams and a killed run resumes after its last batch."""
     report = FilterReport()
     for stage in filters:
         report.seen[stage.name] = 0
-    rejects = RejectLog(rejects_path)
-    sink = Sink(out, key={}, resume=False)
+    settings = [{"name": s.name, **s.settings()} for s in filters + ([selector] if selector else [])]
+    sink = Sink(out, key={"input": path, "filters": settings, "rejects": rejects_path, "batch": batch_size},
+                resume=resume and selector is None)
+    if sink.resumed:
+        _restore(report, sink.extra["report"])
+        _replay(path, filters, sink.consumed, batch_size)
+    rejects = RejectLog(rejects_path, sink.extra.get("rejects_bytes") if sink.resumed else None)
     kept: list[Item] = []  # only a selector needs every survivor at once; otherwise rows stream out
 
     def take(survivors: list[Item]) -> None:
@@ -80,12 +110,14 @@ def run_filters(path: str, out: str, filters: list[Filter], selector=None, rejec
             for _, row in survivors:
                 sink.write(row)
         report.kept += len(survivors)
+        sink.extra.update(report=report.as_dict(), rejects_bytes=rejects.tell())
+        sink.commit(report.read)
 
     try:
         with Progress(transient=True) as progress:
             task = progress.add_task("filtering", total=None)
             batch: list[Item] = []
-            for item in read_rows(path):
+            for item in islice(read_rows(path), sink.consumed, None):
                 report.read += 1
                 batch.append(item)
                 if len(batch) == batch_size:
@@ -102,8 +134,7 @@ def run_filters(path: str, out: str, filters: list[Filter], selector=None, rejec
             for _, row in kept:
                 sink.write(row)
             report.kept = len(kept)
-        stages = [{"name": s.name, **s.settings()} for s in filters + ([selector] if selector else [])]
-        sink.finish({**(card or {}), "command": "data filter", "input": path, "filters": stages,
+        sink.finish({**(card or {}), "command": "data filter", "input": path, "filters": settings,
                      "report": report.as_dict(), "rejects": rejects_path})
     finally:
         sink.close()

@@ -82,6 +82,7 @@ class ExactDedup(Filter):
     """Drop a row whose text, lower-cased with punctuation and spacing ignored, was seen before."""
 
     name = "exact-dedup"
+    stateful = True  # its verdict depends on the rows before: a resumed pass replays them
 
     def __init__(self) -> None:
         self.seen: dict[bytes, str] = {}
@@ -96,6 +97,7 @@ class NearDedup(Filter):
     """Drop a row whose MinHash-estimated Jaccard similarity to an earlier kept row is ≥ threshold."""
 
     name = "near-dedup"
+    stateful = True
 
     def __init__(self, threshold: float = 0.8, ngram: int = 5, num_perm: int = 128, seed: int = 1):
         self.index = NearDuplicateIndex(threshold, num_perm, ngram, seed)

@@ -37,6 +37,7 @@ class Sink:
         self.resumable = resume
         self.consumed, self.written, self.resumed = 0, 0, False
         self.counts: Counter[str] = Counter()
+        self.extra: dict[str, Any] = {}  # whatever else a writer needs back on resume
         with disk_errors(self.out):
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self._open(resume)
@@ -49,6 +50,7 @@ class Sink:
             self.handle.seek(saved["bytes"])
             self.consumed, self.written = saved["consumed"], saved["written"]
             self.counts.update(saved.get("counts", {}))
+            self.extra = saved.get("extra", {})
             self.resumed = True
         else:
             self.handle = self.partial.open("wb")
@@ -64,7 +66,7 @@ class Sink:
             os.fsync(self.handle.fileno())
             self.consumed = consumed
             state = {"key": self.key, "consumed": consumed, "written": self.written,
-                     "bytes": self.handle.tell(), "counts": dict(self.counts)}
+                     "bytes": self.handle.tell(), "counts": dict(self.counts), "extra": self.extra}
             write_text(self.state, json.dumps(state))
 
     def finish(self, card: dict[str, Any]) -> Path:
@@ -93,12 +95,24 @@ class Sink:
 class RejectLog:
     """Optional JSONL of dropped rows, each with the filter and reason that dropped it."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, keep_bytes: int | None = None):
+        """`keep_bytes`: a resumed run keeps this much of an earlier log (its committed part)."""
         self.path = Path(path) if path else None
         self.handle = None
         if self.path is not None:
             with disk_errors(self.path):
-                self.handle = self.path.open("w", encoding="utf-8")
+                if keep_bytes is not None and self.path.is_file():
+                    self.handle = self.path.open("r+", encoding="utf-8")
+                    self.handle.truncate(keep_bytes)
+                    self.handle.seek(keep_bytes)
+                else:
+                    self.handle = self.path.open("w", encoding="utf-8")
+
+    def tell(self) -> int:
+        if self.handle is None:
+            return 0
+        self.handle.flush()
+        return self.handle.tell()
 
     def write(self, where: str, row: dict[str, Any], filter_name: str, reason: str) -> None:
         if self.handle is not None:
