@@ -14,7 +14,7 @@ from strop.datagen.language import detect
 from strop.datagen.minhash import MinHasher, NearDuplicateIndex, bands_for, estimate, jaccard, shingles
 from strop.datagen.mixture import mix, mixture_counts, parse_source
 from strop.errors import StropError
-from conftest import write_jsonl
+from datagen_support import write_jsonl
 
 
 def test_shingles_and_exact_jaccard():

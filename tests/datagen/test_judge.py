@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from judge_server import JudgeHandler, serving_judge
+from datagen_support import JudgeHandler, serving_judge
 
 from strop.errors import StropError
 from strop.judge import HttpBackend, LLMJudge, LocalBackend, parse_choice, parse_score, read_rubric

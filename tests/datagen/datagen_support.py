@@ -1,10 +1,16 @@
-"""A local OpenAI-compatible judge server with a fixed, predictable taste: the longer answer wins."""
+"""Helpers of the datagen tests: write_jsonl, and a local OpenAI-compatible judge server with a fixed, predictable taste: the longer answer wins."""
 
 from __future__ import annotations
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 from collections.abc import Iterator
 from contextlib import contextmanager
