@@ -20,7 +20,7 @@ from rich.table import Table
 
 from strop.data.readers import read_rows
 from strop.datagen.filters import Filter, Item
-from strop.datagen.sink import RejectLog, Sink
+from strop.datagen.sink import RejectLog, Sink, input_stamp
 
 
 @dataclass
@@ -95,7 +95,7 @@ def run_filters(path: str, out: str, filters: list[Filter], selector=None, rejec
     for stage in filters:
         report.seen[stage.name] = 0
     settings = [{"name": s.name, **s.settings()} for s in filters + ([selector] if selector else [])]
-    sink = Sink(out, key={"input": path, "filters": settings, "rejects": rejects_path, "batch": batch_size},
+    sink = Sink(out, key={"input": input_stamp(path), "filters": settings, "rejects": rejects_path, "batch": batch_size},
                 resume=resume and selector is None)
     if sink.resumed:
         _restore(report, sink.extra["report"])

@@ -18,7 +18,7 @@ from pathlib import Path
 from strop.datagen.minhash import words
 from strop.datagen.rows import read_prompts
 from strop.datagen.runner import PromptItem, run_prompts, seed_batch
-from strop.datagen.sink import Sink
+from strop.datagen.sink import Sink, input_stamp
 from strop.errors import StropError
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
@@ -79,7 +79,7 @@ def self_instruct(model, seeds: str, out: str, count: int, shots: int = 3, max_s
                   resume: bool = True) -> Sink:
     """Grow `count` new alpaca rows from the seed instructions (fewer if `max_rounds` runs out)."""
     pool = read_prompts(seeds)
-    sink = Sink(out, key={"kind": "self-instruct", "seeds": seeds, "count": count, "seed": seed,
+    sink = Sink(out, key={"kind": "self-instruct", "seeds": input_stamp(seeds), "count": count, "seed": seed,
                            "model": model.name, "t": temperature, "sim": max_similarity}, resume=resume)
     if sink.resumed:
         pool += [row["instruction"] for row in _rows_of(sink.partial)]

@@ -13,7 +13,7 @@ from typing import Any
 from rich.progress import Progress
 
 from strop.datagen.rows import read_prompt_rows
-from strop.datagen.sink import Sink
+from strop.datagen.sink import Sink, input_stamp
 from strop.errors import StropError
 
 PromptItem = tuple[str, dict[str, Any], str]  # (where, row, prompt)
@@ -47,7 +47,7 @@ def run_prompts(path: str, out: str, key: dict[str, Any], card: dict[str, Any] |
                 resume: bool = True) -> Sink:
     """Drive `handle_batch(start, batch, sink)` over the prompt file, then publish `out` with `card`
     (a callable is asked at the end, for counts such as a judge's that the run itself produces)."""
-    sink = Sink(out, key=key, resume=resume)
+    sink = Sink(out, key={**key, "input": input_stamp(path)}, resume=resume)
     try:
         for start, batch in prompt_batches(path, sink, batch_size, label):
             handle_batch(start, batch, sink)

@@ -22,6 +22,15 @@ from typing import Any
 from strop.safe_io import disk_errors, write_text
 
 
+def input_stamp(path: str) -> dict[str, Any]:
+    """Size and modification time of a local input, part of a resume key: an edited input starts afresh."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return {"path": path}
+    return {"path": path, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
 def card_path(out: Path) -> Path:
     return out.with_name(out.name + ".card.json")
 
