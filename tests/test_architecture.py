@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.evaluation",),
     ("strop.config",),
     ("strop.train",),
-    ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.generate_data"),
+    ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.evaluation.report"),
     ("strop.pipeline", "strop.examples"),
     ("strop.commands",),
     ("strop.cli", "strop.__main__"),

@@ -98,7 +98,7 @@ def main() -> None:
     drop = parse_layers(args.drop)
     student = shallow_student(teacher, drop, work / f"student-drop{args.drop}")
     if args.data == "teacher":
-        from strop.generate_data import generate_dataset
+        from strop.datagen.distill import generate_dataset
 
         def answers(name: str) -> str:
             path = work / f"{name}.teacher.jsonl"

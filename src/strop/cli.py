@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "strop.commands.reward_score",
     "strop.commands.eval",
     "strop.commands.report",
-    "strop.generate_data",
+    "strop.commands.data",
     "strop.commands.merge",
     "strop.commands.export",
     "strop.commands.pipeline",
@@ -80,12 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
     for sub in subparsers.choices.values():
-        # `strop train x.yml --debug` works as well as `strop --debug train x.yml`
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-        for action in sub._actions:
-            if action.dest in OPTION_RANGES:
-                action.type = OPTION_RANGES[action.dest]
+        _finish_subparser(sub)
     return parser
+
+
+def _finish_subparser(sub: argparse.ArgumentParser) -> None:
+    """`--debug` after the command (`strop train x.yml --debug`) and range checks, down nested commands."""
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    for action in sub._actions:
+        if action.dest in OPTION_RANGES:
+            action.type = OPTION_RANGES[action.dest]
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in action.choices.values():
+                _finish_subparser(nested)
 
 
 def _version(package: str) -> str:

@@ -8,9 +8,12 @@ from torch import nn
 from strop.models.loading import eval_mode
 
 
-def chat_inputs(tokenizer, conversations: list[list[dict[str, str]]], device: torch.device) -> dict[str, torch.Tensor]:
-    """Left-padded token ids of each conversation rendered with the generation prompt."""
-    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+def chat_inputs(tokenizer, conversations: list[list[dict[str, str]]], device: torch.device,
+                suffix: str = "") -> dict[str, torch.Tensor]:
+    """Left-padded token ids of each conversation rendered with the generation prompt (then `suffix`,
+    the start of the reply, when given)."""
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + suffix
+             for c in conversations]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
