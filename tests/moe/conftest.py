@@ -1,6 +1,7 @@
 """Tiny random MoE models of the families transformers ships, built locally from configs (no hub).
 
-Each shares the tiny Llama's tokenizer; 2 layers, 64 wide, 4 experts of 32, top-2."""
+Each shares the tiny Llama's tokenizer; 2 layers, 64 wide, 4 experts of 32, top-2. Linear layers are at least
+64 wide on both sides: bitsandbytes' 4-bit matrix-vector path fails on a 32-wide input (one NF4 block is 64)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def moe_config(family: str, vocab_size: int, tokens: dict, **overrides):
     build = {
         "mixtral": lambda: MixtralConfig(intermediate_size=32, num_local_experts=4, **common),
         "qwen2_moe": lambda: Qwen2MoeConfig(intermediate_size=64, moe_intermediate_size=32, num_experts=4,
-                                            shared_expert_intermediate_size=32, **common),
+                                            shared_expert_intermediate_size=64, **common),
         "qwen3_moe": lambda: Qwen3MoeConfig(intermediate_size=64, moe_intermediate_size=32, num_experts=4,
                                             head_dim=16, **common),
         "olmoe": lambda: OlmoeConfig(intermediate_size=32, num_experts=4, **common),
@@ -50,3 +51,9 @@ def build_tiny_moe(folder: Path, tokenizer_folder: Path, family: str, seed: int 
 @pytest.fixture(scope="session")
 def tiny_moe_models(tmp_path_factory, tiny_model) -> dict[str, Path]:
     return {family: build_tiny_moe(tmp_path_factory.mktemp(f"tiny-{family}"), tiny_model, family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session", name="moe_config")
+def moe_config_fixture():
+    """`moe_config(family, vocab_size, special_tokens, **overrides)`: a tiny config of that family."""
+    return moe_config

@@ -66,3 +66,15 @@ def fused_experts(block: MoeBlock) -> bool:
     """True where the experts are 3-D parameters (transformers 5.x) rather than one nn.Linear each."""
     return isinstance(getattr(block.experts, "gate_up_proj", None), nn.Parameter) or \
         isinstance(getattr(block.experts, "down_proj", None), nn.Parameter)
+
+
+def is_moe_config(config) -> bool:
+    """True for a transformers config of a sparse MoE (read before any weight is loaded)."""
+    return any(int(getattr(config, key, 0) or 0) > 1 for key in ("num_local_experts", "num_experts", "n_routed_experts"))
+
+
+#: Modules a 4-bit MoE base keeps in float: the LM head (as transformers does by default) and the
+#: one-output shared-expert gates, on which bitsandbytes' 4-bit matrix-vector path fails (and which
+#: are h numbers each). Routers are kept too where they are nn.Linear (transformers 4.x): routing is
+#: sensitive, and they are tiny.
+QUANTIZATION_SKIPS = ["lm_head", "shared_expert_gate", "mlp.gate", "block_sparse_moe.gate"]
