@@ -91,8 +91,8 @@ def _short(value: float) -> str:
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
-    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it;
-    returns None when there is nothing to plot."""
+    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it, and for
+    MoE models the router's health (strop/moe/monitor.py); returns None when there is nothing to plot."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     curves = {key: [(r["step"], r[key]) for r in records if key in r] for key in ("loss", "eval_loss", "reward", "eval_reward")}
     if not curves["loss"]:
@@ -103,7 +103,10 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     panels = [("loss", "eval_loss")] + ([("reward", "eval_reward")] if curves["reward"] else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    router = [r for r in records if "moe_layers" in r]
+    fig, axes = plt.subplots(1, len(panels) + bool(router), figsize=(7 * (len(panels) + bool(router)), 4), squeeze=False)
+    if router:
+        _router_panel(axes[0][-1], router)
     for ax, (train, held_out) in zip(axes[0], panels):
         ax.plot(*zip(*curves[train]), label=f"train {train}")
         if curves[held_out]:
@@ -116,3 +119,18 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def _router_panel(ax, records: list[dict]) -> None:
+    """Per MoE layer, the expert-load entropy / log E (1 = balanced, 0 = collapsed), and the mean
+    router entropy: the survey's "monitor routing continuously"."""
+    steps = [r["step"] for r in records]
+    for index in range(len(records[-1]["moe_layers"])):
+        ax.plot(steps, [r["moe_layers"][index]["load_entropy"] if index < len(r["moe_layers"]) else None for r in records],
+                label=f"layer {index} load entropy", alpha=0.7)
+    ax.plot(steps, [r["moe_router_entropy_mean"] for r in records], "k--", label="mean router entropy")
+    ax.set_xlabel("step")
+    ax.set_ylabel("entropy / log E")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
