@@ -138,6 +138,11 @@ def trainable_count(strategy: str, cfg, shapes: Shapes) -> int:
     """Parameters the strategy trains (for LISA: at any one time)."""
     if strategy in ("lora", "qlora", "dora", "rslora"):
         return _lora_count(cfg, shapes, strategy == "dora" or cfg.peft_use_dora)
+    if strategy == "moe_lora":  # E LoRA pairs per target, plus an E × in router unless every expert is on
+        experts, k = cfg.moe_lora_experts, cfg.moe_lora_top_k
+        routed = 0 < k < experts
+        return sum(experts * cfg.lora_r * (i + o) + (experts * i if routed else 0)
+                   for _, i, o in _lora_targets(shapes, cfg.lora_target_modules))
     if strategy == "ia3":
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
