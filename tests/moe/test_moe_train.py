@@ -87,3 +87,10 @@ def test_dora_refuses_fused_experts(tiny_moe_models, tmp_path, monkeypatch):
 
     with pytest.raises(StropError, match="moe_lora_targets: 'experts' with DoRA"):
         run_cell(tiny_moe_models, tmp_path, monkeypatch, "mixtral", "sft", "dora", moe_lora_targets=["experts"])
+
+
+def test_packed_rows(tiny_moe_models, tmp_path, monkeypatch):
+    """Packed rows: the router losses see the real tokens of every packed example and no filler."""
+    _, record = run_cell(tiny_moe_models, tmp_path, monkeypatch, "olmoe", "sft", "lora", sample_packing=True,
+                         micro_batch_size=1)
+    assert record["moe_aux_loss"] >= 1.0 - 1e-4 and record["tokens_seen"] > 0
