@@ -15,9 +15,16 @@ def load_for_chat(target: str, trust_remote_code: bool = False):
     """(model, tokenizer) for an alias/hub id/folder; an adapter folder is loaded onto its base."""
     from strop.data.tokenize import ensure_chat_template
     from strop.models import load_adapter, load_model, load_tokenizer, resolve_model_path
+    from strop.moe import lora_experts
 
     folder = Path(target)
-    if (folder / "adapter_config.json").is_file():
+    if (folder / lora_experts.CONFIG_FILE).is_file():  # adapter: moe_lora (strop's own format)
+        import json
+
+        base = json.loads((folder / lora_experts.CONFIG_FILE).read_text())["base_model"]
+        model = lora_experts.load(load_model(resolve_model_path(base), torch.float32, trust_remote_code), folder)
+        tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else resolve_model_path(base)
+    elif (folder / "adapter_config.json").is_file():
         base = _adapter_base(folder)
         model = load_adapter(load_model(resolve_model_path(base), torch.float32, trust_remote_code), folder)
         tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else resolve_model_path(base)

@@ -86,5 +86,14 @@ def test_trains_through_strop(make_config, monkeypatch, tmp_path):
     from strop.train import loop
 
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
-    out = loop.train(*load_config(make_config(adapter="moe_lora", moe_lora_experts=3, moe_lora_top_k=1, max_steps=2)))
+    out = loop.train(*load_config(make_config(adapter="moe_lora", moe_lora_experts=3, moe_lora_top_k=1, max_steps=2,
+                                              learning_rate=5e-2)))
     assert (out / lora_experts.CONFIG_FILE).is_file() and (out / lora_experts.WEIGHTS_FILE).is_file()
+    from strop.chat import load_for_chat
+
+    model, tokenizer = load_for_chat(str(out))  # what strop chat / eval load
+    assert lora_experts.layers(model)
+    ids = torch.tensor([[5, 9, 3]])
+    with lora_experts.adapters_disabled(model):
+        base = model(input_ids=ids).logits
+    assert not torch.allclose(model(input_ids=ids).logits, base)  # the trained experts are back
