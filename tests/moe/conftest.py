@@ -31,7 +31,7 @@ def moe_config(family: str, vocab_size: int, tokens: dict, **overrides):
     return config
 
 
-def build_tiny_moe(folder: Path, tokenizer_folder: Path, family: str, seed: int = 0) -> Path:
+def build_tiny_moe(folder: Path, tokenizer_folder: Path, family: str, seed: int = 0, **overrides) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -39,7 +39,7 @@ def build_tiny_moe(folder: Path, tokenizer_folder: Path, family: str, seed: int 
     tok.save_pretrained(folder)
     tokens = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(moe_config(family, len(tok), tokens))
+    model = AutoModelForCausalLM.from_config(moe_config(family, len(tok), tokens, **overrides))
     with torch.no_grad():  # some families start their router at zero (uniform routing): give it a spread
         for name, param in model.named_parameters():
             if name.endswith("mlp.gate.weight"):
@@ -57,3 +57,9 @@ def tiny_moe_models(tmp_path_factory, tiny_model) -> dict[str, Path]:
 def moe_config_fixture():
     """`moe_config(family, vocab_size, special_tokens, **overrides)`: a tiny config of that family."""
     return moe_config
+
+
+@pytest.fixture(scope="session")
+def top1_mixtral(tmp_path_factory, tiny_model) -> Path:
+    """A tiny Mixtral with top-1 routing, where an unbalanced router feeds on itself (Switch Transformer)."""
+    return build_tiny_moe(tmp_path_factory.mktemp("top1-mixtral"), tiny_model, "mixtral", num_experts_per_tok=1)

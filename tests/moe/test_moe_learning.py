@@ -4,6 +4,7 @@ task loss falls; without it the router leaves experts nearly idle. Also the rout
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ import yaml
 WORDS = ["fox", "dog", "world", "review", "two", "four", "quick", "lazy"]
 
 
-def train_router(tiny_moe_models, tmp_path, aux: float) -> list[dict]:
+def train_router(model: Path, tmp_path, aux: float) -> list[dict]:
     from strop.config import load_config
     from strop.train import loop
 
@@ -19,9 +20,9 @@ def train_router(tiny_moe_models, tmp_path, aux: float) -> list[dict]:
     data.write_text("".join(json.dumps({"instruction": f"Say {WORDS[i % 8]} {i}",
                                         "output": f"Sentiment: {WORDS[(i * 3 + 1) % 8]} {WORDS[i % 5]}"}) + "\n"
                             for i in range(64)))
-    cfg = {"base_model": str(tiny_moe_models["mixtral"]), "adapter": "full", "datasets": [{"path": str(data), "type": "alpaca"}],
+    cfg = {"base_model": str(model), "adapter": "full", "datasets": [{"path": str(data), "type": "alpaca"}],
            "sequence_len": 64, "micro_batch_size": 8, "max_steps": 40, "learning_rate": 1e-2, "lr_scheduler": "constant",
-           "bf16": False, "seed": 42, "moe_aux_loss_coef": aux, "moe_z_loss_coef": 0.0, "output_dir": str(tmp_path / f"out{aux}")}
+           "bf16": False, "seed": 3, "moe_aux_loss_coef": aux, "moe_z_loss_coef": 0.0, "output_dir": str(tmp_path / f"out{aux}")}
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(cfg))
     out = loop.train(*load_config(path))
@@ -30,16 +31,17 @@ def train_router(tiny_moe_models, tmp_path, aux: float) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_aux_loss_keeps_experts_balanced(tiny_moe_models, tmp_path):
-    """Measured (seed 42, 40 steps of lr 1e-2): min load entropy / log E over the last 5 steps about 0.96
-    with coefficient 1 and 0.81 with none (two experts at ~5% load); the loss falls from 5.7 to < 0.5. On
-    this toy the free router's imbalance depends on the seed (seed 3 ends at 0.95 without the loss), so the
-    band on the balanced run is the robust claim and the gap is checked at the seed measured."""
-    balanced, free = train_router(tiny_moe_models, tmp_path, 1.0), train_router(tiny_moe_models, tmp_path, 0.0)
+def test_aux_loss_keeps_experts_balanced(top1_mixtral, tmp_path):
+    """Measured (top-1 of 4 experts, 40 full fine-tuning steps at lr 1e-2): the minimum load entropy / log E
+    over the last 5 steps is 0.975 (seed 3) and 0.959 (seed 42) with coefficient 1, 0.725 and 0.707 with
+    none (one expert takes ~60% of the tokens); the loss falls from 5.71 to 0.63 and 0.51 with it."""
+    balanced, free = train_router(top1_mixtral, tmp_path, 1.0), train_router(top1_mixtral, tmp_path, 0.0)
     tail = lambda records: sum(r["moe_load_entropy_min"] for r in records[-5:]) / 5  # noqa: E731
+    print(f"\nload entropy tail: balanced {tail(balanced):.3f}, free {tail(free):.3f}; "
+          f"loss {balanced[0]['loss']:.2f} -> {balanced[-1]['loss']:.2f}")
     assert balanced[-1]["loss"] < balanced[0]["loss"] / 4
     assert tail(balanced) >= 0.9, tail(balanced)
-    assert tail(free) < tail(balanced) - 0.08, (tail(free), tail(balanced))
+    assert tail(free) <= 0.8, tail(free)
 
 
 def test_router_panel_is_plotted(tmp_path):
