@@ -28,48 +28,48 @@ import torch
 STARVED_FRACTION = 0.1
 
 
-def _real(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _flat(logits: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, E) float logits and (N,) weights, 1 for real tokens and 0 elsewhere. Masking by weight rather
+    than by indexing keeps the device from waiting for the host."""
     logits = logits.reshape(-1, logits.shape[-1]).float()
-    return logits if mask is None else logits[mask.reshape(-1).to(torch.bool)]
+    weights = torch.ones(logits.shape[0], device=logits.device) if mask is None else mask.reshape(-1).to(logits)
+    return logits, weights
 
 
-def expert_counts(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Top-k assignments per expert (E,) of already-masked (N, E) logits."""
+def expert_counts(logits: torch.Tensor, weights: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Top-k assignments of the weighted tokens per expert (E,)."""
     chosen = logits.topk(top_k, dim=-1).indices
-    return torch.bincount(chosen.reshape(-1), minlength=logits.shape[-1]).to(logits.dtype)
+    return torch.zeros(logits.shape[-1], device=logits.device).index_add_(
+        0, chosen.reshape(-1), weights.repeat_interleave(top_k))
 
 
 def load_balancing_loss(logits: torch.Tensor, mask: torch.Tensor | None, top_k: int) -> torch.Tensor:
     """L_aux = E · Σ_e f_e p_e over the real tokens of one layer's (…, E) router logits."""
-    real = _real(logits, mask)
-    if real.shape[0] == 0:
-        return logits.sum() * 0.0
-    num_experts = real.shape[-1]
+    logits, weights = _flat(logits, mask)
+    tokens = weights.sum().clamp(min=1)
     with torch.no_grad():
-        f = expert_counts(real, top_k) / (real.shape[0] * top_k)
-    p = real.softmax(dim=-1).mean(dim=0)
-    return num_experts * (f * p).sum()
+        f = expert_counts(logits, weights, top_k) / (tokens * top_k)
+    p = (logits.softmax(dim=-1) * weights[:, None]).sum(dim=0) / tokens
+    return logits.shape[-1] * (f * p).sum()
 
 
 def z_loss(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """ST-MoE router z-loss: mean over real tokens of logsumexp(logits)²."""
-    real = _real(logits, mask)
-    if real.shape[0] == 0:
-        return logits.sum() * 0.0
-    return real.logsumexp(dim=-1).pow(2).mean()
+    logits, weights = _flat(logits, mask)
+    return (logits.logsumexp(dim=-1).pow(2) * weights).sum() / weights.sum().clamp(min=1)
 
 
 @torch.no_grad()
-def health_sums(logits: torch.Tensor, mask: torch.Tensor | None, top_k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Sums that add up over micro-batches: per-expert top-k counts (E,), summed per-token router
-    entropy (nats), real token count."""
-    real = _real(logits, mask)
-    logp = real.log_softmax(dim=-1)
-    entropy = -(logp.exp() * logp).sum()
-    return expert_counts(real, top_k), entropy, real.shape[0]
+def health_sums(logits: torch.Tensor, mask: torch.Tensor | None, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sums that add up over micro-batches, all device tensors: per-expert top-k counts (E,), summed
+    per-token router entropy (nats), real token count."""
+    logits, weights = _flat(logits, mask)
+    logp = logits.log_softmax(dim=-1)
+    entropy = (-(logp.exp() * logp).sum(dim=-1) * weights).sum()
+    return expert_counts(logits, weights, top_k), entropy, weights.sum()
 
 
-def health(counts: torch.Tensor, entropy_sum: float, tokens: int) -> dict[str, float | list[float]]:
+def health(counts: torch.Tensor, entropy_sum: float, tokens: float) -> dict[str, float | list[float]]:
     """One layer's health from `health_sums` totals: load shares, normalised load and router entropy,
     starved experts."""
     num_experts = counts.shape[0]
@@ -78,5 +78,5 @@ def health(counts: torch.Tensor, entropy_sum: float, tokens: int) -> dict[str, f
     load_entropy = float(-(nonzero * nonzero.log()).sum()) / math.log(num_experts)
     return {"load": [round(float(s), 4) for s in shares],
             "load_entropy": load_entropy,
-            "router_entropy": entropy_sum / max(1, tokens) / math.log(num_experts),
+            "router_entropy": float(entropy_sum) / max(1.0, float(tokens)) / math.log(num_experts),
             "starved": int((shares < STARVED_FRACTION / num_experts).sum())}

@@ -94,15 +94,17 @@ class RouterMonitor:
         loss = (self.aux_coef * aux + self.z_coef * z) * share
         return loss, {"moe_aux_loss": aux.detach() * share, "moe_z_loss": z.detach() * share}
 
-    def _add_health(self, index: int, counts: torch.Tensor, entropy: torch.Tensor, tokens: int) -> None:
+    def _add_health(self, index: int, counts: torch.Tensor, entropy: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Device tensors added up: read on the host once a step, in finish_step."""
         self.counts[index] = counts if self.counts[index] is None else self.counts[index] + counts
-        self.entropy[index] += float(entropy)
-        self.tokens[index] += tokens
+        self.entropy[index] = self.entropy[index] + entropy
+        self.tokens[index] = self.tokens[index] + tokens
 
     def finish_step(self, report=print) -> dict:
         """Per-layer health of the step (`moe_layers`) and its summaries; warns through `report` when a
         layer's load entropy falls below the threshold (again only after it recovered)."""
-        layers = [losses.health(c.cpu(), e, t) for c, e, t in zip(self.counts, self.entropy, self.tokens) if c is not None]
+        layers = [losses.health(c.cpu(), float(e), float(t)) for c, e, t in zip(self.counts, self.entropy, self.tokens)
+                  if c is not None]
         self._reset_health()
         if not layers:
             return {}
