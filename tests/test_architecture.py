@@ -16,6 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FLOORS: list[tuple[str, ...]] = [
     ("strop", "strop.errors", "strop.safe_io", "strop.manifest"),
     ("strop.runtime",),
+    # MoE detection, router losses and monitoring, LoRA experts: torch only (btx builds models: a command floor)
+    ("strop.moe",),
     ("strop.kernels",),
     ("strop.models",),
     ("strop.data",),
@@ -27,7 +29,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.evaluation",),
     ("strop.config",),
     ("strop.train",),
-    ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.evaluation.report"),
+    ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.evaluation.report",
+     "strop.moe.btx"),
     ("strop.pipeline", "strop.examples"),
     ("strop.commands",),
     ("strop.cli", "strop.__main__"),

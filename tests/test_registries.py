@@ -14,7 +14,7 @@ def test_objectives_are_the_documented_ones():
 
 def test_strategies_are_the_documented_ones():
     assert set(STRATEGIES) == {"full", "lora", "qlora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning",
-                               "bitfit", "galore", "spectrum", "lisa"}
+                               "bitfit", "galore", "spectrum", "lisa", "moe_lora"}
 
 
 def test_the_config_help_lists_every_reward_type_from_the_registry():

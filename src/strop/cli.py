@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "strop.commands.pipeline",
     "strop.commands.spectrum",
     "strop.commands.estimate",
+    "strop.commands.moe",
 )
 DEBUG_HELP = "print the traceback of an error too (or set STROP_DEBUG=1)"
 

@@ -150,13 +150,13 @@ NOT_YET_SUPPORTED = {
 
 @functools.cache
 def config_class() -> type[Config]:
-    """Config plus the params of every registered objective and strategy, flat."""
+    """Config plus the params of every registered objective and strategy, and the MoE keys, flat."""
+    from strop.moe.params import MoeParams
     from strop.objectives import OBJECTIVES
     from strop.strategies import STRATEGIES
 
     fields: dict[str, Any] = {}
-    for extension in [*OBJECTIVES.values(), *STRATEGIES.values()]:
-        params = getattr(extension, "params", None)
+    for params in [*(getattr(e, "params", None) for e in [*OBJECTIVES.values(), *STRATEGIES.values()]), MoeParams]:
         for name, field in (params.model_fields.items() if params else ()):
             fields.setdefault(name, (field.annotation, field))
     return create_model("StropConfig", __base__=Config, **fields)

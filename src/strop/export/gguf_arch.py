@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ class ArchSpec:
 ARCHITECTURES: dict[str, ArchSpec] = {
     "LlamaForCausalLM": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
     "MistralForCausalLM": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    # llama.cpp runs Mixtral as the llama arch with expert_count set and stacked expert tensors
+    "MixtralForCausalLM": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
     "Qwen2ForCausalLM": ArchSpec(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
 }
 
@@ -88,6 +91,9 @@ def write_hparams(writer: gguf.GGUFWriter, config: dict[str, Any], vocab_size: i
     writer.add_head_count(n_head)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    if config.get("num_local_experts"):
+        writer.add_expert_count(int(config["num_local_experts"]))
+        writer.add_expert_used_count(int(config["num_experts_per_tok"]))
     writer.add_vocab_size(vocab_size)
     writer.add_rope_dimension_count(dim)
     writer.add_key_length(dim)  # llama.cpp's default is hidden_size / n_head; explicit like its converter's output
@@ -178,6 +184,9 @@ def iter_hf_tensors(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
                 yield name, f.get_tensor(name).to(torch.float32).numpy()
 
 
+_EXPERT = re.compile(r"^(.*\.block_sparse_moe)\.experts\.(\d+)\.(w[123])\.weight$")
+
+
 class TensorMapper:
     """Renames HF tensors to GGUF names and applies the arch's q/k reordering."""
 
@@ -189,10 +198,30 @@ class TensorMapper:
         self.n_head = int(config["num_attention_heads"])
         self.n_kv_head = int(config.get("num_key_value_heads") or self.n_head)
 
+        self.n_experts = int(config.get("num_local_experts") or 0)
+        self.pending: dict[str, dict[int, np.ndarray]] = {}
+
+    def _stack_expert(self, hf_name: str, data: np.ndarray) -> tuple[str, np.ndarray | None]:
+        """Mixtral's per-expert `...experts.{e}.w{1,2,3}.weight` are gathered into llama.cpp's one
+        E × out × in tensor per layer and projection: (merged HF name, stack once all E have arrived)."""
+        head, expert, tail = _EXPERT.match(hf_name).groups()
+        merged = f"{head}.experts.{tail}.weight"
+        group = self.pending.setdefault(merged, {})
+        group[int(expert)] = data
+        if len(group) < self.n_experts:
+            return merged, None
+        del self.pending[merged]
+        return merged, np.stack([group[e] for e in range(self.n_experts)])
+
     def map(self, hf_name: str, data: np.ndarray) -> tuple[str, np.ndarray] | None:
-        """(gguf name, data) for a tensor, or None for tensors llama.cpp does not use."""
+        """(gguf name, data) for a tensor, or None for tensors llama.cpp does not use (or expert
+        weights held until their layer's set is complete)."""
         if hf_name.endswith("rotary_emb.inv_freq"):
             return None
+        if self.n_experts and _EXPERT.match(hf_name):
+            hf_name, data = self._stack_expert(hf_name, data)
+            if data is None:
+                return None
         if self.tied and hf_name == "lm_head.weight":
             return None  # llama.cpp falls back to token_embd when output.weight is absent
         name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))

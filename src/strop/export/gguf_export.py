@@ -69,7 +69,7 @@ class ExportResult:
 def tensor_type(name: str, data: np.ndarray, qtype: str) -> gguf.GGMLQuantizationType:
     """Storage type of one tensor: norms and biases (1-D) stay F32, as llama.cpp expects; matrices
     whose rows do not split into whole quantization blocks fall back to F16."""
-    if data.ndim <= 1:
+    if data.ndim <= 1 or ".ffn_gate_inp." in name:  # MoE routers stay F32, as llama.cpp's converter keeps them
         return Q.F32
     target = DIRECT_QTYPES[qtype][0]
     if qtype == "q4_0" and name in _SENSITIVE:

@@ -7,14 +7,16 @@ import torch
 from torch import nn
 
 from strop.errors import StropError
+from strop.moe.detect import QUANTIZATION_SKIPS, is_moe_config
 from strop.runtime.precision import autocast_dtype
 
 
-def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32):
+def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32, skip: list[str] | None = None):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8)
+                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8,
+                              llm_int8_skip_modules=skip)
 
 
 def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
@@ -29,6 +31,7 @@ def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
     if cfg.model_type and cfg.model_type not in (getattr(config, "architectures", None) or []):
         raise StropError(f"model_type is {cfg.model_type} but {model_path} is {config.architectures}")
     compute = autocast_dtype(cfg, device) or torch.float32
+    skip = QUANTIZATION_SKIPS if is_moe_config(config) else None  # fused experts stay float: bnb quantizes nn.Linear only
     return AutoModelForCausalLM.from_pretrained(
-        model_path, config=config, dtype=torch.float32, quantization_config=bnb_4bit_config(compute),
+        model_path, config=config, dtype=torch.float32, quantization_config=bnb_4bit_config(compute, skip),
         device_map={"": device}, trust_remote_code=cfg.trust_remote_code, attn_implementation="sdpa")

@@ -15,6 +15,7 @@ from torch import nn
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
 from strop.models.loading import load_adapter, load_model, load_tokenizer, resolve_model_path
+from strop.moe import lora_experts
 from strop.runtime.devices import default_device
 
 
@@ -49,6 +50,10 @@ def load_saved(target: str | Path, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32) -> tuple[nn.Module, str]:
     """(model, where its tokenizer is) for an alias, hub id, model folder or adapter folder."""
     folder = Path(target)
+    if (folder / lora_experts.CONFIG_FILE).is_file():  # adapter: moe_lora (strop's own format)
+        base = resolve_model_path(json.loads((folder / lora_experts.CONFIG_FILE).read_text())["base_model"])
+        model = lora_experts.load(load_model(base, dtype, trust_remote_code), folder)
+        return model, str(folder if (folder / "tokenizer_config.json").is_file() else base)
     if (folder / "adapter_config.json").is_file():
         base = resolve_model_path(adapter_base(folder))
         model = load_adapter(load_model(base, dtype, trust_remote_code), folder)

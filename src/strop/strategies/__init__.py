@@ -14,6 +14,7 @@ from strop.strategies.galore import GaLoreStrategy
 from strop.strategies.ia3 import IA3Strategy
 from strop.strategies.lisa import LisaStrategy
 from strop.strategies.lora import DoraStrategy, LoraStrategy, RsLoraStrategy
+from strop.strategies.moe_lora import MoeLoraStrategy
 from strop.strategies.prompt import PrefixTuningStrategy, PromptTuningStrategy
 from strop.strategies.qlora import QLoraStrategy
 from strop.strategies.spectrum import SpectrumStrategy
@@ -31,6 +32,7 @@ STRATEGIES: dict[str, Strategy] = {
     "galore": GaLoreStrategy(),
     "spectrum": SpectrumStrategy(),
     "lisa": LisaStrategy(),
+    "moe_lora": MoeLoraStrategy(),
 }
 
 

@@ -52,6 +52,14 @@ class LoraStrategy(PeftStrategy):
             task_type="CAUSAL_LM",
         )
 
+    def peft_config_for(self, model, cfg):
+        """On an MoE model, `moe_lora_targets` picks what all-linear means (strop/moe/adapters.py)."""
+        from strop.moe.adapters import apply_moe_targets
+
+        config = self.peft_config(cfg)
+        apply_moe_targets(model, cfg, config, config.use_dora)
+        return config
+
     def kernel_options(self, cfg):
         """Every kernel; under DoRA the frozen base keeps its dtype, because DoRA's magnitude divides by the
         norm of the adapted weight itself (PEFT's DoRA forward, never the fused LoRA one, runs there)."""

@@ -28,7 +28,11 @@ class PeftStrategy(Strategy):
 
         if self.target_key:
             check_target_modules(model, getattr(cfg, self.target_key, None), self.target_key)
-        return get_peft_model(model, self.peft_config(cfg))
+        return get_peft_model(model, self.peft_config_for(model, cfg))
+
+    def peft_config_for(self, model: nn.Module, cfg):
+        """The PEFT config for this model (the LoRA family makes its targets expert-aware on MoE models)."""
+        return self.peft_config(cfg)
 
     def base_model(self, model: nn.Module) -> nn.Module:
         return model.get_base_model()

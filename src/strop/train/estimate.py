@@ -31,7 +31,7 @@ peak RSS on the CPU (see the strategies README section); GPU figures are for the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -55,6 +55,9 @@ class Shapes:
     biases: int
     layer_params: int
     model_type: str
+    #: MoE models: per `moe_lora_targets` part, (linear layer names, fused expert weights as (E, in, out),
+    #: parameters trained fully); empty for a dense model.
+    moe_parts: dict[str, tuple[list[str], list[tuple[int, int, int]], int]] = field(default_factory=dict)
 
 
 def skeleton(cfg) -> nn.Module:
@@ -83,7 +86,40 @@ def shapes_of(model: nn.Module) -> Shapes:
                   intermediate=getattr(config, "intermediate_size", 4 * hidden), layers=len(layers),
                   vocab=config.vocab_size, linears=linears,
                   biases=sum(p.numel() for n, p in params.items() if n.endswith(".bias")),
-                  layer_params=sum(p.numel() for p in layers.parameters()), model_type=config.model_type)
+                  layer_params=sum(p.numel() for p in layers.parameters()), model_type=config.model_type,
+                  moe_parts=_moe_parts(model))
+
+
+def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, int, int]], int]]:
+    from typing import get_args
+
+    from strop.moe.adapters import lora_selection
+    from strop.moe.detect import moe_blocks
+    from strop.moe.params import LoraPart
+
+    if not moe_blocks(model):
+        return {}
+    params, modules = dict(model.named_parameters()), dict(model.named_modules())
+    parts = {}
+    for part in get_args(LoraPart):
+        linears, fused, saved = lora_selection(model, [part])
+        parts[part] = (linears, [tuple(params[n].shape) for n in fused],
+                       sum(p.numel() for n in saved for p in modules[n].parameters()))
+    return parts
+
+
+def _lora_count(cfg, shapes: Shapes, dora: bool) -> int:
+    """LoRA's trainable parameters: r·(in + out) per adapted linear (+ out for DoRA's magnitude); on an
+    MoE with all-linear targets, what `moe_lora_targets` selects: r·E·(in + out) per fused expert weight
+    (one LoRA pair per expert) and the routers trained fully."""
+    if shapes.moe_parts and cfg.lora_target_modules == "all-linear":
+        names = {n for part in cfg.moe_lora_targets for n in shapes.moe_parts[part][0]}
+        linears = [t for t in shapes.linears if t[0] in names]
+        fused = sum(cfg.lora_r * e * (i + o) for part in cfg.moe_lora_targets for e, o, i in shapes.moe_parts[part][1])
+        saved = sum(shapes.moe_parts[part][2] for part in cfg.moe_lora_targets)
+    else:
+        linears, fused, saved = _lora_targets(shapes, cfg.lora_target_modules), 0, 0
+    return sum(cfg.lora_r * (i + o) + (o if dora else 0) for _, i, o in linears) + fused + saved
 
 
 def _lora_targets(shapes: Shapes, targets) -> list[tuple[str, int, int]]:
@@ -100,8 +136,12 @@ def _quantized_linear_params(shapes: Shapes) -> int:
 def trainable_count(strategy: str, cfg, shapes: Shapes) -> int:
     """Parameters the strategy trains (for LISA: at any one time)."""
     if strategy in ("lora", "qlora", "dora", "rslora"):
-        dora = strategy == "dora" or cfg.peft_use_dora
-        return sum(cfg.lora_r * (i + o) + (o if dora else 0) for _, i, o in _lora_targets(shapes, cfg.lora_target_modules))
+        return _lora_count(cfg, shapes, strategy == "dora" or cfg.peft_use_dora)
+    if strategy == "moe_lora":  # E LoRA pairs per target, plus an E × in router unless every expert is on
+        experts, k = cfg.moe_lora_experts, cfg.moe_lora_top_k
+        routed = 0 < k < experts
+        return sum(experts * cfg.lora_r * (i + o) + (experts * i if routed else 0)
+                   for _, i, o in _lora_targets(shapes, cfg.lora_target_modules))
     if strategy == "ia3":
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS

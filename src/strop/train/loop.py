@@ -19,6 +19,7 @@ import random
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from strop.evaluation import training as training_evaluation
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
 from strop.models.generate import answer_prompts
+from strop.moe import monitor as moe_monitor
 from strop.objectives import Objective, objective_for
 from strop.rl.engine import RolloutEngine
 from strop.runtime import distributed
@@ -64,6 +66,7 @@ class Run:
     model_path: str
     tracker: Tracker | NullTracker | None = None  # set while training: where objectives print tables
     evaluators: training_evaluation.TrainingEvaluation | None = None  # the config's evaluators
+    router: moe_monitor.RouterMonitor | None = None  # an MoE model's router losses and health, else None
 
     @property
     def global_micro_batch(self) -> int:
@@ -181,14 +184,19 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
     scale = distributed.loss_scale()
     for batch, weight in prepared.batches:
         batch = _to(batch, run.device)
-        with autocast(run.device, amp_dtype):
+        with autocast(run.device, amp_dtype), (run.router.recording(batch) if run.router else nullcontext()):
             loss, metrics = run.objective.loss(run.model, batch, denominator)
+        if run.router:  # the load-balancing and z-losses, a mean over the step's micro-batches
+            router_loss, router_metrics = run.router.take(1 / len(prepared.batches))
+            loss, metrics = loss + router_loss, metrics | router_metrics
         if scale != 1.0 or weight != 1.0:
             loss = loss * (scale * weight)
         (scaler.scale(loss) if scaler else loss).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + weight * value
     totals = distributed.sum_over_ranks(totals) | run.objective.finish_step()
+    if run.router:
+        totals |= run.router.finish_step(run.tracker.print if run.tracker else print)
     if scaler:
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -289,6 +297,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     amp_dtype = autocast_dtype(cfg, run.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     run.objective.prepare_training(run)  # before the optimizer and any checkpoint: may add trainable modules
+    run.router = moe_monitor.attach(run.strategy.base_model(run.model), cfg)  # after any reference copy is made
     if distributed.active():  # after prepare_training, so that modules it adds are sharded too
         run.model = distributed.wrap(run.model, cfg, run.device, amp_dtype)
         torch.manual_seed(cfg.seed + distributed.rank())  # same init everywhere, then dropout differs by rank

@@ -91,8 +91,9 @@ def _short(value: float) -> str:
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
-    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it, then
-    one panel per configured evaluator (`eval/<name>/<metric>`); returns None when there is nothing to plot."""
+    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it, then one
+    panel per configured evaluator (`eval/<name>/<metric>`) and for MoE models the router's health
+    (strop/moe/monitor.py); returns None when there is nothing to plot."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     curves = {key: [(r["step"], r[key]) for r in records if key in r] for key in ("loss", "eval_loss", "reward", "eval_reward")}
     if not curves["loss"]:
@@ -104,7 +105,9 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
 
     panels = [("loss", "eval_loss")] + ([("reward", "eval_reward")] if curves["reward"] else [])
     evaluators = _evaluator_curves(records)
-    fig, axes = plt.subplots(1, len(panels) + len(evaluators), figsize=(7 * (len(panels) + len(evaluators)), 4), squeeze=False)
+    router = [r for r in records if "moe_layers" in r]
+    width = len(panels) + len(evaluators) + bool(router)
+    fig, axes = plt.subplots(1, width, figsize=(7 * width, 4), squeeze=False)
     for ax, (name, lines) in zip(axes[0][len(panels):], evaluators.items()):
         for key, points in lines.items():
             ax.plot(*zip(*points), "o-", label=key)
@@ -112,6 +115,8 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
         ax.set_title(f"evaluator {name}")
         ax.grid(alpha=0.3)
         ax.legend()
+    if router:
+        _router_panel(axes[0][-1], router)
     for ax, (train, held_out) in zip(axes[0], panels):
         ax.plot(*zip(*curves[train]), label=f"train {train}")
         if curves[held_out]:
@@ -135,3 +140,18 @@ def _evaluator_curves(records: list[dict]) -> dict[str, dict[str, list[tuple[int
             if len(parts) == 3 and parts[0] == "eval" and parts[2] != "tokens":
                 out.setdefault(parts[1], {}).setdefault(parts[2], []).append((record["step"], value))
     return out
+
+
+def _router_panel(ax, records: list[dict]) -> None:
+    """Per MoE layer, the expert-load entropy / log E (1 = balanced, 0 = collapsed), and the mean
+    router entropy: the survey's "monitor routing continuously"."""
+    steps = [r["step"] for r in records]
+    for index in range(len(records[-1]["moe_layers"])):
+        ax.plot(steps, [r["moe_layers"][index]["load_entropy"] if index < len(r["moe_layers"]) else None for r in records],
+                label=f"layer {index} load entropy", alpha=0.7)
+    ax.plot(steps, [r["moe_router_entropy_mean"] for r in records], "k--", label="mean router entropy")
+    ax.set_xlabel("step")
+    ax.set_ylabel("entropy / log E")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
