@@ -22,7 +22,7 @@ def test_strategy_runs_from_yaml(strategy, make_config, tiny_model, tiny_qwen2, 
     import torch
 
     from strop.cli import main
-    from strop.models import load_model
+    from strop.models.saved import load_saved
     from strop.train import loop
 
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
@@ -31,11 +31,6 @@ def test_strategy_runs_from_yaml(strategy, make_config, tiny_model, tiny_qwen2, 
     assert main(["train", str(path)]) == 0
     out = path.parent / "out"
     x = torch.randint(3, 250, (1, 7))
-    if (out / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(load_model(str(base)), out)
-    else:
-        model = load_model(str(out))
+    model, _ = load_saved(out)  # an adapter onto its base, strop's moe_lora format, or a full model
     with torch.no_grad():
         assert torch.isfinite(model.eval()(x).logits).all()
