@@ -1,0 +1,1 @@
+"""Vision-language models: loading their parts, image conversations, the vision objectives."""

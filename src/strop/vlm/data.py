@@ -1,0 +1,242 @@
+"""Image conversations → token ids, labels and the processor's image tensors.
+
+A `vision_chat` row is OpenAI / HF message style: each message's `content` is a string or a list of
+parts, `{"type": "text", "text": ...}` and image parts (strop/vlm/images.py). Images may sit in user or
+system turns, several per conversation; an assistant turn holds text only (strop trains text).
+
+Tokenization goes through the model's own processor and chat template, so training sees exactly what
+inference sees, image placeholders expanded to the family's image token count. Labels: assistant text
+only. The processor expands placeholders inside the text it tokenizes, so character offsets of the
+unexpanded rendering do not map onto its tokens; instead each assistant reply's token span is found by
+processing the conversation up to the reply's generation prompt and up to the reply's end (the images in
+that prefix included) and checking that each is a token prefix of the whole. Every image token
+(placeholder, its expansion, the vision boundary tokens) is then masked, `train_on_inputs` or not.
+
+The processor's tensors other than input ids and attention mask (pixel_values, image_grid_thw, ...) ride
+in each row and in the collated batch under a `vision.` prefix, which `objectives.base.model_inputs`
+hands to the model's forward: nothing else in the loop needs to know about them.
+
+Packing is refused for image rows: a packed row would need the vision features of several examples
+aligned to their segments and the family's image position ids (Qwen2-VL's M-RoPE) restarted per
+segment, which transformers' VLM forwards do not take.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from strop.data import DataReport, drop_excess, note_excess, split_validation
+from strop.data.formats import FORMATS
+from strop.data.packing import collate as collate_text
+from strop.data.readers import read_rows, resolve_data_path
+from strop.data.tokenize import IGNORE
+from strop.errors import StropError
+from strop.vlm.images import load_image
+from strop.vlm.models import image_token_ids
+
+VISION_PREFIX = "vision."
+TOKEN_PREFIX = "vision_tokens."
+TEXT_KEYS = ("input_ids", "attention_mask")
+_ROLES = {"system", "user", "assistant", "tool"}
+IMAGE_TYPES = {"image", "image_url"}
+
+
+def _parts(content: Any, loc: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content:
+        raise StropError(f"{loc}: field 'content' must be a string or a non-empty list of parts")
+    parts = []
+    for index, part in enumerate(content):
+        where = f"{loc}.content[{index}]"
+        if isinstance(part, str):
+            part = {"type": "text", "text": part}
+        if not isinstance(part, dict) or part.get("type") not in {"text", *IMAGE_TYPES}:
+            raise StropError(f"{where}: a part must be an object with type text, image or image_url")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise StropError(f"{where}: field 'text' must be a string")
+        parts.append(part)
+    return parts
+
+
+def parse_conversation(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The row's messages with content as a list of parts (an image part keeps its source fields)."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise StropError(f"{where}: field 'messages' must be a non-empty list")
+    out = []
+    for index, message in enumerate(messages):
+        loc = f"{where}: messages[{index}]"
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise StropError(f"{loc}: field 'role' must be one of {sorted(_ROLES)}")
+        parts = _parts(message.get("content"), loc)
+        if message["role"] == "assistant" and any(p["type"] in IMAGE_TYPES for p in parts):
+            raise StropError(f"{loc}: an assistant turn holds an image; images belong in user turns")
+        out.append({"role": message["role"], "content": parts})
+    return out
+
+
+def text_conversation(row: dict[str, Any], where: str, kind: str) -> list[dict[str, Any]]:
+    """A text-only row of any SFT format (chat, alpaca, ...) as parts, for mixing into a vision run."""
+    example = FORMATS[kind](row, where)
+    if "messages" not in example:
+        raise StropError(f"{where}: dataset type '{kind}' has no conversation; mix chat or alpaca rows into a vision run")
+    return [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in example["messages"]]
+
+
+class Encoder:
+    """Runs the processor over conversations, loading each image once per row."""
+
+    def __init__(self, processor, folders: list[Path], allow_urls: bool):
+        self.processor, self.folders, self.allow_urls = processor, folders, allow_urls
+        self.image_ids = image_token_ids(processor)
+
+    def images(self, messages: list[dict], where: str) -> list:
+        out = []
+        for m_index, message in enumerate(messages):
+            for p_index, part in enumerate(message["content"]):
+                if part["type"] in IMAGE_TYPES:
+                    loc = f"{where}: messages[{m_index}].content[{p_index}]"
+                    out.append(load_image(part, loc, self.folders, self.allow_urls))
+        return out
+
+    def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
+        plain = [{"role": m["role"], "content": [{"type": "image"} if p["type"] in IMAGE_TYPES else p for p in m["content"]]}
+                 for m in messages]
+        return self.processor.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def process(self, text: str, images: list) -> dict[str, torch.Tensor]:
+        return dict(self.processor(text=[text], images=images or None, return_tensors="pt"))
+
+    def ids(self, messages: list[dict], images: list, generation_prompt: bool = False) -> list[int]:
+        count = sum(p["type"] in IMAGE_TYPES for m in messages for p in m["content"])
+        return self.process(self.render(messages, generation_prompt), images[:count])["input_ids"][0].tolist()
+
+
+def vision_extras(encoded: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The processor's outputs besides ids and mask: per-token ones (Qwen2-VL's mm_token_type_ids) as
+    lists under `vision_tokens.`, the rest (pixel_values, image_grid_thw, ...) as tensors under `vision.`."""
+    length = encoded["input_ids"].shape[-1]
+    out: dict[str, Any] = {}
+    for key, value in encoded.items():
+        if key in TEXT_KEYS:
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == (1, length):
+            out[TOKEN_PREFIX + key] = value[0].tolist()
+        else:
+            out[VISION_PREFIX + key] = value
+    return out
+
+
+def encode_conversation(encoder: Encoder, messages: list[dict], where: str, train_on_inputs: bool) -> dict:
+    """{input_ids, labels, vision.*} of one conversation; image tokens are never labels."""
+    images = encoder.images(messages, where)
+    encoded = encoder.process(encoder.render(messages), images)
+    ids = encoded["input_ids"][0].tolist()
+    labels = list(ids) if train_on_inputs else [IGNORE] * len(ids)
+    if not train_on_inputs:
+        for index, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            start = encoder.ids(messages[:index], images, generation_prompt=True) if index else []
+            end = encoder.ids(messages[: index + 1], images)
+            if ids[: len(end)] != end or end[: len(start)] != start:
+                raise StropError(f"{where}: the chat template does not render conversation prefixes as token "
+                                 "prefixes; set train_on_inputs: true")
+            labels[len(start):len(end)] = end[len(start):]
+    labels = [IGNORE if token in encoder.image_ids else label for token, label in zip(ids, labels)]
+    return {"input_ids": ids, "labels": labels, **vision_extras(encoded)}
+
+
+def has_images(row: dict) -> bool:
+    return any(k.startswith(VISION_PREFIX) for k in row)
+
+
+def _folders(spec_path: str, base_dir: Path | None) -> list[Path]:
+    local = resolve_data_path(spec_path, base_dir)
+    return [p for p in ((local.parent if local else None), base_dir) if p is not None]
+
+
+def _read_examples(cfg, processor, base_dir: Path | None, report: DataReport) -> tuple[list[dict], list[dict]]:
+    """(image rows, text-only rows), tokenized; over-long rows are dropped (never cut: a cut could split
+    an image's tokens from its features)."""
+    image_rows, text_rows = [], []
+    for spec in cfg.datasets:
+        encoder = Encoder(processor, _folders(spec.path, base_dir), cfg.allow_image_urls)
+        before = report.rows
+        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+            report.rows += 1
+            messages = (parse_conversation(row, where) if spec.type == "vision_chat"
+                        else text_conversation(row, where, spec.type))
+            example = encode_conversation(encoder, messages, where, cfg.train_on_inputs)
+            if len(example["input_ids"]) > cfg.sequence_len:
+                strategy = "error" if cfg.excess_length_strategy == "error" else "drop"
+                drop_excess(report, strategy, where, f"{len(example['input_ids'])} tokens", f"sequence_len={cfg.sequence_len}")
+                continue
+            if all(label == IGNORE for label in example["labels"][1:]):
+                report.no_target += 1
+                continue
+            (image_rows if has_images(example) else text_rows).append(example)
+        if report.rows == before:
+            raise StropError(f"dataset {spec.path} is empty")
+    return image_rows, text_rows
+
+
+def mix_text_rows(image_rows: list, text_rows: list, ratio: float | None, seed: int, report: DataReport) -> list:
+    """Image rows plus text-only rows making up `ratio` of the result (the survey's remedy against the
+    language model forgetting text skills): n_text = ratio · n_image / (1 − ratio), sampled without
+    replacement, or cycled when the text rows are fewer. None keeps every row as read."""
+    if ratio is None or not image_rows:
+        chosen = text_rows
+    else:
+        if ratio > 0 and not text_rows:
+            raise StropError(f"text_only_ratio={ratio}: no text-only rows to mix in; add a chat or alpaca dataset")
+        want = round(ratio * len(image_rows) / (1 - ratio))
+        order = list(range(len(text_rows)))
+        random.Random(seed).shuffle(order)
+        chosen = [text_rows[order[i % len(order)]] for i in range(want)] if want else []
+    total = len(image_rows) + len(chosen)
+    share = len(chosen) / total if total else 0.0
+    asked = "as read" if ratio is None else f"asked {ratio:.2f}"
+    report.notes.append(f"text-only rows: {len(chosen)} of {total} ({share:.2f}, {asked}; {len(text_rows)} read)")
+    return image_rows + chosen
+
+
+def build_vision_sft_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
+    if cfg.sample_packing:
+        raise StropError("sample_packing: image conversations are not packed (a packed row would need each "
+                         "example's image features and image position ids per segment); set sample_packing: false")
+    report = DataReport()
+    image_rows, text_rows = _read_examples(cfg, processor, base_dir, report)
+    note_excess(report, cfg, "examples")
+    if report.no_target:
+        report.notes.append(f"dropped {report.no_target} examples with no response tokens to learn from")
+    rows = mix_text_rows(image_rows, text_rows, cfg.text_only_ratio, cfg.seed, report)
+    train, val = split_validation(rows, cfg, report, "examples")
+    return train, val, report
+
+
+def collate_vision(rows: list[dict], sequences: list[tuple[dict, int]], length: int) -> dict[str, torch.Tensor]:
+    """The image tensors of `rows`, concatenated along the first dimension (images or patches), and the
+    per-token outputs of each sequence, right-padded with 0 to `length`. A sequence is (its row, its
+    token count): a pair batch holds every prompt twice, a reply's tokens are text (0)."""
+    tensors = sorted({k for r in rows for k in r if k.startswith(VISION_PREFIX)})
+    out = {k: torch.cat([r[k] for r, _ in sequences if k in r], dim=0) for k in tensors}
+    for key in sorted({k for r in rows for k in r if k.startswith(TOKEN_PREFIX)}):
+        padded = [(row.get(key, [])[:size] + [0] * length)[:length] for row, size in sequences]
+        out[VISION_PREFIX + key[len(TOKEN_PREFIX):]] = torch.tensor(padded, dtype=torch.long)
+    return out
+
+
+def collate_sft(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    batch = collate_text([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows], pad_id)
+    return batch | collate_vision(rows, [(r, len(r["input_ids"])) for r in rows], batch["input_ids"].shape[1])
+
+
+def vision_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs among a batch's `vision.` entries."""
+    return {k[len(VISION_PREFIX):]: v for k, v in batch.items() if k.startswith(VISION_PREFIX)}
