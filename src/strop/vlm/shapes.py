@@ -19,6 +19,8 @@ import random
 import sys
 from pathlib import Path
 
+#: The copy that ships with strop.
+SHIPPED = Path(__file__).resolve().parent.parent / "examples" / "vision"
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 200, 20)}
 SHAPES = ("circle", "square", "triangle")
 QUESTIONS = {"colour": "What colour is the shape?", "shape": "What shape is this?"}
