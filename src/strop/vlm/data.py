@@ -191,18 +191,18 @@ def mix_text_rows(image_rows: list, text_rows: list, ratio: float | None, seed: 
     language model forgetting text skills): n_text = ratio · n_image / (1 − ratio), sampled without
     replacement, or cycled when the text rows are fewer. None keeps every row as read."""
     if ratio is None or not image_rows:
-        chosen = text_rows
-    else:
-        if ratio > 0 and not text_rows:
-            raise StropError(f"text_only_ratio={ratio}: no text-only rows to mix in; add a chat or alpaca dataset")
-        want = round(ratio * len(image_rows) / (1 - ratio))
-        order = list(range(len(text_rows)))
-        random.Random(seed).shuffle(order)
-        chosen = [text_rows[order[i % len(order)]] for i in range(want)] if want else []
+        if text_rows:
+            report.notes.append(f"text-only rows: {len(text_rows)} of {len(image_rows) + len(text_rows)} (as read)")
+        return image_rows + text_rows
+    if ratio > 0 and not text_rows:
+        raise StropError(f"text_only_ratio={ratio}: no text-only rows to mix in; add a chat or alpaca dataset")
+    want = round(ratio * len(image_rows) / (1 - ratio))
+    order = list(range(len(text_rows)))
+    random.Random(seed).shuffle(order)
+    chosen = [text_rows[order[i % len(order)]] for i in range(want)] if want else []
     total = len(image_rows) + len(chosen)
-    share = len(chosen) / total if total else 0.0
-    asked = "as read" if ratio is None else f"asked {ratio:.2f}"
-    report.notes.append(f"text-only rows: {len(chosen)} of {total} ({share:.2f}, {asked}; {len(text_rows)} read)")
+    report.notes.append(f"text-only rows: {len(chosen)} of {total} ({len(chosen) / total:.2f}, asked {ratio:.2f}; "
+                        f"{len(text_rows)} read)")
     return image_rows + chosen
 
 

@@ -92,5 +92,18 @@ def corpus() -> list[str]:
             *(f"{q} {a}" for q, a in TEXT_ROWS)]
 
 
+def held_out_accuracy(target: str, folder: Path = SHIPPED, max_new_tokens: int = 3) -> float:
+    """Share of held_out.jsonl questions whose greedy answer starts with the right word."""
+    from strop.chat import load_for_chat
+    from strop.vlm.generate import answer_images, chat_processor
+
+    rows = [json.loads(line) for line in (Path(folder) / "held_out.jsonl").read_text().splitlines() if line]
+    model, _ = load_for_chat(target)
+    answers = answer_images(model, chat_processor(target), [row["messages"][:1] for row in rows], max_new_tokens,
+                            folders=[Path(folder)])
+    right = sum(answer.split()[:1] == [row["messages"][1]["content"]] for answer, row in zip(answers, rows))
+    return right / len(rows)
+
+
 if __name__ == "__main__":
     print(write_dataset(Path(sys.argv[1] if len(sys.argv) > 1 else "shapes")))
