@@ -68,22 +68,36 @@ def _text_sizes(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int,
                 tie_word_embeddings=False)
 
 
-def qwen2_vl_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                   intermediate: int = 128, vision_width: int = 32, vision_depth: int = 2,
-                   vision_heads: int = 2, vocab: int | None = None):
-    """(config, processor) of a Qwen2-VL; the sizes default to a tiny one."""
-    from transformers import Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLProcessor
+def qwen2_vl_config(token_ids: dict[str, int], vocab: int, hidden: int = 64, layers: int = 2, heads: int = 4,
+                    kv_heads: int = 2, intermediate: int = 128, vision_width: int = 32, vision_depth: int = 2,
+                    vision_heads: int = 2, mlp_ratio: float = 2):
+    """A Qwen2-VL config; `token_ids` holds eos/pad/bos and the image, video and vision boundary token ids."""
+    from transformers import Qwen2VLConfig
 
-    head_dim = hidden // heads
-    text = _text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok)
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
-                               "mrope_section": _mrope_sections(head_dim)}
+    text = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=32768,
+                eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"], bos_token_id=token_ids["bos"],
+                tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_sections(hidden // heads)})
     vision = dict(depth=vision_depth, embed_dim=vision_width, hidden_size=hidden, num_heads=vision_heads,
-                  mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-    ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-                                                         ("vision_start_token_id", "<|vision_start|>"),
-                                                         ("vision_end_token_id", "<|vision_end|>"))}
-    config = Qwen2VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=False)
+                  mlp_ratio=mlp_ratio, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+    ids = {k: token_ids[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+    return Qwen2VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=False)
+
+
+def qwen2_vl_token_ids(tok) -> dict[str, int]:
+    names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+             "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    return {k: tok.convert_tokens_to_ids(v) for k, v in names.items()} | {
+        "eos": tok.eos_token_id, "pad": tok.pad_token_id, "bos": tok.bos_token_id}
+
+
+def qwen2_vl_parts(tok, **sizes):
+    """(config, processor) of a Qwen2-VL; the sizes default to a tiny one. transformers' Qwen2-VL processor
+    needs torchvision (for its video processor) even for images."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
+
+    config = qwen2_vl_config(qwen2_vl_token_ids(tok), sizes.pop("vocab", None) or len(tok), **sizes)
     images = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2,
                                    temporal_patch_size=2)
     processor = Qwen2VLProcessor(image_processor=images, tokenizer=tok, chat_template=tok.chat_template)
