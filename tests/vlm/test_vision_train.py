@@ -118,3 +118,12 @@ def test_chat_with_an_image(capsys, tiny_llava):
     assert code == 0 and capsys.readouterr().out.strip()
     assert main(["chat", str(tiny_llava), "--image", "nope.png", "--prompt", "x"]) == 2
     assert "--image: file not found: nope.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("adapter", ["qlora", "ia3"])
+def test_other_adapters_stay_on_the_language_model(tmp_path, vision_config, adapter):
+    assert main(["train", str(vision_config(adapter=adapter, max_steps=1))]) == 0
+    saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert saved["target_modules"] and all("language_model" in name for name in saved["target_modules"])
+    if adapter == "ia3":  # the feed-forward scales are the language model's down projections
+        assert saved["feedforward_modules"] and all(n.endswith("down_proj") for n in saved["feedforward_modules"])

@@ -26,10 +26,10 @@ class PeftStrategy(Strategy):
 
         if self.target_key:
             check_target_modules(model, getattr(cfg, self.target_key, None), self.target_key)
-        from strop.vlm.models import restrict_lora_to_language
+        from strop.vlm.models import restrict_adapter_to_language
 
         config = self.peft_config(cfg)
-        restrict_lora_to_language(model, config, cfg)
+        restrict_adapter_to_language(model, config, cfg)
         return get_peft_model(model, config)
 
     def base_model(self, model: nn.Module) -> nn.Module:

@@ -78,15 +78,27 @@ def language_linear_names(model: nn.Module, wanted: list[str] | str) -> list[str
     return names
 
 
-def restrict_lora_to_language(model: nn.Module, peft_config, cfg) -> None:
-    """On a VLM with a frozen vision tower, point a LoRA config's targets at the language model only."""
-    if not is_vlm(model) or not getattr(cfg, "freeze_vision_tower", True) or not hasattr(peft_config, "target_modules"):
+def restrict_adapter_to_language(model: nn.Module, peft_config, cfg) -> None:
+    """On a VLM with a frozen vision tower, point a LoRA or IA3 config's targets at the language model
+    only (IA3's default targets: PEFT's choice for the language model's own architecture)."""
+    if not is_vlm(model) or not getattr(cfg, "freeze_vision_tower", True):
         return
-    if type(peft_config).__name__ != "LoraConfig":
-        return
-    wanted = peft_config.target_modules
-    wanted = "all-linear" if wanted in ("all-linear", None) else sorted(wanted)
-    peft_config.target_modules = language_linear_names(model, wanted)
+    kind = type(peft_config).__name__
+    if kind == "LoraConfig":
+        wanted = peft_config.target_modules
+        peft_config.target_modules = language_linear_names(model, "all-linear" if wanted in ("all-linear", None) else sorted(wanted))
+    elif kind == "IA3Config":
+        from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
+                                TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS)
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        text_type = base.config.get_text_config().model_type
+        wanted = peft_config.target_modules or TARGETS.get(text_type)
+        feedforward = peft_config.feedforward_modules or FEEDFORWARD.get(text_type, [])
+        if not wanted:
+            raise StropError(f"ia3_target_modules: PEFT has no default for '{text_type}'; list the modules to rescale")
+        peft_config.target_modules = language_linear_names(model, sorted(wanted))
+        peft_config.feedforward_modules = [n for n in peft_config.target_modules if n.rsplit(".", 1)[-1] in feedforward]
 
 
 def load_processor(model_path: str | Path, trust_remote_code: bool = False):
