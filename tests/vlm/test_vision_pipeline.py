@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -13,6 +14,7 @@ from strop.cli import main
 from strop.vlm.shapes import SHIPPED
 
 
+@pytest.mark.slow
 def test_two_stage_pipeline(tmp_path, tiny_llava):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -220,12 +220,24 @@ def build_vision_sft_data(cfg, processor, base_dir: Path | None) -> tuple[list[d
     return train, val, report
 
 
+def _cat_padded(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along dimension 0, zero-padding the other dimensions to the largest: rows of Idefics3 /
+    SmolVLM hold (1, images, 3, H, W), and a row with fewer images gets all-zero images, which that model
+    drops (with a zero pixel_attention_mask) before its vision encoder."""
+    shape = [max(p.shape[d] for p in pieces) for d in range(1, pieces[0].dim())]
+    padded = []
+    for piece in pieces:
+        pad = [amount for d in reversed(range(1, piece.dim())) for amount in (0, shape[d - 1] - piece.shape[d])]
+        padded.append(torch.nn.functional.pad(piece, pad) if any(pad) else piece)
+    return torch.cat(padded, dim=0)
+
+
 def collate_vision(rows: list[dict], sequences: list[tuple[dict, int]], length: int) -> dict[str, torch.Tensor]:
     """The image tensors of `rows`, concatenated along the first dimension (images or patches), and the
     per-token outputs of each sequence, right-padded with 0 to `length`. A sequence is (its row, its
     token count): a pair batch holds every prompt twice, a reply's tokens are text (0)."""
     tensors = sorted({k for r in rows for k in r if k.startswith(VISION_PREFIX)})
-    out = {k: torch.cat([r[k] for r, _ in sequences if k in r], dim=0) for k in tensors}
+    out = {k: _cat_padded([r[k] for r, _ in sequences if k in r]) for k in tensors}
     for key in sorted({k for r in rows for k in r if k.startswith(TOKEN_PREFIX)}):
         padded = [(row.get(key, [])[:size] + [0] * length)[:length] for row, size in sequences]
         out[VISION_PREFIX + key[len(TOKEN_PREFIX):]] = torch.tensor(padded, dtype=torch.long)

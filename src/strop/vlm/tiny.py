@@ -24,10 +24,12 @@ CORPUS = ["The quick brown fox jumps over the lazy dog.", "What shape is this? A
 FAMILY_TOKENS = {
     "qwen2_vl": ("<|image_pad|>", ["<|vision_start|>", "<|vision_end|>", "<|video_pad|>"]),
     "llava": ("<image>", []),
+    "idefics3": ("<image>", ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]),
 }
 _IMAGE_PART = {
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",
     "llava": "<image>\n",
+    "idefics3": "<image>",
 }
 
 
@@ -131,7 +133,25 @@ def llava_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads
     return config, processor
 
 
-BUILDERS = {"qwen2_vl": qwen2_vl_parts, "llava": llava_parts}
+def idefics3_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
+                   vision_width: int = 32, vision_depth: int = 2, image_size: int = 56, vocab: int | None = None):
+    """(config, processor) of an Idefics3 / SmolVLM (SigLIP tower, pixel-shuffle connector, Llama decoder);
+    one image per picture (no splitting into tiles), (image_size / 14 / 2)² tokens each."""
+    from transformers import Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
+
+    text = dict(model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok))
+    vision = dict(hidden_size=vision_width, intermediate_size=vision_width * 2, num_hidden_layers=vision_depth,
+                  num_attention_heads=2, image_size=image_size, patch_size=14)
+    config = Idefics3Config(text_config=text, vision_config=vision, scale_factor=2,
+                            image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+    images = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": image_size},
+                                    max_image_size={"longest_edge": image_size})
+    processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=(image_size // 28) ** 2,
+                                  chat_template=tok.chat_template)
+    return config, processor
+
+
+BUILDERS = {"qwen2_vl": qwen2_vl_parts, "llava": llava_parts, "idefics3": idefics3_parts}
 
 
 def build_tiny_vlm(folder: Path, family: str = "qwen2_vl", seed: int = 0, corpus: list[str] | None = None,
