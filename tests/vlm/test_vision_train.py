@@ -50,6 +50,8 @@ def test_lora_adapter_reloads_and_merges_with_identical_outputs(tmp_path, vision
     merged_logits = logits(AutoModelForImageTextToText.from_pretrained(merged), batch)
     torch.testing.assert_close(merged_logits, with_adapter, atol=1e-5, rtol=1e-5)
     assert AutoProcessor.from_pretrained(merged).tokenizer.chat_template
+    image = str(SHAPES / "images" / "red_circle_0.png")
+    assert main(["chat", str(out), "--image", image, "--prompt", "What colour?", "--max-new-tokens", "2"]) == 0
 
 
 def test_projector_only_changes_the_projector_alone(tmp_path, vision_config, tiny_llava):

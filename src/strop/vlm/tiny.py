@@ -25,11 +25,13 @@ FAMILY_TOKENS = {
     "qwen2_vl": ("<|image_pad|>", ["<|vision_start|>", "<|vision_end|>", "<|video_pad|>"]),
     "llava": ("<image>", []),
     "idefics3": ("<image>", ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]),
+    "gemma3": ("<image_soft_token>", ["<start_of_image>", "<end_of_image>"]),
 }
 _IMAGE_PART = {
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>",
     "llava": "<image>\n",
     "idefics3": "<image>",
+    "gemma3": "<start_of_image>",
 }
 
 
@@ -57,8 +59,11 @@ def build_tokenizer(family: str, corpus: list[str] | None = None, vocab_size: in
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS + list(corpus or []), trainer)
+    named = {"image_token": image_token}
+    if family == "gemma3":  # Gemma 3's processor reads the image boundary tokens from the tokenizer
+        named |= {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>", extra_special_tokens={"image_token": image_token})
+                                   bos_token="<|im_start|>", extra_special_tokens=named)
     fast.chat_template = chat_template(family)
     return fast
 
@@ -151,7 +156,24 @@ def idefics3_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_he
     return config, processor
 
 
-BUILDERS = {"qwen2_vl": qwen2_vl_parts, "llava": llava_parts, "idefics3": idefics3_parts}
+def gemma3_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
+                 vision_width: int = 32, vision_depth: int = 2, image_size: int = 56, vocab: int | None = None):
+    """(config, processor) of a Gemma 3 (SigLIP tower, pooled projector, Gemma 3 decoder); 4 tokens an image."""
+    from transformers import Gemma3Config, Gemma3ImageProcessor, Gemma3Processor
+
+    text = dict(model_type="gemma3_text", head_dim=hidden // heads, sliding_window=64,
+                **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok))
+    vision = dict(model_type="siglip_vision_model", hidden_size=vision_width, intermediate_size=vision_width * 2,
+                  num_hidden_layers=vision_depth, num_attention_heads=2, image_size=image_size, patch_size=14)
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (("boi_token_index", "<start_of_image>"),
+           ("eoi_token_index", "<end_of_image>"), ("image_token_index", "<image_soft_token>"))}
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, **ids, tie_word_embeddings=False)
+    images = Gemma3ImageProcessor(size={"height": image_size, "width": image_size})
+    processor = Gemma3Processor(image_processor=images, tokenizer=tok, image_seq_length=4, chat_template=tok.chat_template)
+    return config, processor
+
+
+BUILDERS = {"qwen2_vl": qwen2_vl_parts, "llava": llava_parts, "idefics3": idefics3_parts, "gemma3": gemma3_parts}
 
 
 def build_tiny_vlm(folder: Path, family: str = "qwen2_vl", seed: int = 0, corpus: list[str] | None = None,
