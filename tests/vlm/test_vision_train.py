@@ -101,7 +101,7 @@ def test_dpo_on_image_prompts(tmp_path, vision_config):
 
 def test_image_pair_cache_keys_differ_by_image(llava_processor, tmp_path, vision_config):
     from strop.config import load_config
-    from strop.vlm.objectives import build_vision_pair_data
+    from strop.objectives.vision import build_vision_pair_data
 
     rows = [{"prompt": [{"role": "user", "content": [{"type": "image", "path": str(SHAPES / "images" / f"red_{s}_0.png")},
                                                      {"type": "text", "text": "Colour?"}]}], "chosen": "red", "rejected": "blue"}
@@ -129,3 +129,13 @@ def test_other_adapters_stay_on_the_language_model(tmp_path, vision_config, adap
     assert saved["target_modules"] and all("language_model" in name for name in saved["target_modules"])
     if adapter == "ia3":  # the feed-forward scales are the language model's down projections
         assert saved["feedforward_modules"] and all(n.endswith("down_proj") for n in saved["feedforward_modules"])
+
+
+def test_bad_image_in_a_preference_prompt(capsys, tmp_path, vision_config):
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "text", "text": "Colour?"},
+                                                     {"type": "image", "path": "gone.png"}]}],
+             "chosen": "red", "rejected": "blue"}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n" + json.dumps(rows[0]) + "\n")
+    assert main(["train", str(vision_config(rl="dpo", datasets=[{"path": str(path), "type": "vision_dpo"}]))]) == 2
+    assert "pairs.jsonl:2: prompt[0].content[1]: image file not found: gone.png" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from strop.objectives.ppo import PPOObjective
 from strop.objectives.reward import RewardObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
-from strop.vlm.objectives import VISION_DATASET_TYPES, VISION_OBJECTIVES, VISION_OF
+from strop.objectives.vision import VISION_DATASET_TYPES, VISION_OBJECTIVES, VISION_OF
 
 OBJECTIVES: dict[str, Objective] = {
     "sft": SFTObjective(),

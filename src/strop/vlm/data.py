@@ -63,14 +63,15 @@ def _parts(content: Any, loc: str) -> list[dict[str, Any]]:
     return parts
 
 
-def parse_conversation(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    """The row's messages with content as a list of parts (an image part keeps its source fields)."""
-    messages = row.get("messages")
+def parse_conversation(row: dict[str, Any], where: str, field: str = "messages") -> list[dict[str, Any]]:
+    """The row's messages (under `field`) with content as a list of parts (an image part keeps its
+    source fields)."""
+    messages = row.get(field)
     if not isinstance(messages, list) or not messages:
-        raise StropError(f"{where}: field 'messages' must be a non-empty list")
+        raise StropError(f"{where}: field '{field}' must be a non-empty list")
     out = []
     for index, message in enumerate(messages):
-        loc = f"{where}: messages[{index}]"
+        loc = f"{where}: {field}[{index}]"
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
             raise StropError(f"{loc}: field 'role' must be one of {sorted(_ROLES)}")
         parts = _parts(message.get("content"), loc)
@@ -95,12 +96,12 @@ class Encoder:
         self.processor, self.folders, self.allow_urls = processor, folders, allow_urls
         self.image_ids = image_token_ids(processor)
 
-    def images(self, messages: list[dict], where: str) -> list:
+    def images(self, messages: list[dict], where: str, field: str = "messages") -> list:
         out = []
         for m_index, message in enumerate(messages):
             for p_index, part in enumerate(message["content"]):
                 if part["type"] in IMAGE_TYPES:
-                    loc = f"{where}: messages[{m_index}].content[{p_index}]"
+                    loc = f"{where}: {field}[{m_index}].content[{p_index}]"
                     out.append(load_image(part, loc, self.folders, self.allow_urls))
         return out
 

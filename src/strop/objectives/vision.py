@@ -95,7 +95,7 @@ def _pair_prompt(row: dict, where: str) -> list[dict]:
         prompt = [{"role": "user", "content": prompt}]
     if not isinstance(prompt, list):
         raise StropError(f"{where}: field 'prompt' must be a string or a list of messages")
-    messages = parse_conversation({"messages": prompt}, f"{where}: prompt")
+    messages = parse_conversation({"prompt": prompt}, where, "prompt")
     if messages[-1]["role"] == "assistant":
         raise StropError(f"{where}: field 'prompt' ends with an assistant turn; the replies go in chosen/rejected")
     return messages
@@ -104,7 +104,7 @@ def _pair_prompt(row: dict, where: str) -> list[dict]:
 def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], list[list[int]], dict]:
     """Prompt ids (generation prompt included) with its image tensors, and the ids of each reply."""
     prompt = _pair_prompt(row, where)
-    images = encoder.images(prompt, where)
+    images = encoder.images(prompt, where, "prompt")
     prompt_text = encoder.render(prompt, generation_prompt=True)
     encoded = encoder.process(prompt_text, images)
     replies = []
