@@ -32,14 +32,14 @@ VISION_DATASET_TYPES = ("vision_chat", "vision_dpo")
 
 
 class VisionParams(BaseModel):
-    freeze_vision_tower: bool = Field(True, description="(vision objectives) Keep the vision encoder frozen (LoRA "
+    freeze_vision_tower: bool = Field(True, description="Keep the vision encoder frozen (LoRA "
                                       "targets then leave it out too).")
-    train_projector_only: bool = Field(False, description="(vision objectives) Stage 1 alignment: train only the "
+    train_projector_only: bool = Field(False, description="Stage 1 alignment: train only the "
                                        "projector between vision encoder and language model (full strategy).")
-    text_only_ratio: float | None = Field(None, ge=0, lt=1, description="(vision_sft) Share of training rows that "
+    text_only_ratio: float | None = Field(None, ge=0, lt=1, description="Share of training rows that "
                                           "are text-only (from chat/alpaca datasets), sampled or repeated to match; "
                                           "null keeps the rows as read.")
-    allow_image_urls: bool = Field(False, description="(vision objectives) Let image parts name http(s) URLs, "
+    allow_image_urls: bool = Field(False, description="Let image parts name http(s) URLs, "
                                    "downloaded while the data is built.")
 
 
