@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from strop.vlm.data import Encoder, collate_sft, encode_conversation, parse_conversation
+from strop.vlm.data import Encoder, collate_sft, encode_conversation, image_tensors, parse_conversation
 from strop.vlm.models import language_linear_names, part_of
 from strop.vlm.shapes import SHIPPED
 
@@ -45,9 +45,15 @@ def test_mixed_image_counts_batch_equals_rows(tmp_path_factory, idefics3, family
     rows = [encode_conversation(encoder, parse_conversation(
         {"messages": [{"role": "user", "content": [image] * count + [{"type": "text", "text": "What colour?"}]},
                       {"role": "assistant", "content": "green"}]}, "d.jsonl:1"), "d.jsonl:1", False) for count in (2, 1, 0)]
+    # Rows keep image bytes; collation's image processor remakes exactly the processor's own tensors.
+    own = processor(text=[encoder.render(parse_conversation({"messages": [{"role": "user", "content": [image] * 2}]}, "x"))],
+                    images=[encoder.images(parse_conversation({"messages": [{"role": "user", "content": [image] * 2}]}, "x"), "x")],
+                    return_tensors="pt")
+    remade = image_tensors(processor, rows[0])
+    assert remade and all(torch.equal(v, own[k.removeprefix("vision.")]) for k, v in remade.items())
     image_id = processor.tokenizer.convert_tokens_to_ids(token)
     assert [r["input_ids"].count(image_id) for r in rows] == [2 * per_image, per_image, 0]
-    batch = collate_sft(rows, processor.tokenizer.pad_token_id)
+    batch = collate_sft(rows, processor.tokenizer.pad_token_id, processor)
     assert batch[f"vision.{key}"].shape == shape
     if family == "idefics3":  # the one-image row's second image is padding
         assert batch["vision.pixel_values"][1, 1].abs().sum() == 0 and batch["vision.pixel_attention_mask"][1, 1].sum() == 0
@@ -56,7 +62,7 @@ def test_mixed_image_counts_batch_equals_rows(tmp_path_factory, idefics3, family
     model.eval()
     with torch.no_grad():
         together = summed_nll(model, batch)
-        alone = sum(summed_nll(model, collate_sft([row], processor.tokenizer.pad_token_id)) for row in rows)
+        alone = sum(summed_nll(model, collate_sft([row], processor.tokenizer.pad_token_id, processor)) for row in rows)
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
 
 

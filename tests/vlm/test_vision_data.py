@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from strop.data import DataReport
 from strop.data.tokenize import IGNORE
 from strop.errors import StropError
-from strop.vlm.data import Encoder, collate_sft, encode_conversation, mix_text_rows, parse_conversation
+from strop.vlm.data import Encoder, collate_sft, encode_conversation, image_tensors, mix_text_rows, parse_conversation
 from strop.vlm.shapes import SHIPPED as SHAPES
 
 IMAGE = str(SHAPES / "images" / "red_circle_0.png")
@@ -38,7 +37,8 @@ def test_labels_are_the_assistant_text_only(llava_processor):
     assert tok.decode(labelled) == "red<|im_end|>\n"  # the reply and its end of turn, as the template writes it
     image_id = tok.convert_tokens_to_ids("<image>")
     assert example["input_ids"].count(image_id) == TOKENS_PER_IMAGE
-    assert tuple(example["vision.pixel_values"].shape) == (1, 3, 56, 56)
+    assert example["vision_images"] == [Path(IMAGE).read_bytes()]  # the row keeps the image's bytes
+    assert tuple(image_tensors(llava_processor, example)["vision.pixel_values"].shape) == (1, 3, 56, 56)
 
 
 def test_several_images_and_turns_image_tokens_never_trained(llava_processor):
@@ -50,7 +50,7 @@ def test_several_images_and_turns_image_tokens_never_trained(llava_processor):
     image_id = llava_processor.tokenizer.convert_tokens_to_ids("<image>")
     for train_on_inputs in (False, True):
         example = encode(llava_processor, row, train_on_inputs)
-        assert example["vision.pixel_values"].shape[0] == 3
+        assert image_tensors(llava_processor, example)["vision.pixel_values"].shape[0] == 3
         assert example["input_ids"].count(image_id) == 3 * TOKENS_PER_IMAGE
         assert image_id not in example["labels"]
     labelled = llava_processor.tokenizer.decode([t for t in encode(llava_processor, row)["labels"] if t != IGNORE])
@@ -63,14 +63,14 @@ def test_base64_image_equals_the_file(llava_processor):
             for source in ({"path": IMAGE}, {"base64": data}, {"url": f"data:image/png;base64,{data}"})]
     first, *others = [encode(llava_processor, row) for row in rows]
     for other in others:
-        assert torch.equal(first["vision.pixel_values"], other["vision.pixel_values"])
+        assert first["vision_images"] == other["vision_images"]
 
 
 def test_collate_concatenates_images_and_pads_text(llava_processor):
     with_image = encode(llava_processor, {"messages": [user({"type": "image", "path": IMAGE}, "Hi"),
                                                        {"role": "assistant", "content": "red"}]})
     text_only = encode(llava_processor, {"messages": [user("Say hello."), {"role": "assistant", "content": "hello"}]})
-    batch = collate_sft([with_image, text_only, with_image], pad_id=0)
+    batch = collate_sft([with_image, text_only, with_image], 0, llava_processor)
     assert batch["input_ids"].shape == (3, len(with_image["input_ids"]))
     assert batch["vision.pixel_values"].shape[0] == 2  # the text row adds no image
     assert int(batch["attention_mask"][1].sum()) == len(text_only["input_ids"])

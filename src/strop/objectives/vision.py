@@ -26,6 +26,7 @@ from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
 from strop.vlm.data import (Encoder, _folders, build_vision_sft_data, collate_sft, collate_vision,
                             parse_conversation, vision_extras)
+from strop.vlm.images import decode
 from strop.vlm.models import load_processor, set_trainable_parts
 
 VISION_DATASET_TYPES = ("vision_chat", "vision_dpo")
@@ -76,16 +77,16 @@ class VisionSFTObjective(VisionMixin, SFTObjective):
         return build_vision_sft_data(cfg, self.load_processor(cfg), base_dir)
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-        return collate_sft(rows, pad_id)
+        return collate_sft(rows, pad_id, self.processor)
 
     def prepare_training(self, run) -> None:
         self.freeze_parts(run)
 
 
-def _image_digest(example: dict) -> str:
+def _image_digest(extras: dict) -> str:
     digest = hashlib.sha1()
-    for key in sorted(k for k in example if k.startswith("vision.")):
-        digest.update(key.encode() + example[key].contiguous().view(torch.uint8).numpy().tobytes())
+    for data in extras.get("vision_images", []):
+        digest.update(data + b"|")
     return digest.hexdigest()[:12]
 
 
@@ -104,9 +105,9 @@ def _pair_prompt(row: dict, where: str) -> list[dict]:
 def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], list[list[int]], dict]:
     """Prompt ids (generation prompt included) with its image tensors, and the ids of each reply."""
     prompt = _pair_prompt(row, where)
-    images = encoder.images(prompt, where, "prompt")
+    sources = encoder.sources(prompt, where, "prompt")
     prompt_text = encoder.render(prompt, generation_prompt=True)
-    encoded = encoder.process(prompt_text, images)
+    encoded = encoder.process(prompt_text, [decode(data) for data in sources])
     replies = []
     for side in ("chosen", "rejected"):
         text, _ = _reply(row.get(side), where, side, None)
@@ -116,7 +117,7 @@ def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], lis
         replies.append(encoder.processor.tokenizer(full[len(prompt_text):], add_special_tokens=False)["input_ids"])
     if replies[0] == replies[1]:
         raise StropError(f"{where}: 'chosen' and 'rejected' are the same reply: nothing to prefer")
-    return encoded["input_ids"][0].tolist(), replies, vision_extras(encoded)
+    return encoded["input_ids"][0].tolist(), replies, vision_extras(encoded, sources)
 
 
 def build_vision_pair_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
@@ -153,7 +154,7 @@ class VisionPairMixin(VisionMixin):
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         batch = collate_pairs(rows, pad_id)
         sequences = [(r, r["prompt_len"]) for r in rows] * 2  # chosen sequences first, then rejected
-        return batch | collate_vision(rows, sequences, batch["input_ids"].shape[1])
+        return batch | collate_vision(rows, sequences, batch["input_ids"].shape[1], self.processor)
 
     def prepare_training(self, run) -> None:
         self.freeze_parts(run)

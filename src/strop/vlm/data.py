@@ -12,9 +12,12 @@ processing the conversation up to the reply's generation prompt and up to the re
 that prefix included) and checking that each is a token prefix of the whole. Every image token
 (placeholder, its expansion, the vision boundary tokens) is then masked, `train_on_inputs` or not.
 
-The processor's tensors other than input ids and attention mask (pixel_values, image_grid_thw, ...) ride
-in each row and in the collated batch under a `vision.` prefix, which `objectives.base.model_inputs`
-hands to the model's forward: nothing else in the loop needs to know about them.
+A row keeps its images as their encoded bytes (`vision_images`), not as pixel tensors (a 448 px image is
+~1 MB of float32 pixels and a few tens of KB of PNG or JPEG), and collation runs the image processor on
+them; the processor's per-token outputs (Qwen2-VL's mm_token_type_ids, Gemma 3's token_type_ids) are kept
+as lists. In the collated batch the image tensors (pixel_values, image_grid_thw, ...) sit under a `vision.`
+prefix, which `objectives.base.model_inputs` hands to the model's forward: nothing else in the loop needs
+to know about them.
 
 Packing is refused for image rows: a packed row would need the vision features of several examples
 aligned to their segments and the family's image position ids (Qwen2-VL's M-RoPE) restarted per
@@ -35,7 +38,7 @@ from strop.data.packing import collate as collate_text
 from strop.data.readers import read_rows, resolve_data_path
 from strop.data.tokenize import IGNORE
 from strop.errors import StropError
-from strop.vlm.images import load_image
+from strop.vlm.images import decode, image_bytes
 from strop.vlm.models import image_token_ids
 
 VISION_PREFIX = "vision."
@@ -96,14 +99,18 @@ class Encoder:
         self.processor, self.folders, self.allow_urls = processor, folders, allow_urls
         self.image_ids = image_token_ids(processor)
 
-    def images(self, messages: list[dict], where: str, field: str = "messages") -> list:
+    def sources(self, messages: list[dict], where: str, field: str = "messages") -> list[bytes]:
+        """The encoded bytes of every image of the conversation, in order."""
         out = []
         for m_index, message in enumerate(messages):
             for p_index, part in enumerate(message["content"]):
                 if part["type"] in IMAGE_TYPES:
                     loc = f"{where}: {field}[{m_index}].content[{p_index}]"
-                    out.append(load_image(part, loc, self.folders, self.allow_urls))
+                    out.append(image_bytes(part, loc, self.folders, self.allow_urls))
         return out
+
+    def images(self, messages: list[dict], where: str, field: str = "messages") -> list:
+        return [decode(data) for data in self.sources(messages, where, field)]
 
     def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
         plain = [{"role": m["role"], "content": [{"type": "image"} if p["type"] in IMAGE_TYPES else p for p in m["content"]]}
@@ -118,24 +125,38 @@ class Encoder:
         return self.process(self.render(messages, generation_prompt), images[:count])["input_ids"][0].tolist()
 
 
-def vision_extras(encoded: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The processor's outputs besides ids and mask: per-token ones (Qwen2-VL's mm_token_type_ids) as
-    lists under `vision_tokens.`, the rest (pixel_values, image_grid_thw, ...) as tensors under `vision.`."""
+def vision_extras(encoded: dict[str, torch.Tensor], images: list[bytes]) -> dict[str, Any]:
+    """What a row keeps of the processor's outputs besides ids and mask: per-token ones as lists under
+    `vision_tokens.`; for the image tensors, the image bytes and the names of the tensors to remake."""
     length = encoded["input_ids"].shape[-1]
     out: dict[str, Any] = {}
+    tensors = []
     for key, value in encoded.items():
         if key in TEXT_KEYS:
             continue
         if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == (1, length):
             out[TOKEN_PREFIX + key] = value[0].tolist()
         else:
-            out[VISION_PREFIX + key] = value
+            tensors.append(key)
+    if images:
+        out |= {"vision_images": images, "vision_keys": tuple(tensors)}
     return out
+
+
+def image_tensors(processor, row: dict) -> dict[str, torch.Tensor]:
+    """The image tensors of a row, under `vision.`: the image processor on the row's images as one sample
+    (what the processor itself does), or the tensors a row carries ready-made."""
+    if "vision_images" not in row:
+        return {k: v for k, v in row.items() if k.startswith(VISION_PREFIX)}
+    images = [decode(data) for data in row["vision_images"]]
+    made = processor.image_processor(images=[images], return_tensors="pt")
+    return {VISION_PREFIX + key: made[key] for key in row["vision_keys"]}
 
 
 def encode_conversation(encoder: Encoder, messages: list[dict], where: str, train_on_inputs: bool) -> dict:
     """{input_ids, labels, vision.*} of one conversation; image tokens are never labels."""
-    images = encoder.images(messages, where)
+    sources = encoder.sources(messages, where)
+    images = [decode(data) for data in sources]
     encoded = encoder.process(encoder.render(messages), images)
     ids = encoded["input_ids"][0].tolist()
     labels = list(ids) if train_on_inputs else [IGNORE] * len(ids)
@@ -150,11 +171,11 @@ def encode_conversation(encoder: Encoder, messages: list[dict], where: str, trai
                                  "prefixes; set train_on_inputs: true")
             labels[len(start):len(end)] = end[len(start):]
     labels = [IGNORE if token in encoder.image_ids else label for token, label in zip(ids, labels)]
-    return {"input_ids": ids, "labels": labels, **vision_extras(encoded)}
+    return {"input_ids": ids, "labels": labels, **vision_extras(encoded, sources)}
 
 
 def has_images(row: dict) -> bool:
-    return any(k.startswith(VISION_PREFIX) for k in row)
+    return "vision_images" in row or any(k.startswith(VISION_PREFIX) for k in row)
 
 
 def _folders(spec_path: str, base_dir: Path | None) -> list[Path]:
@@ -233,21 +254,23 @@ def _cat_padded(pieces: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
-def collate_vision(rows: list[dict], sequences: list[tuple[dict, int]], length: int) -> dict[str, torch.Tensor]:
-    """The image tensors of `rows`, concatenated along the first dimension (images or patches), and the
-    per-token outputs of each sequence, right-padded with 0 to `length`. A sequence is (its row, its
-    token count): a pair batch holds every prompt twice, a reply's tokens are text (0)."""
-    tensors = sorted({k for r in rows for k in r if k.startswith(VISION_PREFIX)})
-    out = {k: _cat_padded([r[k] for r, _ in sequences if k in r]) for k in tensors}
+def collate_vision(rows: list[dict], sequences: list[tuple[dict, int]], length: int, processor) -> dict[str, torch.Tensor]:
+    """The image tensors of the sequences, concatenated along the first dimension (images or patches),
+    and their per-token outputs, right-padded with 0 to `length`. A sequence is (its row, its token
+    count): a pair batch holds every prompt twice, a reply's tokens are text (0)."""
+    made = {id(r): image_tensors(processor, r) for r in rows}
+    tensors = sorted({k for r in rows for k in made[id(r)]})
+    out = {k: _cat_padded([made[id(r)][k] for r, _ in sequences if k in made[id(r)]]) for k in tensors}
     for key in sorted({k for r in rows for k in r if k.startswith(TOKEN_PREFIX)}):
         padded = [(row.get(key, [])[:size] + [0] * length)[:length] for row, size in sequences]
         out[VISION_PREFIX + key[len(TOKEN_PREFIX):]] = torch.tensor(padded, dtype=torch.long)
     return out
 
 
-def collate_sft(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_sft(rows: list[dict], pad_id: int, processor=None) -> dict[str, torch.Tensor]:
+    """Right-padded ids, labels and mask, plus the image inputs (`processor` makes them from image bytes)."""
     batch = collate_text([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows], pad_id)
-    return batch | collate_vision(rows, [(r, len(r["input_ids"])) for r in rows], batch["input_ids"].shape[1])
+    return batch | collate_vision(rows, [(r, len(r["input_ids"])) for r in rows], batch["input_ids"].shape[1], processor)
 
 
 def vision_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -43,11 +43,11 @@ def image_source(part: dict[str, Any], loc: str) -> tuple[str, str]:
     return kind, value
 
 
-def _open(data: bytes | Path, loc: str, what: str):
+def _open(data: bytes, loc: str, what: str):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
@@ -61,22 +61,38 @@ def _resolve(path: str, folders: list[Path]) -> Path | None:
     return next((folder / candidate for folder in [*folders, Path.cwd()] if (folder / candidate).is_file()), None)
 
 
-def load_image(part: dict[str, Any], loc: str, folders: list[Path], allow_urls: bool = False):
-    """The RGB PIL image an image part names."""
+def image_bytes(part: dict[str, Any], loc: str, folders: list[Path], allow_urls: bool = False) -> bytes:
+    """The encoded bytes (PNG, JPEG, ...) of the image an image part names, checked to decode. Rows keep
+    these, not pixel tensors: a compressed image is tens of times smaller than its pixels."""
     kind, value = image_source(part, loc)
     if kind == "path":
         found = _resolve(value, folders)
         if found is None:
             searched = ", ".join(str(f) for f in [*folders, Path.cwd()])
             raise StropError(f"{loc}: image file not found: {value} (looked in {searched})")
-        return _open(found, loc, f"image file {found}")
-    if kind == "base64":
         try:
-            data = base64.b64decode(value, validate=True)
+            data, what = found.read_bytes(), f"image file {found}"
+        except OSError as err:
+            raise StropError(f"{loc}: cannot read image file {found}: {err.strerror or err}") from err
+    elif kind == "base64":
+        try:
+            data, what = base64.b64decode(value, validate=True), "the base64 image"
         except (binascii.Error, ValueError) as err:
             raise StropError(f"{loc}: field 'base64' is not valid base64 ({err})") from err
-        return _open(data, loc, "the base64 image")
-    return _open(_download(value, loc, allow_urls), loc, f"image URL {value}")
+    else:
+        data, what = _download(value, loc, allow_urls), f"image URL {value}"
+    _open(data, loc, what)
+    return data
+
+
+def decode(data: bytes):
+    """The RGB PIL image of bytes `image_bytes` returned (and so already checked)."""
+    return _open(data, "image", "image")
+
+
+def load_image(part: dict[str, Any], loc: str, folders: list[Path], allow_urls: bool = False):
+    """The RGB PIL image an image part names."""
+    return decode(image_bytes(part, loc, folders, allow_urls))
 
 
 def _download(url: str, loc: str, allow_urls: bool) -> bytes:
