@@ -139,3 +139,15 @@ def test_bad_image_in_a_preference_prompt(capsys, tmp_path, vision_config):
     path.write_text("\n" + json.dumps(rows[0]) + "\n")
     assert main(["train", str(vision_config(rl="dpo", datasets=[{"path": str(path), "type": "vision_dpo"}]))]) == 2
     assert "pairs.jsonl:2: prompt[0].content[1]: image file not found: gone.png" in capsys.readouterr().err
+
+
+def test_text_rows_mixed_at_the_ratio_are_logged(tmp_path, vision_config):
+    # 36 caption rows with images; text_only_ratio 0.25 → 0.25 · 36 / 0.75 = 12 text rows (6 read, cycled)
+    config = vision_config(datasets=[{"path": str(SHAPES / "captions.jsonl"), "type": "vision_chat"},
+                                     {"path": str(SHAPES / "text_only.jsonl"), "type": "chat"}],
+                           text_only_ratio=0.25, micro_batch_size=16, max_steps=3, learning_rate=1e-3)
+    assert main(["train", str(config)]) == 0
+    metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "text_only_rows" in m]
+    assert len(steps) == 3  # one epoch: 48 rows in 3 steps of 16
+    assert sum(m["text_only_rows"] for m in steps) == 12 and sum(m["image_rows"] for m in steps) == 36

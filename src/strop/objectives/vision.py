@@ -24,7 +24,7 @@ from strop.objectives.dpo import DPOObjective, IPOObjective
 from strop.objectives.orpo import ORPOObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
-from strop.vlm.data import (Encoder, _folders, build_vision_sft_data, collate_sft, collate_vision,
+from strop.vlm.data import (Encoder, _folders, build_vision_sft_data, collate_sft, collate_vision, has_images,
                             parse_conversation, vision_extras)
 from strop.vlm.images import decode
 from strop.vlm.models import load_processor, set_trainable_parts
@@ -77,7 +77,16 @@ class VisionSFTObjective(VisionMixin, SFTObjective):
         return build_vision_sft_data(cfg, self.load_processor(cfg), base_dir)
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-        return collate_sft(rows, pad_id, self.processor)
+        batch = collate_sft(rows, pad_id, self.processor)
+        batch["text_only_rows"] = torch.tensor(sum(not has_images(r) for r in rows))
+        return batch
+
+    def loss(self, model, batch: dict[str, torch.Tensor], denominator: float):
+        """SFT's loss, and the step's count of text-only and image rows (the loop sums them over the
+        micro-batches and processes of a step): the text_only_ratio actually trained, step by step."""
+        loss, metrics = super().loss(model, batch, denominator)
+        text = batch["text_only_rows"].float()
+        return loss, metrics | {"text_only_rows": text, "image_rows": batch["input_ids"].shape[0] - text}
 
     def prepare_training(self, run) -> None:
         self.freeze_parts(run)
