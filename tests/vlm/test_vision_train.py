@@ -151,3 +151,8 @@ def test_text_rows_mixed_at_the_ratio_are_logged(tmp_path, vision_config):
     steps = [m for m in metrics if "text_only_rows" in m]
     assert len(steps) == 3  # one epoch: 48 rows in 3 steps of 16
     assert sum(m["text_only_rows"] for m in steps) == 12 and sum(m["image_rows"] for m in steps) == 36
+
+
+def test_estimate_reads_a_vlm_config(capsys, vision_config):
+    assert main(["estimate", str(vision_config())]) == 0
+    assert "lora (configured)" in capsys.readouterr().out
