@@ -129,3 +129,15 @@ def test_assistant_image_and_packing_refused(llava_processor, tmp_path):
     cfg, base = load_config(path)
     with pytest.raises(StropError, match="sample_packing: image conversations are not packed"):
         build_vision_sft_data(cfg, llava_processor, base)
+
+
+def test_a_processor_without_chat_template_is_refused(tmp_path, tiny_llava):
+    import shutil
+
+    from strop.vlm.models import load_processor
+
+    folder = tmp_path / "no-template"
+    shutil.copytree(tiny_llava, folder)
+    (folder / "chat_template.jinja").unlink()
+    with pytest.raises(StropError, match="the processor has no chat template"):
+        load_processor(folder)

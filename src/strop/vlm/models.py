@@ -113,6 +113,9 @@ def load_processor(model_path: str | Path, trust_remote_code: bool = False):
                          "processor's and the tokenizer's files (Qwen2-VL's processor also needs torchvision)") from err
     if not hasattr(processor, "image_processor"):
         raise StropError(f"'{model_path}' has no image processor: is it a vision-language model?")
+    if not getattr(processor, "chat_template", None):
+        raise StropError(f"'{model_path}': the processor has no chat template (chat_template.jinja or "
+                         "processor_config.json's chat_template); copy it from the original model")
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
