@@ -9,7 +9,8 @@ from strop.strategies import STRATEGIES
 
 def test_objectives_are_the_documented_ones():
     assert set(OBJECTIVES) == {"sft", "dpo", "ipo", "orpo", "simpo", "cpo", "kto", "reward", "distill", "grpo", "dapo",
-                               "dr_grpo", "ppo"}
+                               "dr_grpo", "ppo", "vision_sft", "vision_dpo", "vision_ipo", "vision_orpo", "vision_simpo",
+                               "vision_cpo"}
 
 
 def test_strategies_are_the_documented_ones():

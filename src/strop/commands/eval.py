@@ -96,9 +96,9 @@ def base_of(args: argparse.Namespace) -> str:
     if args.base:
         return args.base
     if (Path(args.model) / "adapter_config.json").is_file():
-        from strop.chat import _adapter_base
+        from strop.models.saved import adapter_base
 
-        return _adapter_base(Path(args.model))
+        return adapter_base(Path(args.model))
     raise StropError("eval: --forgetting needs --base BASE_MODEL (MODEL is not an adapter folder that names its base)")
 
 

@@ -2,7 +2,7 @@
 benchmark tasks (arc_easy, hellaswag, mmlu, gsm8k, ...) on any model strop loads, through strop's own
 loading, so a base model, an adapter folder and a merged model are all one argument.
 
-strop loads the model (`strop.chat.load_for_chat`: an adapter goes onto its base) and hands the live
+strop loads the model (`strop.models.saved.load_for_chat`: an adapter goes onto its base) and hands the live
 model and tokenizer to the harness's `HFLM` wrapper, which accepts an initialised model; the harness
 then runs its tasks unchanged (log-likelihood, multiple choice, generation), so the numbers are the
 harness's own. Tasks are loaded by the harness's TaskManager: its built-in tasks (which download their

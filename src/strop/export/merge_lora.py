@@ -76,6 +76,15 @@ def _check_inputs(base: Path, adapter: Path) -> None:
         )
 
 
+def _save_processor(model, adapter: Path, base: Path, out: Path) -> None:
+    """A vision-language model's processor (image processor, chat template) goes with the merged model."""
+    from strop.vlm.models import is_vlm, load_processor
+
+    if is_vlm(model):
+        has_own = any((adapter / name).is_file() for name in ("processor_config.json", "preprocessor_config.json"))
+        load_processor(adapter if has_own else base).save_pretrained(str(out))
+
+
 def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bool | None = None) -> Path:
     """Merge the PEFT adapter in `adapter` into the HF model in `base`; save safetensors + tokenizer to `out`.
 
@@ -109,4 +118,5 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bo
     with disk_errors(out, needed), temp_folder(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        _save_processor(model, adapter, base, tmp)
         return manifest.place_folder(tmp, out, "--out")

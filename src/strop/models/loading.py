@@ -141,7 +141,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
                expected_type: str | None = None):
     """Load a causal LM with SDPA attention; `expected_type` guards against pointing at the wrong model."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -151,11 +151,19 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remo
     if expected_type and expected_type not in architectures:
         raise StropError(f"model_type is {expected_type} but {name_or_path} is {', '.join(architectures) or 'unknown'}")
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        return auto_class(config).from_pretrained(
             name_or_path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
         )
     except (OSError, ValueError) as err:  # missing or unreadable weights, a config the weights do not fit
         raise StropError(f"could not load the model weights from '{name_or_path}': {err}") from err
+
+
+def auto_class(config):
+    """AutoModelForImageTextToText for a vision-language model (its config has a vision part), else
+    AutoModelForCausalLM."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
 
 
 def load_adapter(model, folder: str | Path):

@@ -25,13 +25,15 @@ def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
         raise StropError("load_in_4bit / QLoRA needs bitsandbytes: pip install bitsandbytes") from err
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from strop.models.loading import auto_class
 
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if cfg.model_type and cfg.model_type not in (getattr(config, "architectures", None) or []):
         raise StropError(f"model_type is {cfg.model_type} but {model_path} is {config.architectures}")
     compute = autocast_dtype(cfg, device) or torch.float32
     skip = QUANTIZATION_SKIPS if is_moe_config(config) else None  # fused experts stay float: bnb quantizes nn.Linear only
-    return AutoModelForCausalLM.from_pretrained(
+    return auto_class(config).from_pretrained(
         model_path, config=config, dtype=torch.float32, quantization_config=bnb_4bit_config(compute, skip),
         device_map={"": device}, trust_remote_code=cfg.trust_remote_code, attn_implementation="sdpa")

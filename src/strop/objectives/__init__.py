@@ -18,6 +18,7 @@ from strop.objectives.ppo import PPOObjective
 from strop.objectives.reward import RewardObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
+from strop.objectives.vision import VISION_DATASET_TYPES, VISION_OBJECTIVES, VISION_OF
 
 OBJECTIVES: dict[str, Objective] = {
     "sft": SFTObjective(),
@@ -33,12 +34,14 @@ OBJECTIVES: dict[str, Objective] = {
     "dapo": DAPOObjective(),
     "dr_grpo": DrGRPOObjective(),
     "ppo": PPOObjective(),
+    **VISION_OBJECTIVES,
 }
 
 #: The objective a dataset type implies when the config sets no `rl` (Axolotl-style configs such as
 #: `type: orpo` + `orpo_alpha`, with no `rl: orpo`, mean ORPO).
 IMPLIED_BY_DATASET_TYPE = {"dpo": "dpo", "orpo": "orpo", "kto": "kto", "chatml.intel": "dpo",
-                           "chatml.argilla": "dpo", "chatml.ultra": "dpo"}
+                           "chatml.argilla": "dpo", "chatml.ultra": "dpo", "vision_chat": "vision_sft",
+                           "vision_dpo": "vision_dpo"}
 
 
 def get_objective(name: str) -> Objective:
@@ -47,11 +50,14 @@ def get_objective(name: str) -> Objective:
 
 def objective_name(cfg) -> str:
     """`rl`, else `reward_model: true`, else what the dataset types imply (SFT for SFT formats)."""
+    images = any(spec.type in VISION_DATASET_TYPES for spec in cfg.datasets)
     if cfg.rl:
-        return cfg.rl
+        return VISION_OF.get(cfg.rl, cfg.rl) if images else cfg.rl
     if getattr(cfg, "reward_model", False):
         return "reward"
     implied = {IMPLIED_BY_DATASET_TYPE.get(spec.type, "sft") for spec in cfg.datasets}
+    if "vision_sft" in implied:  # text-only rows mixed into an image run (text_only_ratio)
+        implied.discard("sft")
     if len(implied) > 1:
         raise StropError(f"datasets mix types of different objectives ({', '.join(sorted(implied))}): set rl")
     return implied.pop()

@@ -84,6 +84,13 @@ def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int =
 
 def model_inputs(batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """The keyword inputs of `model`'s forward; packed rows' segment ids become the attention mask that
-    model takes (a FlexAttention block mask where it runs strop's packed attention, else a dense one)."""
+    model takes (a FlexAttention block mask where it runs strop's packed attention, else a dense one);
+    image inputs of vision batches pass through."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "segment_ids") if k in batch}
-    return attention_for(inputs, model)
+    return attention_for(inputs, model) | vision_inputs(batch)
+
+
+def vision_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch's image inputs (pixel_values, image_grid_thw, ...), carried under `vision.` by the vision
+    objectives (strop/vlm/data.py); empty for text batches."""
+    return {k[len("vision."):]: v for k, v in batch.items() if k.startswith("vision.")}

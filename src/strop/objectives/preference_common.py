@@ -25,7 +25,7 @@ from torch import nn
 from strop.data.preference import build_pair_data, collate_pairs
 from strop.errors import StropError
 from strop.models.loading import eval_mode
-from strop.objectives.base import Objective, shifted_token_logps
+from strop.objectives.base import Objective, shifted_token_logps, vision_inputs
 from strop.safe_io import disk_errors, staged_file
 
 REFERENCE_CACHE = "reference_logps.safetensors"
@@ -52,7 +52,8 @@ def beta(cfg, default: float) -> float:
 
 def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of each sequence's reply tokens, and how many reply tokens it has."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **vision_inputs(batch),
+                   use_cache=False).logits
     token_logps, mask = shifted_token_logps(logits, batch["labels"])
     return token_logps.sum(dim=1), mask.sum(dim=1)
 
@@ -117,7 +118,7 @@ def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([{k: v for k, v in r.items() if k != "ref"} for r in chunk], pad_id).items()
-                     if k in ("input_ids", "attention_mask", "labels")}
+                     if k in ("input_ids", "attention_mask", "labels") or k.startswith("vision.")}
             with autocast(device, amp_dtype):
                 logps = sequence_logps(model, batch)[0].double().cpu()
             n = len(chunk)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
+from strop.vlm.models import restrict_adapter_to_language
 from strop.strategies.base import Strategy, write_quantization_note
 from strop.strategies.layers import check_target_modules
 
@@ -28,7 +29,9 @@ class PeftStrategy(Strategy):
 
         if self.target_key:
             check_target_modules(model, getattr(cfg, self.target_key, None), self.target_key)
-        return get_peft_model(model, self.peft_config_for(model, cfg))
+        config = self.peft_config_for(model, cfg)
+        restrict_adapter_to_language(model, config, cfg)
+        return get_peft_model(model, config)
 
     def peft_config_for(self, model: nn.Module, cfg):
         """The PEFT config for this model (the LoRA family makes its targets expert-aware on MoE models)."""

@@ -62,13 +62,14 @@ class Shapes:
 
 def skeleton(cfg) -> nn.Module:
     """The model built from its config on the meta device: shapes only, no memory, no weights read."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from strop.models import resolve_model_path
+    from strop.models.loading import auto_class
 
     config = AutoConfig.from_pretrained(resolve_model_path(cfg.base_model), trust_remote_code=cfg.trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        return auto_class(config).from_config(config, trust_remote_code=cfg.trust_remote_code)
 
 
 def shapes_of(model: nn.Module) -> Shapes:
