@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "strop.pipeline",
     "strop.strategies.spectrum_command",
     "strop.estimate",
+    "strop.commands.plan",
 )
 DEBUG_HELP = "print the traceback of an error too (or set STROP_DEBUG=1)"
 
