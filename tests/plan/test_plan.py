@@ -209,3 +209,13 @@ def test_planned_stage_runs_on_the_default_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     report = run_pipeline(out)
     assert "| sft | train |" in report.read_text()
+
+
+def test_time_comes_from_a_measured_throughput_only(files):
+    shapes = meta_shapes(**LLAMA_8B)
+    (sft,) = plan_stages([files("s", sft_rows(500))], parse_gpu("H200"), "domain", shapes, {})
+    assert sft.strategy == "lora"
+    # 500 rows × 27 tokens × 3 epochs at 10,830 tokens/s (8.03e9 parameters), scaled to this model's size
+    assert sft.seconds == pytest.approx(500 * 27 * 3 / (10_830 * 8.03e9 / shapes.total))
+    (small,) = plan_stages([files("s", sft_rows(500))], parse_gpu("H200"), "domain", meta_shapes(**TINY), {})
+    assert small.seconds is None  # no figure near a tiny model's size
