@@ -117,3 +117,14 @@ def test_packed_rows_are_refused_across_tokenizers(make_config, char_teacher):
     cfg, base = load_config(make_config(rl="distill", distill_teacher=str(char_teacher), sample_packing=True))
     with pytest.raises(StropError, match="sample_packing: false"):
         train(cfg, base)
+
+
+def test_token_ends_of_a_segmentation_the_tokenizer_would_not_make(tiny_model):
+    """ids spelling "hello" one character at a time do not round-trip (the tokenizer merges them), so
+    the ends come from decoding each prefix: 1, 2, 3, 4, 5."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ids = [tok.convert_tokens_to_ids(c) for c in "hello"]
+    assert tok("hello", add_special_tokens=False)["input_ids"] != ids
+    assert token_ends(tok, ids) == ("hello", [1, 2, 3, 4, 5])
