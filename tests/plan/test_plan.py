@@ -219,3 +219,14 @@ def test_time_comes_from_a_measured_throughput_only(files):
     assert sft.seconds == pytest.approx(500 * 27 * 3 / (10_830 * 8.03e9 / shapes.total))
     (small,) = plan_stages([files("s", sft_rows(500))], parse_gpu("H200"), "domain", meta_shapes(**TINY), {})
     assert small.seconds is None  # no figure near a tiny model's size
+
+
+def test_pairs_count_twice_in_the_memory_check(files):
+    """A preference micro-batch holds chosen and rejected: its activations are those of 2 × micro rows."""
+    from strop.estimate import estimate
+    from strop.plan.planner import validated
+
+    shapes = meta_shapes(**TINY)
+    dpo = plan_stages([files("s", sft_rows(30)), files("p", pair_rows(30))], parse_gpu("24GB"), "chat", shapes, {})[1]
+    doubled = validated({**dpo.config, "micro_batch_size": 2 * dpo.config["micro_batch_size"]}, "test")
+    assert dpo.estimate.activations == estimate("lora", doubled, shapes, True).activations

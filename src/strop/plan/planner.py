@@ -119,7 +119,7 @@ def fit(stage: str, config: dict[str, Any], candidates: tuple[str, ...], batch: 
                 trial = {**config, **_adapter_key(strategy), "micro_batch_size": micro,
                          "gradient_accumulation_steps": batch // micro, "gradient_checkpointing": checkpointing,
                          **partial}
-                cfg = validated({**trial, "micro_batch_size": micro * per_row}, f"stage {stage}")
+                cfg = validated({**trial, "micro_batch_size": trial["micro_batch_size"] * per_row}, f"stage {stage}")
                 result = estimate(strategy, cfg, shapes, hardware.bf16)
                 if result.peak / GIB <= hardware.budget_gib:
                     return trial, result
