@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
 from strop.errors import StropError
 
 WORDS_TO_TOKENS = 1.3
 #: Tokens a chat template adds around each message (role markers, separators); ChatML adds about 5.
 TEMPLATE_TOKENS_PER_MESSAGE = 5
+PROGRESS_FROM = 5_000  # rows: a smaller file is read before a bar would be worth drawing
 _NUMBER = re.compile(r"^\s*-?[\d,]*\.?\d+\s*$")
 
 #: Reward type and the row field it checks: what strop.rl.rewards can verify without a judge.
@@ -131,13 +134,15 @@ def profile_file(path: str, tokenizer=None) -> DataProfile:
     kind = detect_format(rows[0][1], rows[0][0])
     convert, count = _converter(kind), _counter(tokenizer)
     lengths = []
-    for where, row in rows:
-        if detect_format(row, where) != kind:
-            raise StropError(f"{where}: row format '{detect_format(row, where)}' differs from the first row's '{kind}'; "
-                             "give one format per file")
-        convert(row, where)
-        text, messages = _row_text(row, kind)
-        lengths.append(count(text) + TEMPLATE_TOKENS_PER_MESSAGE * messages)
+    with Progress(TextColumn(f"reading {Path(path).name}"), BarColumn(), MofNCompleteColumn(), transient=True,
+                  disable=len(rows) < PROGRESS_FROM) as progress:
+        for where, row in progress.track(rows):
+            if detect_format(row, where) != kind:
+                raise StropError(f"{where}: row format '{detect_format(row, where)}' differs from the first row's "
+                                 f"'{kind}'; give one format per file")
+            convert(row, where)
+            text, messages = _row_text(row, kind)
+            lengths.append(count(text) + TEMPLATE_TOKENS_PER_MESSAGE * messages)
     plain = [row for _, row in rows]
     return DataProfile(Path(path), kind, len(rows), lengths, "tokenizer" if tokenizer else "word estimate",
                        pairs=kind == "dpo", reward=_reward_for(plain, kind) if kind in ("prompt", "alpaca") else None)
