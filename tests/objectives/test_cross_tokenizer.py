@@ -128,3 +128,15 @@ def test_token_ends_of_a_segmentation_the_tokenizer_would_not_make(tiny_model):
     ids = [tok.convert_tokens_to_ids(c) for c in "hello"]
     assert tok("hello", add_special_tokens=False)["input_ids"] != ids
     assert token_ends(tok, ids) == ("hello", [1, 2, 3, 4, 5])
+
+
+def test_auto_tells_tokenizers_apart_by_their_tokens(tiny_model, char_teacher, tmp_path):
+    from transformers import AutoTokenizer
+
+    from strop.objectives.distill import _other_tokenizer
+
+    student = AutoTokenizer.from_pretrained(tiny_model)
+    assert _other_tokenizer(str(char_teacher), student, 300, 300, False)  # same size, other tokens
+    assert not _other_tokenizer(str(tiny_model), student, 300, 300, False)
+    assert _other_tokenizer(str(tiny_model), student, 301, 300, False)  # another size
+    assert not _other_tokenizer(str(tmp_path), student, 300, 300, False)  # no tokenizer files: taken as shared

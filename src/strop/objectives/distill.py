@@ -65,6 +65,21 @@ def distill_loss(token_logps: torch.Tensor, divergence: torch.Tensor, mask: torc
     return per_example, {"nll": float(nll.detach().sum()), "divergence": float(soft.detach().sum())}
 
 
+def _other_tokenizer(teacher_path: str, student_tokenizer, teacher_vocab: int, student_vocab: int,
+                     trust_remote_code: bool) -> bool:
+    """Whether the teacher tokenizes differently: another vocabulary size, or the same size with other
+    tokens. A teacher folder without tokenizer files of the same size is taken to share the student's."""
+    from strop.models import load_tokenizer
+
+    if teacher_vocab != student_vocab:
+        return True
+    try:
+        teacher_tokenizer = load_tokenizer(teacher_path, trust_remote_code)
+    except StropError:
+        return False
+    return teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab()
+
+
 class DistillObjective(SFTObjective):
     name = "distill"
     params = DistillParams
@@ -74,20 +89,22 @@ class DistillObjective(SFTObjective):
         from strop.models import load_model, load_tokenizer, resolve_model_path
 
         cfg = run.cfg
+        self.cross = False
         if not cfg.distill_teacher:
             raise StropError("rl: distill needs distill_teacher (the teacher model)")
         path = resolve_model_path(cfg.distill_teacher, "distill_teacher")
         teacher = load_model(path, torch.float32, cfg.trust_remote_code)
         student_vocab = run.strategy.base_model(run.model).config.vocab_size
-        same = teacher.config.vocab_size == student_vocab
-        if cfg.distill_cross_tokenizer == "off" and not same:
+        if cfg.distill_cross_tokenizer == "off" and teacher.config.vocab_size != student_vocab:
             raise StropError(f"distill_teacher has vocabulary {teacher.config.vocab_size}, the student {student_vocab}: "
                              "teacher and student must share a tokenizer (or set distill_cross_tokenizer: uld)")
-        self.cross = cfg.distill_cross_tokenizer == "uld" or (cfg.distill_cross_tokenizer == "auto" and not same)
-        if self.cross:
+        mode = cfg.distill_cross_tokenizer
+        if mode == "uld" or (mode == "auto" and _other_tokenizer(path, run.tokenizer, teacher.config.vocab_size,
+                                                                 student_vocab, cfg.trust_remote_code)):
             if cfg.sample_packing:
                 raise StropError("distill_cross_tokenizer: packed rows cannot be re-tokenized for the teacher; "
                                  "set sample_packing: false")
+            self.cross = True
             self.student_tokenizer, self.teacher_tokenizer = run.tokenizer, load_tokenizer(path, cfg.trust_remote_code)
         self.teacher = teacher.to(run.device).eval().requires_grad_(False)
         self.cfg = cfg
