@@ -230,3 +230,19 @@ def test_pairs_count_twice_in_the_memory_check(files):
     dpo = plan_stages([files("s", sft_rows(30)), files("p", pair_rows(30))], parse_gpu("24GB"), "chat", shapes, {})[1]
     doubled = validated({**dpo.config, "micro_batch_size": 2 * dpo.config["micro_batch_size"]}, "test")
     assert dpo.estimate.activations == estimate("lora", doubled, shapes, True).activations
+
+
+def test_every_topic_has_a_fallback_and_every_rule_a_source():
+    from strop.plan.rules import RULES, SOURCES, Facts
+
+    nothing = Facts("chat", 0, 0, 0, False)
+    for topic in {rule.topic for rule in RULES} - {"sft", "preference", "rl"}:  # settings always get a value
+        assert [r for r in RULES if r.topic == topic][-1].when(nothing), topic
+    for rule in RULES:
+        assert rule.because.startswith(SOURCES), rule.because
+
+
+def test_long_documents_are_capped_at_the_survey_length(files):
+    profile = files("t", [{"text": "word " * 5000}])
+    (sft,) = plan_stages([profile], parse_gpu("H200"), "domain", meta_shapes(**TINY), {})
+    assert sft.config["sequence_len"] == 4096

@@ -66,9 +66,9 @@ def _precision(hardware: Hardware) -> dict[str, Any]:
 def _stage_settings(stage: str, data: list[DataProfile], facts: Facts, hardware: Hardware) -> tuple[dict, list[str], tuple]:
     """The stage's config keys that do not depend on memory, the reasons, and the strategy candidates."""
     rules = {topic: decide(topic, facts) for topic in ("strategies", "rank", "learning_rate", "epochs", "batch",
-                                                       "length_share", "neftune", "generations")}
+                                                       "length_share", "max_length", "neftune", "generations")}
     share = rules["length_share"].then
-    length = max(profile.percentile(share) for profile in data)
+    length = min(rules["max_length"].then, max(profile.percentile(share) for profile in data))
     rank = rules["rank"].then
     config: dict[str, Any] = {"lora_r": rank, "lora_alpha": 2 * rank, "lora_target_modules": "all-linear",
                               "num_epochs": rules["epochs"].then, "warmup_ratio": 0.03, "lr_scheduler": "cosine",
@@ -84,6 +84,7 @@ def _stage_settings(stage: str, data: list[DataProfile], facts: Facts, hardware:
         config.update({"rl": stage, **({"rl_beta": 0.1} if stage == "dpo" else {"orpo_alpha": 0.1})})
     config["sequence_len"] = _round_up(length)
     used = [rules[t] for t in ("strategies", "rank", "learning_rate", "epochs", "batch", "length_share")]
+    used += [rules["max_length"]] if length == rules["max_length"].then else []
     used += [rules[t] for t in ("neftune",) if stage == "sft"] + [rules[t] for t in ("generations",) if stage == "grpo"]
     reasons = [f"{rule.topic}: {rule.because}" for rule in used]
     return config, reasons, (rules["strategies"].then, rules["batch"].then, rules["learning_rate"].then)

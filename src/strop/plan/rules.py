@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 GOALS = ("chat", "reasoning", "domain")
+#: What a rule's `because` starts with: where the guidance comes from.
+SOURCES = ("survey", "strop", "DPO paper", "DPO and GRPO papers", "DeepSeekMath")
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,12 @@ RULES: tuple[Rule, ...] = (
     Rule("length_share", lambda f: True, 0.95,
          "strop: sequence_len covers 95% of rows (p95); the longest 5% are dropped rather than every "
          "batch sized for the outliers"),
+    Rule("max_length", lambda f: True, 4096,
+         "survey config: sequence_len 4096 (longer documents are split into chunks, longer rows dropped)"),
     # NEFTune
     Rule("neftune", lambda f: f.stage == "sft" and f.goal in ("chat", "domain"), 5.0,
          "survey config and conclusion: SFT with NEFTune (noise alpha 5) for instruction following"),
-    Rule("neftune", lambda f: True, None, "no NEFTune: the goal is not instruction following"),
+    Rule("neftune", lambda f: True, None, "strop: no NEFTune when the goal is not instruction following"),
     # RL sampling
     Rule("generations", lambda f: f.goal == "reasoning", (8, 512),
          "survey, GRPO: a group of G completions per prompt; reasoning needs long ones (8 of 512 tokens)"),
