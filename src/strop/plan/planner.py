@@ -63,30 +63,29 @@ def _precision(hardware: Hardware) -> dict[str, Any]:
     return {"bf16": "auto"} if hardware.bf16 else {"bf16": False, "fp16": True}
 
 
+SETTING_TOPICS = ("fixed", "objective_keys", "strategies", "rank", "learning_rate", "epochs", "batch", "length_share",
+                  "max_length", "neftune", "generations")
+
+
 def _stage_settings(stage: str, data: list[DataProfile], facts: Facts, hardware: Hardware) -> tuple[dict, list[str], tuple]:
     """The stage's config keys that do not depend on memory, the reasons, and the strategy candidates."""
-    rules = {topic: decide(topic, facts) for topic in ("strategies", "rank", "learning_rate", "epochs", "batch",
-                                                       "length_share", "max_length", "neftune", "generations")}
-    share = rules["length_share"].then
-    length = min(rules["max_length"].then, max(profile.percentile(share) for profile in data))
+    rules = {topic: decide(topic, facts) for topic in SETTING_TOPICS}
+    longest = max(profile.percentile(rules["length_share"].then) for profile in data)
+    length = min(rules["max_length"].then, longest)
     rank = rules["rank"].then
-    config: dict[str, Any] = {"lora_r": rank, "lora_alpha": 2 * rank, "lora_target_modules": "all-linear",
-                              "num_epochs": rules["epochs"].then, "warmup_ratio": 0.03, "lr_scheduler": "cosine",
-                              "logging_steps": 5, **_precision(hardware)}
+    config: dict[str, Any] = {**rules["fixed"].then, **rules["objective_keys"].then, "lora_r": rank,
+                              "lora_alpha": 2 * rank, "num_epochs": rules["epochs"].then, "logging_steps": 5,
+                              **_precision(hardware)}
     if stage == "sft" and rules["neftune"].then:
         config["neftune_noise_alpha"] = rules["neftune"].then
     if stage == "grpo":
         generations, completion = rules["generations"].then
-        config.update(rl="grpo", num_generations=generations, max_completion_length=completion,
+        config.update(num_generations=generations, max_completion_length=completion,
                       rewards=[{"type": data[0].reward[0], "field": data[0].reward[1]}])
-        length += completion
-    elif stage in ("dpo", "orpo"):
-        config.update({"rl": stage, **({"rl_beta": 0.1} if stage == "dpo" else {"orpo_alpha": 0.1})})
-    config["sequence_len"] = _round_up(length)
-    used = [rules[t] for t in ("strategies", "rank", "learning_rate", "epochs", "batch", "length_share")]
-    used += [rules["max_length"]] if length == rules["max_length"].then else []
-    used += [rules[t] for t in ("neftune",) if stage == "sft"] + [rules[t] for t in ("generations",) if stage == "grpo"]
-    reasons = [f"{rule.topic}: {rule.because}" for rule in used]
+    config["sequence_len"] = _round_up(length + config.get("max_completion_length", 0))
+    used = [t for t in SETTING_TOPICS if t not in ("max_length", "neftune", "generations")]
+    used += ["max_length"] * (longest > length) + ["neftune"] * (stage == "sft") + ["generations"] * (stage == "grpo")
+    reasons = [f"{topic}: {rules[topic].because}" for topic in used]
     return config, reasons, (rules["strategies"].then, rules["batch"].then, rules["learning_rate"].then)
 
 
@@ -102,10 +101,6 @@ def validated(raw: dict[str, Any], source: str):
         raise StropError(_format_validation_error(err, source)) from err
 
 
-def _adapter_key(strategy: str) -> dict[str, Any]:
-    return {"adapter": "full" if strategy == "full" else strategy}
-
-
 def fit(stage: str, config: dict[str, Any], candidates: tuple[str, ...], batch: int, shapes: Shapes,
         hardware: Hardware, partial: dict[str, Any]) -> tuple[dict[str, Any], Estimate]:
     """The first candidate strategy (then checkpointing, then the largest micro-batch) that fits."""
@@ -117,7 +112,7 @@ def fit(stage: str, config: dict[str, Any], candidates: tuple[str, ...], batch: 
     for strategy in candidates:
         for checkpointing in (False, True):
             for micro in (m for m in (16, 8, 4, 2, 1) if m <= batch and batch % m == 0):
-                trial = {**config, **_adapter_key(strategy), "micro_batch_size": micro,
+                trial = {**config, "adapter": strategy, "micro_batch_size": micro,
                          "gradient_accumulation_steps": batch // micro, "gradient_checkpointing": checkpointing,
                          **partial}
                 cfg = validated({**trial, "micro_batch_size": trial["micro_batch_size"] * per_row}, f"stage {stage}")

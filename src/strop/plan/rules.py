@@ -88,6 +88,15 @@ RULES: tuple[Rule, ...] = (
          "batch sized for the outliers"),
     Rule("max_length", lambda f: True, 4096,
          "survey config: sequence_len 4096 (longer documents are split into chunks, longer rows dropped)"),
+    # keys every stage has, and each objective's own
+    Rule("fixed", lambda f: True, {"lora_target_modules": "all-linear", "warmup_ratio": 0.03, "lr_scheduler": "cosine"},
+         "survey config: warmup_ratio 0.03, cosine decay, lora_alpha = 2r; strop: every linear layer adapted "
+         "(QLoRA paper: all linear layers are needed to match full fine-tuning)"),
+    Rule("objective_keys", lambda f: f.stage == "dpo", {"rl": "dpo", "rl_beta": 0.1}, "DPO paper: β = 0.1"),
+    Rule("objective_keys", lambda f: f.stage == "orpo", {"rl": "orpo", "orpo_alpha": 0.1},
+         "survey config: orpo_alpha 0.1"),
+    Rule("objective_keys", lambda f: f.stage == "grpo", {"rl": "grpo"}, "survey, step 4: GRPO"),
+    Rule("objective_keys", lambda f: True, {}, "strop: SFT is the default objective"),
     # NEFTune
     Rule("neftune", lambda f: f.stage == "sft" and f.goal in ("chat", "domain"), 5.0,
          "survey config and conclusion: SFT with NEFTune (noise alpha 5) for instruction following"),
