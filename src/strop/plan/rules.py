@@ -39,8 +39,6 @@ class Rule:
     because: str
 
 
-ADAPTERS = ("lora", "qlora", "dora")
-
 RULES: tuple[Rule, ...] = (
     # which stages, in order
     Rule("sft", lambda f: f.sft_rows > 0, "sft",
