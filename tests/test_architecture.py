@@ -32,7 +32,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.train",),
     ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.evaluation.report",
      "strop.moe.btx"),
-    ("strop.pipeline", "strop.examples"),
+    ("strop.pipeline", "strop.examples", "strop.plan"),
     ("strop.commands",),
     ("strop.cli", "strop.__main__"),
 ]

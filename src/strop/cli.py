@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "strop.commands.spectrum",
     "strop.commands.estimate",
     "strop.commands.moe",
+    "strop.commands.plan",
 )
 DEBUG_HELP = "print the traceback of an error too (or set STROP_DEBUG=1)"
 

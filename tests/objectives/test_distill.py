@@ -72,7 +72,7 @@ def test_teacher_with_other_vocabulary_is_refused(make_config, tmp_path):
     other = tmp_path / "other"
     LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                  num_key_value_heads=1, vocab_size=77)).save_pretrained(other)
-    cfg, base = load_config(make_config(rl="distill", distill_teacher=str(other)))
+    cfg, base = load_config(make_config(rl="distill", distill_teacher=str(other), distill_cross_tokenizer="off"))
     with pytest.raises(StropError, match="share a tokenizer"):
         train(cfg, base)
 
