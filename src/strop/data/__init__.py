@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import FORMATS
 from strop.data.packing import Tokens, collate, pack
-from strop.data.readers import read_rows
 from strop.data.tokenize import IGNORE, chunk_long_text, ensure_chat_template, tokenize_example
 from strop.errors import StropError
 
@@ -28,7 +28,7 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
     for spec in cfg.datasets:
         convert = FORMATS[spec.type]
         count_before = report.rows
-        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+        for where, row in dataset_rows(cfg, spec, base_dir):
             report.rows += 1
             tokens = tokenize_example(convert(row, where), tokenizer, cfg.train_on_inputs, where)
             pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]
