@@ -228,6 +228,11 @@ def translate(raw: dict[str, Any], source: str, own_keys: set[str]) -> tuple[dic
             out[key] = value
     if raw.get("lora_target_linear") and "lora_target_modules" in raw:
         out["lora_target_modules"] = "all-linear"
+    if raw.get("trl") and "max_completion_length" in out:
+        # Axolotl's GRPO bounds the prompt by sequence_len; strop's sequence_len is prompt + completion.
+        out["sequence_len"] = raw.get("sequence_len", 2048) + out["max_completion_length"]
+        notes.append(f"axolotl: sequence_len {raw.get('sequence_len', 2048)} bounds the GRPO prompt; with "
+                     f"max_completion_length it is sequence_len {out['sequence_len']} in strop's terms")
     return out, notes
 
 

@@ -42,7 +42,7 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
                     report.no_target += 1
                     continue
                 examples.append(piece)
-        if report.rows == count_before:
+        if report.rows == count_before and not getattr(cfg, "dataset_exact_deduplication", False):
             raise StropError(f"dataset {spec.path} is empty")
     return examples
 

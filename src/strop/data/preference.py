@@ -183,7 +183,7 @@ def _examples(cfg, base_dir: Path | None, formats: dict[str, Callable], objectiv
         for where, row in dataset_rows(cfg, spec, base_dir):
             report.rows += 1
             yield where, spec.type, formats[spec.type](row, where)
-        if report.rows == before:
+        if report.rows == before and not getattr(cfg, "dataset_exact_deduplication", False):
             raise StropError(f"dataset {spec.path} is empty")
 
 

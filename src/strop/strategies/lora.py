@@ -49,6 +49,7 @@ class LoraStrategy(PeftStrategy):
             target_modules=cfg.lora_target_modules,
             use_dora=self.use_dora or cfg.peft_use_dora,
             use_rslora=self.use_rslora or cfg.peft_use_rslora,
+            modules_to_save=getattr(cfg, "lora_modules_to_save", None),
             task_type="CAUSAL_LM",
         )
 

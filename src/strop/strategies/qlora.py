@@ -28,12 +28,14 @@ def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32):
                               bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8)
 
 
-def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
-    """The base with every decoder linear layer in NF4 (double-quantized); the rest stays float32."""
+def load_4bit(model_path: str, cfg, device: torch.device, eight_bit: bool = False) -> nn.Module:
+    """The base with every decoder linear layer in NF4 (double-quantized); the rest stays float32.
+    `eight_bit`: LLM.int8 instead (Dettmers et al. 2022: int8 weights, outlier features in fp16)."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise StropError("load_in_4bit / QLoRA needs bitsandbytes: pip install bitsandbytes") from err
+        key = "load_in_8bit" if eight_bit else "load_in_4bit / QLoRA"
+        raise StropError(f"{key} needs bitsandbytes: pip install bitsandbytes") from err
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from strop.train.optim import autocast_dtype
@@ -42,8 +44,11 @@ def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
     if cfg.model_type and cfg.model_type not in (getattr(config, "architectures", None) or []):
         raise StropError(f"model_type is {cfg.model_type} but {model_path} is {config.architectures}")
     compute = autocast_dtype(cfg, device) or torch.float32
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_8bit=True) if eight_bit else bnb_4bit_config(compute)
     return AutoModelForCausalLM.from_pretrained(
-        model_path, config=config, dtype=torch.float32, quantization_config=bnb_4bit_config(compute),
+        model_path, config=config, dtype=torch.float32, quantization_config=quantization,
         device_map={"": device}, trust_remote_code=cfg.trust_remote_code, attn_implementation="sdpa")
 
 

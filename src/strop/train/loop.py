@@ -30,6 +30,7 @@ from strop.data.packing import real_tokens
 from strop.generate import answer_prompts
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
+from strop.models.tokens import apply_tokens, fit_embeddings
 from strop.objectives import objective_for
 from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import get_strategy
@@ -87,9 +88,14 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     strategy = get_strategy(cfg.strategy)
     model_path = resolve_model_path(cfg.base_model)
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
+    new_tokens = apply_tokens(tokenizer, cfg)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
+    fit_embeddings(model, tokenizer)
+    if new_tokens:
+        report.notes.append(f"added tokens {new_tokens}: new embedding rows learn only where the embeddings "
+                            "train (full fine-tuning, or lora_modules_to_save: [embed_tokens, lm_head])")
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")

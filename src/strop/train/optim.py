@@ -11,15 +11,44 @@ from torch.optim.lr_scheduler import LambdaLR
 from strop.errors import StropError
 
 
+#: Axolotl's optimizer names with 8-bit (or 4-bit) states → (package, class). Block-wise quantized
+#: Adam states (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization") take 2 bytes per
+#: parameter instead of AdamW's 8; "paged" keeps them in CUDA unified memory (plain on the CPU).
+LOW_BIT_ADAMW = {
+    "adamw_bnb_8bit": ("bitsandbytes", "AdamW8bit"),
+    "adamw_8bit": ("bitsandbytes", "AdamW8bit"),
+    "paged_adamw_8bit": ("bitsandbytes", "PagedAdamW8bit"),
+    "paged_adamw_32bit": ("bitsandbytes", "PagedAdamW32bit"),
+    "adamw_torch_8bit": ("torchao", "AdamW8bit"),
+    "adamw_torch_4bit": ("torchao", "AdamW4bit"),
+}
+
+
+def _low_bit_class(name: str):
+    package, cls = LOW_BIT_ADAMW[name]
+    try:
+        if package == "bitsandbytes":
+            import bitsandbytes.optim as module
+        else:
+            import torchao.optim as module
+    except ImportError as err:
+        raise StropError(f"optimizer: {name} needs {package}: pip install {package} "
+                         f"(or use adamw_torch)") from err
+    return getattr(module, cls)
+
+
 def build_optimizer(params: list[torch.nn.Parameter], cfg, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; the fused CUDA kernel where the device has it (one launch for all parameters)."""
+    """AdamW; the fused CUDA kernel where the device has it (one launch for all parameters); 8-bit /
+    4-bit states through bitsandbytes or torchao when the optimizer name asks for them."""
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    betas, eps = (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_epsilon
+    if cfg.optimizer in LOW_BIT_ADAMW:
+        return _low_bit_class(cfg.optimizer)(groups, lr=cfg.learning_rate, betas=betas, eps=eps)
     fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             eps=cfg.adam_epsilon, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, eps=eps, fused=fused)
 
 
 def warmup_steps(cfg, total_steps: int) -> int:
@@ -28,10 +57,20 @@ def warmup_steps(cfg, total_steps: int) -> int:
     return int(math.ceil((cfg.warmup_ratio or 0.0) * total_steps))
 
 
-def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
-    """Multiplier of the peak learning rate at `step`: linear warmup, then cosine/linear/constant."""
+def lr_factor(step: int, warmup: int, total: int, kind: str, options: dict | None = None) -> float:
+    """Multiplier of the peak learning rate at `step`: linear warmup, then cosine/linear/constant, or
+    warmup-stable-decay (Hu et al. 2024, MiniCPM): the peak held, then a cosine decay over the last
+    `num_decay_steps` (or `decay_ratio` of all steps, default 0.1) down to `min_lr_ratio`."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
+    if kind == "warmup_stable_decay":
+        options = options or {}
+        decay = options.get("num_decay_steps") or math.ceil(options.get("decay_ratio", 0.1) * total)
+        floor = options.get("min_lr_ratio", 0.0)
+        if step < total - decay:
+            return 1.0
+        progress = min(1.0, (step - (total - decay)) / max(1, decay))
+        return floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if kind == "constant" or total <= warmup:
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -42,7 +81,8 @@ def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> LambdaLR:
     warmup = warmup_steps(cfg, total_steps)
-    return LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.lr_scheduler))
+    options = getattr(cfg, "lr_scheduler_kwargs", None)
+    return LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.lr_scheduler, options))
 
 
 def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
