@@ -29,6 +29,10 @@ _LIGER = "strop's own Triton kernels (kernels: true) fuse RMSNorm, SwiGLU, RoPE 
 _VLLM = "strop samples GRPO rollouts in-process with the policy being trained (rl/rollout.py): no vLLM server"
 
 IGNORED: dict[str, str] = {
+    "attn_implementation": "strop loads models with SDPA and runs packed rows with its FlexAttention kernel; "
+                           "flash_attention_2 / flex / eager map to that",
+    "pad_to_sequence_len": "strop pads each batch to its longest row (packed rows are sequence_len already); "
+                           "its kernels gain nothing from fixed shapes",
     "tf32": "strop leaves PyTorch's float32 matmul precision as the device sets it; no effect on CPU",
     "dataset_prepared_path": "strop tokenizes in memory at the start of each run; there is no prepared-dataset cache",
     "push_dataset_to_hub": "there is no prepared dataset to push",
@@ -151,10 +155,7 @@ class AxolotlParams(BaseModel):
     loss_watchdog_patience: int | None = Field(None, gt=0, description="...for this many consecutive steps (default 3).")
     lr_scheduler_kwargs: dict[str, Any] | None = Field(None, description="Options of lr_scheduler (warmup_stable_decay: "
                                                        "num_decay_steps or decay_ratio, min_lr_ratio).")
-    pad_to_sequence_len: bool | None = Field(None, description="Pad every batch to sequence_len (fixed shapes).")
     load_in_8bit: bool = Field(False, description="Store the frozen base in 8-bit (bitsandbytes LLM.int8) under an adapter.")
-    attn_implementation: str | None = Field(None, description="transformers attention: eager or sdpa are used as given; "
-                                            "flash_attention_2/3 and flex map to strop's own choice.")
     num_labels: Literal[1] | None = Field(None, description="Reward model outputs (one scalar: the Bradley-Terry score).")
     dataset_exact_deduplication: bool = Field(False, description="Drop rows identical to an earlier row (across all datasets).")
     wandb_project: str | None = Field(None, description="Log metrics to this Weights & Biases project (needs wandb installed).")

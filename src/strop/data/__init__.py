@@ -83,7 +83,7 @@ def split_validation(rows: list, cfg, report: DataReport, unit: str) -> tuple[li
     share that rounds to no validation row is said in the notes."""
     if not rows:
         raise StropError(f"no training {unit} left after tokenization: " + "; ".join(report.notes or ["empty data"]))
-    random.Random(cfg.seed).shuffle(rows)
+    random.Random(cfg.seed if getattr(cfg, "data_seed", None) is None else cfg.data_seed).shuffle(rows)
     n_val = _validation_count(cfg.val_set_size, len(rows), unit)
     if cfg.val_set_size and not n_val:
         report.notes.append(f"val_set_size={cfg.val_set_size} of {len(rows)} {unit} rounds to 0: no validation")

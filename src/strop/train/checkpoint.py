@@ -37,23 +37,95 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _flat(prefix: str, value: Any, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    """One optimizer-state value under `prefix`: tensors to safetensors, the rest to JSON. Nested dicts
+    (bitsandbytes' 8-bit quantization state) flatten to `prefix/key`; a tensor subclass (torchao's
+    low-bit states) is stored as its inner tensors plus how to rebuild it (`__tensor_flatten__`)."""
+    if isinstance(value, dict):
+        scalars[f"{prefix}/"] = "dict"
+        for key, item in value.items():
+            _flat(f"{prefix}/{key}", item, tensors, scalars)
+    elif torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
+        names, ctx = value.__tensor_flatten__()
+        cls = type(value)
+        scalars[f"{prefix}@"] = {"class": f"{cls.__module__}:{cls.__qualname__}", "names": list(names),
+                                 "ctx": ctx, "size": list(value.size()), "stride": list(value.stride())}
+        for name in names:
+            tensors[f"{prefix}@{name}"] = getattr(value, name).detach().contiguous().cpu()
+    elif torch.is_tensor(value):
+        tensors[prefix] = value.detach().contiguous().cpu()
+    else:
+        scalars[prefix] = value
+
+
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+            _flat(f"{index}.{key}", value, tensors, scalars)
+    return tensors, _jsonable({"param_groups": state["param_groups"], "scalars": scalars})
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON for what low-bit optimizers keep beside tensors: dtypes and 0-d tensors (torchao's lr)."""
+    if isinstance(value, torch.dtype):
+        return {"__dtype__": str(value).removeprefix("torch.")}
+    if torch.is_tensor(value) and value.ndim == 0:
+        return {"__scalar__": value.item(), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(value: Any, tuples: bool = False) -> Any:
+    if isinstance(value, dict) and "__dtype__" in value:
+        return getattr(torch, value["__dtype__"])
+    if isinstance(value, dict) and "__scalar__" in value:
+        return torch.tensor(value["__scalar__"], dtype=getattr(torch, value["dtype"]))
+    if isinstance(value, dict):
+        return {k: _from_json(v, tuples) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_from_json(v, tuples) for v in value]
+        return tuple(items) if tuples else items
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    return _from_json(value, tuples=True)
+
+
+def _rebuild(flat: dict[str, Any]) -> dict[str, Any]:
+    """The nested state of one parameter from its `key`, `key/inner` and `key@inner` entries (_flat)."""
+    import importlib
+
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        cut = min((i for i in (key.find("/"), key.find("@")) if i >= 0), default=len(key))
+        groups.setdefault(key[:cut], {})[key[cut:]] = value
+    out: dict[str, Any] = {}
+    for name, parts in groups.items():
+        if "" in parts:
+            out[name] = parts[""]
+        elif "/" in parts:
+            out[name] = _rebuild({k[1:]: v for k, v in parts.items() if k != "/"})
+        else:
+            spec = parts["@"]
+            module, _, cls_name = spec["class"].partition(":")
+            cls = getattr(importlib.import_module(module), cls_name)
+            inner = {n: parts[f"@{n}"] for n in spec["names"]}
+            out[name] = cls.__tensor_unflatten__(inner, _tuples(spec["ctx"]), tuple(spec["size"]), tuple(spec["stride"]))
+    return out
 
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
+    meta = {"param_groups": _from_json(meta["param_groups"]), "scalars": meta["scalars"]}
+    per_param: dict[int, dict[str, Any]] = {}
     for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
         index, key = flat.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+        per_param.setdefault(int(index), {})[key] = value
+    return {"state": {i: _rebuild(flat) for i, flat in per_param.items()}, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -37,6 +37,7 @@ from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
 from strop.train import distributed
 from strop.train import output_dir as outputs
+from strop.train import run_keys
 from strop.train.optim import autocast, autocast_dtype, build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.tracking import NullTracker, Tracker, plot_losses
@@ -107,7 +108,7 @@ def micro_batch_rows(run: Run, index: int) -> list:
     in a single process, the whole micro-batch. The last one of an epoch may leave a rank none."""
     per_epoch = run.micro_batches_per_epoch
     epoch, position = divmod(index, per_epoch)
-    order = torch.randperm(len(run.train_rows), generator=torch.Generator().manual_seed(run.cfg.seed + epoch))
+    order = torch.randperm(len(run.train_rows), generator=torch.Generator().manual_seed(run_keys.data_seed(run.cfg) + epoch))
     size = run.global_micro_batch
     rows = [run.train_rows[i] for i in order[position * size:(position + 1) * size].tolist()]
     return distributed.shard(rows, run.cfg.micro_batch_size)
@@ -217,10 +218,10 @@ def evaluate(run: Run, amp_dtype) -> dict[str, float]:
     if own is not None:
         return own
     run.model.eval()
-    size = run.global_micro_batch
+    size = (getattr(run.cfg, "eval_batch_size", None) or run.cfg.micro_batch_size) * distributed.world_size()
     total, count = 0.0, 0
     for start in range(0, len(run.val_rows), size):
-        rows = distributed.shard(run.val_rows[start:start + size], run.cfg.micro_batch_size)
+        rows = distributed.shard(run.val_rows[start:start + size], size // distributed.world_size())
         batch, weight = _collate_or_filler(run, rows, run.val_rows[:1])
         batch = _to(batch, run.device)
         n = run.objective.count(batch)
@@ -274,7 +275,9 @@ def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overw
         if dry_run:
             return None
         output_dir = Path(cfg.output_dir)
+        resume = resume or bool(getattr(cfg, "resume_from_checkpoint", None))
         start_from = outputs.prepare_output(output_dir, resume, overwrite, outputs.input_paths(cfg, base_dir))
+        start_from = run_keys.checkpoint_to_resume(cfg, output_dir) or start_from
         outputs.start_output(output_dir, [*outputs.LOOP_FILES, *run.objective.output_files])
         return _train_loop(run, output_dir, start_from)
     finally:
@@ -285,7 +288,10 @@ def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overw
 def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     cfg = run.cfg
     if cfg.gradient_checkpointing or distributed.activation_checkpointing(cfg):
-        run.strategy.base_model(run.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"use_reentrant": False, **(getattr(cfg, "gradient_checkpointing_kwargs", None) or {})}
+        run.strategy.base_model(run.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    run_keys.apply_per_epoch(cfg, run.micro_batches_per_epoch, run.objective.updates_per_batch(cfg))
+    stop_rules = run_keys.StopRules(cfg)
     amp_dtype = autocast_dtype(cfg, run.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     run.objective.prepare_training(run)  # before the optimizer and any checkpoint: may add trainable modules
@@ -323,6 +329,10 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
                 if step % cfg.logging_steps == 0 or step == total or evaluated:
                     tracker.log(step, _host_values(metrics) | _progress(run, step, tokens_seen, started))
                 tracker.advance(step)
+                stop = stop_rules.update(_host_values(metrics)) if stop_rules.active else None
+                if stop:
+                    print(f"strop: {stop}: stopping at step {step} of {total}")
+                    break
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
                     _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
     finally:
