@@ -27,8 +27,6 @@ $(TEST_STAMP): $(STAMP) Makefile
 	# Reference oracles of tests/parity, pinned. --no-deps keeps them from touching torch/transformers;
 	# TRL's trainer modules import datasets and pandas, so those two come with their own dependencies.
 	$(BIN)/python -m pip install -q --no-deps "mergekit==0.1.5" immutables "trl==1.16.0"
-	# torchao's 8-bit / 4-bit AdamW (Axolotl's adamw_torch_8bit / adamw_torch_4bit); --no-deps keeps torch.
-	$(BIN)/python -m pip install -q --no-deps "torchao==0.18.0"
 	$(BIN)/python -m pip install -q "datasets==5.2.0" "pandas==3.1.1"
 	# llama.cpp's own HF->GGUF converter, from the llama-cpp-python sdist of the installed version
 	# (sentencepiece: the converter tries it first for every Llama tokenizer).

@@ -98,7 +98,7 @@ def rows_for(spec: dict, n: int = 24) -> list[dict]:
     return rows
 
 
-def localize(name: str, folder: Path, models: dict[str, Path], max_steps: int = 1) -> Path:
+def localize(name: str, folder: Path, models: dict[str, Path], max_steps: int = 1, short_rollouts: bool = False) -> Path:
     """A copy of config `name` in `folder`, changed only where the brief allows, and the data it reads."""
     raw = yaml.safe_load((CONFIGS / name).read_text())
     raw["base_model"] = str(models[_family(raw["base_model"])])
@@ -108,6 +108,8 @@ def localize(name: str, folder: Path, models: dict[str, Path], max_steps: int = 
         spec.pop("name", None)
     raw["output_dir"] = str(folder / "out")
     raw["max_steps"] = max_steps
+    if short_rollouts and raw.get("trl", {}).get("max_completion_length"):
+        raw["trl"]["max_completion_length"] = 8  # CPU time: 64 rollouts of 512 tokens take minutes
     for module in CONFIGS.glob("*.py"):
         shutil.copy(module, folder / module.name)
     path = folder / name

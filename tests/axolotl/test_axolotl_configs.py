@@ -29,7 +29,7 @@ def test_config_trains_one_step(name, tmp_path, family_models):
 
     if name in TRAIN_FAILS:
         pytest.skip(TRAIN_FAILS[name])
-    result = strop.train(localize(name, tmp_path, family_models))
+    result = strop.train(localize(name, tmp_path, family_models, short_rollouts=True))
     assert result.output_dir.is_dir()
     logged = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
     assert logged and logged[-1]["step"] == 1

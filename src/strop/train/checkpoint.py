@@ -63,6 +63,12 @@ def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
     for index, values in state["state"].items():
         for key, value in values.items():
             _flat(f"{index}.{key}", value, tensors, scalars)
+    seen: set[int] = set()
+    for key, value in tensors.items():  # safetensors refuses shared storage (bitsandbytes' shared qmaps)
+        pointer = value.untyped_storage().data_ptr()
+        if pointer in seen:
+            tensors[key] = value.clone()
+        seen.add(pointer)
     return tensors, _jsonable({"param_groups": state["param_groups"], "scalars": scalars})
 
 

@@ -37,7 +37,7 @@ from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
 from strop.train import distributed
 from strop.train import output_dir as outputs
-from strop.train import run_keys
+from strop.train import run_keys, wandb_sink
 from strop.train.optim import autocast, autocast_dtype, build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.tracking import NullTracker, Tracker, plot_losses
@@ -96,7 +96,7 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     fit_embeddings(model, tokenizer)
     if new_tokens:
         report.notes.append(f"added tokens {new_tokens}: new embedding rows learn only where the embeddings "
-                            "train (full fine-tuning, or lora_modules_to_save: [embed_tokens, lm_head])")
+                            "train (full fine-tuning, or lora_modules_to_save listing embed_tokens and lm_head)")
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
@@ -314,6 +314,8 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     started, tokens_seen = time.perf_counter(), 0
     try:
         with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
+            if distributed.is_main():
+                tracker.sinks += wandb_sink.open_sinks(cfg, output_dir)
             run.tracker = tracker
             while step < total:
                 run.strategy.on_step_start(run.model, step, cfg)
