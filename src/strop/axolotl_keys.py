@@ -103,8 +103,7 @@ ONLY_WHEN_OFF: dict[str, str] = {
     "lora_on_cpu": "strop places the whole model on one device",
     "gptq": "GPTQ bases are not supported; use load_in_4bit (NF4)",
     "qat": "quantization-aware training is not implemented",
-    "mlflow_tracking_uri": "MLflow is not wired; metrics go to metrics.jsonl, TensorBoard and W&B",
-    "mlflow_experiment_name": "MLflow is not wired; metrics go to metrics.jsonl, TensorBoard and W&B",
+    "hf_mlflow_log_artifacts": "the artifact stays in output_dir; MLflow gets the metrics",
     "dataset_shard_num": "use a smaller local file",
     "sequence_parallel_degree": "sequence parallelism is not implemented",
     "context_parallel_size": "context parallelism is not implemented",
@@ -163,6 +162,9 @@ class AxolotlParams(BaseModel):
     wandb_name: str | None = Field(None, description="W&B run name (default: output_dir's name).")
     wandb_run_id: str | None = Field(None, description="W&B run id (to continue a run).")
     wandb_mode: str | None = Field(None, description="W&B mode: online, offline or disabled (WANDB_MODE is respected too).")
+    mlflow_tracking_uri: str | None = Field(None, description="Log metrics to MLflow at this URI (needs mlflow installed).")
+    mlflow_experiment_name: str | None = Field(None, description="MLflow experiment (default: MLflow's own).")
+    mlflow_run_name: str | None = Field(None, description="MLflow run name (default: output_dir's name).")
 
 
 def _is_off(value: Any) -> bool:

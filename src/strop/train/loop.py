@@ -37,7 +37,7 @@ from strop.strategies import get_strategy
 from strop.train import checkpoint as ckpt
 from strop.train import distributed
 from strop.train import output_dir as outputs
-from strop.train import run_keys, wandb_sink
+from strop.train import external_trackers, run_keys
 from strop.train.optim import autocast, autocast_dtype, build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.tracking import NullTracker, Tracker, plot_losses
@@ -315,7 +315,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     try:
         with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
             if distributed.is_main():
-                tracker.sinks += wandb_sink.open_sinks(cfg, output_dir)
+                tracker.sinks += external_trackers.open_sinks(cfg, output_dir)
             run.tracker = tracker
             while step < total:
                 run.strategy.on_step_start(run.model, step, cfg)

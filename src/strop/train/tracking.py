@@ -25,7 +25,7 @@ class Tracker:
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
-        self.sinks: list = []  # external trackers (train/wandb_sink.py): log(step, metrics), finish()
+        self.sinks: list = []  # external trackers (train/external_trackers.py): log(step, metrics), finish()
 
     @staticmethod
     def _tensorboard(output_dir: Path, start_step: int):

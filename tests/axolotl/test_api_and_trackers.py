@@ -1,4 +1,4 @@
-"""strop.train / strop.load_config from Python, and W&B logging through a fake `wandb` module."""
+"""strop.train / strop.load_config from Python, and W&B / MLflow logging through fake modules."""
 
 from __future__ import annotations
 
@@ -35,13 +35,21 @@ class FakeRun:
         self.finished = True
 
 
-def test_train_from_a_dict_logs_to_wandb(keys, monkeypatch):
+def test_train_from_a_dict_logs_to_wandb_and_mlflow(keys, monkeypatch):
     runs = []
     fake = types.ModuleType("wandb")
     fake.init = lambda **options: runs.append(FakeRun(options)) or runs[-1]
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    result = strop.train({**keys, "wandb_project": "proj", "wandb_mode": "offline", "wandb_watch": "gradients"},
+    mlflow = types.ModuleType("mlflow")
+    calls = []
+    for name in ("set_tracking_uri", "set_experiment", "start_run", "log_metrics", "end_run"):
+        setattr(mlflow, name, lambda *a, _name=name, **k: calls.append((_name, a, k)))
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    result = strop.train({**keys, "wandb_project": "proj", "wandb_mode": "offline", "wandb_watch": "gradients",
+                          "mlflow_tracking_uri": "file:///tmp/mlruns", "mlflow_experiment_name": "exp"},
                          max_steps=2, learning_rate=1e-3)
+    assert [c[0] for c in calls] == ["set_tracking_uri", "set_experiment", "start_run", "log_metrics", "log_metrics", "end_run"]
+    assert calls[4][2]["step"] == 2 and calls[4][1][0]["loss"] == result.metrics["loss"]
     assert result.output_dir.name == "out" and [h["step"] for h in result.history] == [1, 2]
     assert result.metrics == result.history[-1] and "loss" in result.metrics
     (run,) = runs
