@@ -164,7 +164,7 @@ def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tens
         write("optimizer.safetensors", lambda path: save_file(opt_tensors, path))
         rng_tensors, rng_meta = rng_state()
         write("rng.safetensors", lambda path: save_file(rng_tensors, path))
-        state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
+        state = {"step": step, "optimizer": opt_meta, "scheduler": _jsonable(scheduler.state_dict()), "rng": rng_meta, **extra}
         write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     _commit(tmp, final, keep)
     return final
@@ -252,7 +252,7 @@ def load_checkpoint(path: Path, trainable: dict[str, torch.nn.Parameter], optimi
         for name, param in trainable.items():
             param.copy_(weights[name])
     optimizer.load_state_dict(_join_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(_from_json(state["scheduler"]))
     restore_rng(load_file(path / "rng.safetensors"), state["rng"])
     return state
 
@@ -301,7 +301,7 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, sched
         write(f"rng-{dist.rank()}.json", lambda path: path.write_text(json.dumps(rng_meta)))
         dist.barrier()
         if dist.is_main():
-            state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
+            state = {"step": step, "scheduler": _jsonable(scheduler.state_dict()), "world_size": dist.world_size(), **extra}
             write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     if dist.is_main():
         _commit(tmp, final, keep)
@@ -343,7 +343,7 @@ def resume(path: Path, model, trainable: dict[str, torch.nn.Parameter], optimize
         _load_sharded(path, model, optimizer)
     else:
         _load_single_into_sharded(path, state, model, optimizer)
-    scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(_from_json(state["scheduler"]))
     rank_rng = path / f"rng-{dist.rank()}.safetensors"
     if rank_rng.is_file():
         restore_rng(load_file(rank_rng), json.loads(rank_rng.with_suffix(".json").read_text()))
