@@ -224,3 +224,17 @@ def test_low_bit_optimizer_state_survives_a_checkpoint(name, tmp_path):
     again.step()
     for p, q in zip(params, copies):
         assert torch.equal(p, q)
+
+
+def test_grpo_prompt_transform_from_the_config_folder(tmp_path):
+    from strop.data.axolotl_types import load_transform
+
+    (tmp_path / "mine.py").write_text(
+        "def transform(cfg, *args, **kwargs):\n"
+        "    def fn(example, tokenizer=None):\n"
+        "        return {'prompt': [{'role': 'user', 'content': example['q']}], 'answer': example['a'].split('#')[-1]}\n"
+        "    return fn, {'remove_columns': ['q']}\n")
+    apply = load_transform("mine.transform", None, tmp_path)
+    assert apply({"q": "2+2?", "a": "so #4", "id": 7}) == {"a": "so #4", "id": 7, "prompt": [{"role": "user", "content": "2+2?"}], "answer": "4"}
+    with pytest.raises(StropError, match=r"datasets type 'mine.nothing': mine has no function 'nothing'"):
+        load_transform("mine.nothing", None, tmp_path)

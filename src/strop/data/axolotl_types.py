@@ -16,6 +16,8 @@ wrote and strop runs it with your rights. Only use configs whose folder you trus
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,14 +163,30 @@ def remap_row(spec, row: dict[str, Any], where: str, transform=None) -> dict[str
     return row
 
 
+def _import_function(name: str, base_dir: Path | None):
+    """`module.function`: module.py in the config's folder first, else an importable module."""
+    module_name, _, function = name.rpartition(".")
+    local = Path(base_dir or ".") / f"{module_name.replace('.', '/')}.py"
+    try:
+        if local.is_file():
+            spec = importlib.util.spec_from_file_location(f"strop_transform_{local.stem}", local)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - the user's module failed to import: say which and why
+        where = local if local.is_file() else module_name
+        raise StropError(f"datasets type '{name}': importing {where} raised {type(err).__name__}: {err}") from err
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise StropError(f"datasets type '{name}': {module_name} has no function '{function}'")
+    return fn
+
+
 def load_transform(name: str, cfg, base_dir: Path | None):
     """`module.function` from the config's folder (else the Python path), called as Axolotl calls it:
     function(cfg) → (transform_fn, dataset_kwargs); returns transform_fn(row) -> new fields."""
-    from strop.rl.rewards.function import load_function
-
-    module, _, function = name.rpartition(".")
-    local = Path(base_dir or ".") / f"{module.replace('.', '/')}.py"
-    fn = load_function(f"{local}:{function}" if local.is_file() else f"{module}:{function}", base_dir)
+    fn = _import_function(name, base_dir)
     made = fn(cfg)
     transform, options = made if isinstance(made, tuple) else (made, {})
     drop = set((options or {}).get("remove_columns") or [])
