@@ -34,7 +34,7 @@ FLOORS: list[tuple[str, ...]] = [
      "strop.moe.btx"),
     ("strop.pipeline", "strop.examples", "strop.plan"),
     ("strop.commands",),
-    ("strop.cli", "strop.__main__"),
+    ("strop.cli", "strop.__main__", "strop.api"),
 ]
 #: Floors whose areas never import each other: an objective never asks which strategy is in use, and a
 #: strategy never asks which objective is trained.
@@ -42,7 +42,11 @@ SEPARATE = {("strop.strategies", "strop.objectives")}
 
 
 def area_of(module: str) -> tuple[int, str]:
-    """(floor index, area prefix) of a dotted module name."""
+    """(floor index, area prefix) of a dotted module name. The package itself (strop/__init__.py, the
+    library's face: `strop.train(config)`) sits on the top floor; "strop" as an area holds the ground
+    floor's loose modules."""
+    if module == "strop":
+        return len(FLOORS) - 1, "strop.cli"
     best: tuple[int, str] | None = None
     for index, areas in enumerate(FLOORS):
         for area in areas:

@@ -28,8 +28,9 @@ def test_unknown_key_names_closest(tmp_path):
 
 
 def test_future_key_is_refused_with_reason(tmp_path):
-    with pytest.raises(StropError, match=r"'load_in_8bit' is not supported yet"):
-        load_config(write(tmp_path, {**BASE, "load_in_8bit": True}))
+    with pytest.raises(StropError, match=r"deepspeed: 'zero3.json' is not supported: strop shards with FSDP2"):
+        load_config(write(tmp_path, {**BASE, "deepspeed": "zero3.json"}))
+    assert load_config(write(tmp_path, {**BASE, "deepspeed": None}))[0].strategy == "full"
 
 
 def test_wrong_type_names_key(tmp_path):

@@ -20,5 +20,5 @@ def test_strategies_are_the_documented_ones():
 
 def test_the_config_help_lists_every_reward_type_from_the_registry():
     help_text = RolloutParams.model_fields["rewards"].description
-    assert help_text.endswith("types math, match, code, format, json_schema, length, reward_model, function.")
+    assert help_text.endswith("types math, match, code, format, json_schema, length, reward_model, function, trl_function.")
     assert all(name in help_text for name in REWARDS)

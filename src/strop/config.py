@@ -11,16 +11,20 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from strop.axolotl_keys import AxolotlParams, drop_blank_defaults, translate
+from strop.data.axolotl_types import AxolotlDatasetKeys, translate_datasets
 from strop.errors import StropError
 from strop.runtime.distributed import FsdpParams
 
-class DatasetSpec(BaseModel):
+
+class DatasetSpec(AxolotlDatasetKeys):
     """One entry of `datasets:`: a local file (JSONL, JSON, Parquet, CSV) or a hub dataset name."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,10 +65,14 @@ class Config(BaseModel):
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Warmup as a share of all steps.")
     warmup_steps: int | None = Field(None, ge=0, description="Warmup steps (takes precedence over warmup_ratio).")
-    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "warmup_stable_decay"] = Field(
+        "cosine", description="Decay after warmup; warmup_stable_decay holds the peak, then decays (lr_scheduler_kwargs).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm to this; null or 0 disables.")
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw"] = Field("adamw_torch", description="AdamW; fused kernels are used wherever the device has them.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
+                       "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit"] = Field(
+        "adamw_torch", description="AdamW; fused kernels wherever the device has them. 8-bit states: adamw_bnb_8bit = "
+                                   "adamw_8bit, paged_adamw_8bit (bitsandbytes), adamw_torch_8bit/4bit (torchao).")
     adam_beta1: float = Field(0.9, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, description="AdamW epsilon.")
@@ -143,9 +151,14 @@ class Config(BaseModel):
 
 # Keys that later capabilities will own: refused clearly until they exist.
 NOT_YET_SUPPORTED = {
-    "load_in_8bit": "8-bit loading (update strategies issue)",
     "deepspeed": "DeepSpeed (strop uses FSDP2; multi-GPU issue)",
 }
+
+
+class AxolotlKeys:
+    """Axolotl's keys strop implements, registered like an extension's params (axolotl_keys.py)."""
+
+    params = AxolotlParams
 
 
 @functools.cache
@@ -156,7 +169,8 @@ def config_class() -> type[Config]:
     from strop.strategies import STRATEGIES
 
     fields: dict[str, Any] = {}
-    for params in [*(getattr(e, "params", None) for e in [*OBJECTIVES.values(), *STRATEGIES.values()]), MoeParams]:
+    for params in [*(getattr(e, "params", None) for e in [*OBJECTIVES.values(), *STRATEGIES.values(), AxolotlKeys]),
+                   MoeParams]:
         for name, field in (params.model_fields.items() if params else ()):
             fields.setdefault(name, (field.annotation, field))
     return create_model("StropConfig", __base__=Config, **fields)
@@ -218,11 +232,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[C
     for item in overrides or []:
         key, value = parse_override(item)
         raw[key] = value
+    raw = axolotl_compatible(raw, str(path))
     _check_keys(raw, str(path))
     try:
         return config_class().model_validate(raw), path.resolve().parent
     except ValidationError as err:
         raise StropError(_format_validation_error(err, str(path))) from err
+
+
+def axolotl_compatible(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Axolotl's keys and dataset types as strop's (axolotl_keys.py); prints one line per ignored key."""
+    from strop.objectives import known_dataset_types
+
+    raw, notes = translate(raw, source, set(config_class().model_fields))
+    raw = drop_blank_defaults(raw, config_class().model_fields)
+    translate_datasets(raw, source, known_dataset_types())
+    for note in notes:
+        print(f"strop: {note}", file=sys.stderr)
+    return raw
 
 
 def config_to_yaml(cfg: Config) -> str:

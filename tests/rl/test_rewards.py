@@ -25,7 +25,8 @@ class RunConfig(BaseModel):
 
 
 def test_registry_holds_the_built_in_types():
-    assert set(REWARDS) == {"math", "match", "code", "format", "json_schema", "length", "reward_model", "function"}
+    assert set(REWARDS) == {"math", "match", "code", "format", "json_schema", "length", "reward_model", "function",
+                            "trl_function"}
 
 
 @pytest.mark.parametrize("text, answer", [

@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import FORMATS
 from strop.data.packing import Tokens, collate, pack
-from strop.data.readers import read_rows
 from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
 from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
@@ -29,7 +29,7 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
     for spec in cfg.datasets:
         convert = FORMATS[spec.type]
         count_before = report.rows
-        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+        for where, row in dataset_rows(cfg, spec, base_dir):
             report.rows += 1
             tokens = tokenize_example(convert(row, where), tokenizer, cfg.train_on_inputs, where)
             pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]
@@ -43,7 +43,7 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
                     report.no_target += 1
                     continue
                 examples.append(piece)
-        if report.rows == count_before:
+        if report.rows == count_before and not getattr(cfg, "dataset_exact_deduplication", False):
             raise StropError(f"dataset {spec.path} is empty")
     return examples
 
@@ -84,7 +84,7 @@ def split_validation(rows: list, cfg, report: DataReport, unit: str) -> tuple[li
     share that rounds to no validation row is said in the notes."""
     if not rows:
         raise StropError(f"no training {unit} left after tokenization: " + "; ".join(report.notes or ["empty data"]))
-    random.Random(cfg.seed).shuffle(rows)
+    random.Random(cfg.seed if getattr(cfg, "data_seed", None) is None else cfg.data_seed).shuffle(rows)
     n_val = _validation_count(cfg.val_set_size, len(rows), unit)
     if cfg.val_set_size and not n_val:
         report.notes.append(f"val_set_size={cfg.val_set_size} of {len(rows)} {unit} rounds to 0: no validation")

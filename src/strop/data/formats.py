@@ -93,10 +93,27 @@ def text(row: dict[str, Any], where: str) -> Example:
     return {"prompt": "", "completion": body}
 
 
+def input_output(row: dict[str, Any], where: str) -> Example:
+    """Axolotl's `input_output`: {segments: [{text, label}]}, the text joined as written (no template)
+    and only the segments with label true trained."""
+    segments = row.get("segments")
+    if not isinstance(segments, list) or not segments:
+        raise StropError(f"{where}: field 'segments' must be a non-empty list of {{text, label}}")
+    out = []
+    for index, item in enumerate(segments):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise StropError(f"{where}: segments[{index}] must be an object with a string 'text'")
+        out.append((item["text"], bool(item.get("label", True))))
+    if not any(label and text.strip() for text, label in out):
+        raise StropError(f"{where}: no segment has label true: nothing to learn from")
+    return {"segments": out}
+
+
 FORMATS: dict[str, Callable[[dict[str, Any], str], Example]] = {
     "alpaca": alpaca,
     "chat": chat,
     "sharegpt": chat,
     "completion": completion,
     "text": text,
+    "input_output": input_output,
 }

@@ -28,7 +28,7 @@ import torch
 
 from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import _message
-from strop.data.readers import read_rows
+from strop.data.axolotl_types import dataset_rows
 from strop.data.tokenize import IGNORE, _encode, _render
 from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
@@ -181,10 +181,10 @@ def _examples(cfg, base_dir: Path | None, formats: dict[str, Callable], objectiv
             raise StropError(f"datasets: type '{spec.type}' is not read by rl: {objective} "
                              f"(it reads: {', '.join(sorted(formats))})")
         before = report.rows
-        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+        for where, row in dataset_rows(cfg, spec, base_dir):
             report.rows += 1
             yield where, spec.type, formats[spec.type](row, where)
-        if report.rows == before:
+        if report.rows == before and not getattr(cfg, "dataset_exact_deduplication", False):
             raise StropError(f"dataset {spec.path} is empty")
 
 

@@ -56,6 +56,13 @@ def tokenize_example(example: dict[str, Any], tokenizer, train_on_inputs: bool, 
     if "messages" in example:
         text, spans = assistant_spans(tokenizer, example["messages"], where)
         ids, offsets = _encode(tokenizer, text, add_special_tokens=False)
+    elif "segments" in example:
+        text = "".join(piece for piece, _ in example["segments"])
+        ids, offsets = _encode(tokenizer, text, add_special_tokens=False)
+        starts = [0]
+        for piece, _ in example["segments"]:
+            starts.append(starts[-1] + len(piece))
+        spans = [(lo, hi) for (lo, hi), (_, label) in zip(zip(starts, starts[1:]), example["segments"]) if label]
     else:
         text = example["prompt"] + example["completion"]
         ids, offsets = _encode(tokenizer, text, add_special_tokens=True)

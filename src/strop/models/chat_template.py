@@ -13,8 +13,14 @@ CHATML_TEMPLATE = (
 
 
 def ensure_chat_template(tokenizer: Any, choice: str | None = None) -> None:
-    """Use the tokenizer's own template unless ChatML is asked for or it has none."""
-    if choice not in (None, "tokenizer_default", "chatml"):
-        raise StropError(f"chat_template: unknown template '{choice}' (use chatml or leave it unset)")
-    if choice == "chatml" or not getattr(tokenizer, "chat_template", None):
+    """Use the tokenizer's own template unless a named one is asked for (models/chat_templates.py) or it
+    has none (then ChatML)."""
+    from strop.models.chat_templates import NAMED_TEMPLATES
+
+    if choice not in (None, "tokenizer_default", *NAMED_TEMPLATES):
+        raise StropError(f"chat_template: unknown template '{choice}' (known: tokenizer_default, "
+                         f"{', '.join(NAMED_TEMPLATES)}; or leave it unset)")
+    if choice in NAMED_TEMPLATES:
+        tokenizer.chat_template = NAMED_TEMPLATES[choice]
+    elif not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE

@@ -19,13 +19,15 @@ def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32, skip: list[str] 
                               llm_int8_skip_modules=skip)
 
 
-def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
-    """The base with every decoder linear layer in NF4 (double-quantized); the rest stays float32."""
+def load_4bit(model_path: str, cfg, device: torch.device, eight_bit: bool = False) -> nn.Module:
+    """The base with every decoder linear layer in NF4 (double-quantized); the rest stays float32.
+    `eight_bit`: LLM.int8 instead (Dettmers et al. 2022: int8 weights, outlier features in fp16)."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise StropError("load_in_4bit / QLoRA needs bitsandbytes: pip install bitsandbytes") from err
-    from transformers import AutoConfig
+        key = "load_in_8bit" if eight_bit else "load_in_4bit / QLoRA"
+        raise StropError(f"{key} needs bitsandbytes: pip install bitsandbytes") from err
+    from transformers import AutoConfig, BitsAndBytesConfig
 
     from strop.models.loading import auto_class
 
@@ -34,6 +36,7 @@ def load_4bit(model_path: str, cfg, device: torch.device) -> nn.Module:
         raise StropError(f"model_type is {cfg.model_type} but {model_path} is {config.architectures}")
     compute = autocast_dtype(cfg, device) or torch.float32
     skip = QUANTIZATION_SKIPS if is_moe_config(config) else None  # fused experts stay float: bnb quantizes nn.Linear only
+    quantization = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip) if eight_bit else bnb_4bit_config(compute, skip)
     return auto_class(config).from_pretrained(
-        model_path, config=config, dtype=torch.float32, quantization_config=bnb_4bit_config(compute, skip),
+        model_path, config=config, dtype=torch.float32, quantization_config=quantization,
         device_map={"": device}, trust_remote_code=cfg.trust_remote_code, attn_implementation="sdpa")

@@ -67,6 +67,13 @@ class Strategy:
 
     def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
         """Load the base model; strategies that quantize or shard the base override this."""
+        if getattr(cfg, "load_in_8bit", False) and not getattr(cfg, "load_in_4bit", False) and self.name != "qlora":
+            if not self.supports_quantized_base:
+                raise StropError(f"load_in_8bit: the '{self.name}' strategy trains the base weights themselves, so "
+                                 "they cannot be stored in 8-bit; use an adapter (lora, dora, ia3, ...) or drop load_in_8bit")
+            from strop.models.quantized import load_4bit
+
+            return load_4bit(model_path, cfg, device, eight_bit=True)
         if getattr(cfg, "load_in_4bit", False):
             if not self.supports_quantized_base:
                 raise StropError(f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "

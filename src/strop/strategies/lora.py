@@ -49,6 +49,7 @@ class LoraStrategy(PeftStrategy):
             target_modules=cfg.lora_target_modules,
             use_dora=self.use_dora or cfg.peft_use_dora,
             use_rslora=self.use_rslora or cfg.peft_use_rslora,
+            modules_to_save=getattr(cfg, "lora_modules_to_save", None),
             task_type="CAUSAL_LM",
         )
 
@@ -69,7 +70,9 @@ class LoraStrategy(PeftStrategy):
 
     def describe(self, cfg) -> str:
         flags = [f for f, on in (("dora", self.use_dora or cfg.peft_use_dora), ("rslora", self.use_rslora or cfg.peft_use_rslora),
-                                 ("4-bit base", cfg.load_in_4bit or self.name == "qlora")) if on]
+                                 ("4-bit base", cfg.load_in_4bit or self.name == "qlora"),
+                                 ("8-bit base", getattr(cfg, "load_in_8bit", False) and not cfg.load_in_4bit
+                                  and self.name != "qlora")) if on]
         return f"r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}" + (f" ({', '.join(flags)})" if flags else "")
 
 

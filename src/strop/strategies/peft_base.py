@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from strop.vlm.models import restrict_adapter_to_language
+from strop.errors import StropError
 from strop.strategies.base import Strategy, write_quantization_note
 from strop.strategies.layers import check_target_modules
 
@@ -25,8 +26,13 @@ class PeftStrategy(Strategy):
         raise NotImplementedError
 
     def adapt(self, model: nn.Module, cfg) -> nn.Module:
-        from peft import get_peft_model
+        from peft import PeftModel, get_peft_model
 
+        if getattr(cfg, "lora_model_dir", None):  # Axolotl's key: continue training an existing adapter
+            folder = Path(cfg.lora_model_dir)
+            if not (folder / "adapter_config.json").is_file():
+                raise StropError(f"lora_model_dir: {folder} has no adapter_config.json (not a PEFT adapter folder)")
+            return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
         if self.target_key:
             check_target_modules(model, getattr(cfg, self.target_key, None), self.target_key)
         config = self.peft_config_for(model, cfg)

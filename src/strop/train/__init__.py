@@ -1,1 +1,2 @@
-"""The training loop, its optimizer and schedule, checkpoints and progress reporting."""
+"""Training: the loop, checkpoints, optimizers, schedules, tracking. (`strop.train(config)`, the library
+call, is this package made callable by strop/__init__.py.)"""

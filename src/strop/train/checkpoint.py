@@ -37,23 +37,101 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _flat(prefix: str, value: Any, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    """One optimizer-state value under `prefix`: tensors to safetensors, the rest to JSON. Nested dicts
+    (bitsandbytes' 8-bit quantization state) flatten to `prefix/key`; a tensor subclass (torchao's
+    low-bit states) is stored as its inner tensors plus how to rebuild it (`__tensor_flatten__`)."""
+    if isinstance(value, dict):
+        scalars[f"{prefix}/"] = "dict"
+        for key, item in value.items():
+            _flat(f"{prefix}/{key}", item, tensors, scalars)
+    elif torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
+        names, ctx = value.__tensor_flatten__()
+        cls = type(value)
+        scalars[f"{prefix}@"] = {"class": f"{cls.__module__}:{cls.__qualname__}", "names": list(names),
+                                 "ctx": ctx, "size": list(value.size()), "stride": list(value.stride())}
+        for name in names:
+            tensors[f"{prefix}@{name}"] = getattr(value, name).detach().contiguous().cpu()
+    elif torch.is_tensor(value):
+        tensors[prefix] = value.detach().contiguous().cpu()
+    else:
+        scalars[prefix] = value
+
+
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+            _flat(f"{index}.{key}", value, tensors, scalars)
+    seen: set[int] = set()
+    for key, value in tensors.items():  # safetensors refuses shared storage (bitsandbytes' shared qmaps)
+        pointer = value.untyped_storage().data_ptr()
+        if pointer in seen:
+            tensors[key] = value.clone()
+        seen.add(pointer)
+    return tensors, _jsonable({"param_groups": state["param_groups"], "scalars": scalars})
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON for what low-bit optimizers keep beside tensors: dtypes and 0-d tensors (torchao's lr)."""
+    if isinstance(value, torch.dtype):
+        return {"__dtype__": str(value).removeprefix("torch.")}
+    if torch.is_tensor(value) and value.ndim == 0:
+        return {"__scalar__": value.item(), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(value: Any, tuples: bool = False) -> Any:
+    if isinstance(value, dict) and "__dtype__" in value:
+        return getattr(torch, value["__dtype__"])
+    if isinstance(value, dict) and "__scalar__" in value:
+        return torch.tensor(value["__scalar__"], dtype=getattr(torch, value["dtype"]))
+    if isinstance(value, dict):
+        return {k: _from_json(v, tuples) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_from_json(v, tuples) for v in value]
+        return tuple(items) if tuples else items
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    return _from_json(value, tuples=True)
+
+
+def _rebuild(flat: dict[str, Any]) -> dict[str, Any]:
+    """The nested state of one parameter from its `key`, `key/inner` and `key@inner` entries (_flat)."""
+    import importlib
+
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        cut = min((i for i in (key.find("/"), key.find("@")) if i >= 0), default=len(key))
+        groups.setdefault(key[:cut], {})[key[cut:]] = value
+    out: dict[str, Any] = {}
+    for name, parts in groups.items():
+        if "" in parts:
+            out[name] = parts[""]
+        elif "/" in parts:
+            out[name] = _rebuild({k[1:]: v for k, v in parts.items() if k != "/"})
+        else:
+            spec = parts["@"]
+            module, _, cls_name = spec["class"].partition(":")
+            cls = getattr(importlib.import_module(module), cls_name)
+            inner = {n: parts[f"@{n}"] for n in spec["names"]}
+            out[name] = cls.__tensor_unflatten__(inner, _tuples(spec["ctx"]), tuple(spec["size"]), tuple(spec["stride"]))
+    return out
 
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
+    meta = {"param_groups": _from_json(meta["param_groups"]), "scalars": meta["scalars"]}
+    per_param: dict[int, dict[str, Any]] = {}
     for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
         index, key = flat.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+        per_param.setdefault(int(index), {})[key] = value
+    return {"state": {i: _rebuild(flat) for i, flat in per_param.items()}, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -86,7 +164,7 @@ def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tens
         write("optimizer.safetensors", lambda path: save_file(opt_tensors, path))
         rng_tensors, rng_meta = rng_state()
         write("rng.safetensors", lambda path: save_file(rng_tensors, path))
-        state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta, **extra}
+        state = {"step": step, "optimizer": opt_meta, "scheduler": _jsonable(scheduler.state_dict()), "rng": rng_meta, **extra}
         write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     _commit(tmp, final, keep)
     return final
@@ -174,7 +252,7 @@ def load_checkpoint(path: Path, trainable: dict[str, torch.nn.Parameter], optimi
         for name, param in trainable.items():
             param.copy_(weights[name])
     optimizer.load_state_dict(_join_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(_from_json(state["scheduler"]))
     restore_rng(load_file(path / "rng.safetensors"), state["rng"])
     return state
 
@@ -223,7 +301,7 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, sched
         write(f"rng-{dist.rank()}.json", lambda path: path.write_text(json.dumps(rng_meta)))
         dist.barrier()
         if dist.is_main():
-            state = {"step": step, "scheduler": scheduler.state_dict(), "world_size": dist.world_size(), **extra}
+            state = {"step": step, "scheduler": _jsonable(scheduler.state_dict()), "world_size": dist.world_size(), **extra}
             write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     if dist.is_main():
         _commit(tmp, final, keep)
@@ -265,7 +343,7 @@ def resume(path: Path, model, trainable: dict[str, torch.nn.Parameter], optimize
         _load_sharded(path, model, optimizer)
     else:
         _load_single_into_sharded(path, state, model, optimizer)
-    scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(_from_json(state["scheduler"]))
     rank_rng = path / f"rng-{dist.rank()}.safetensors"
     if rank_rng.is_file():
         restore_rng(load_file(rank_rng), json.loads(rank_rng.with_suffix(".json").read_text()))

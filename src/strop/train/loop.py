@@ -34,6 +34,7 @@ from strop.evaluation import training as training_evaluation
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
 from strop.models.generate import answer_prompts
+from strop.models.tokens import apply_tokens, fit_embeddings
 from strop.moe import monitor as moe_monitor
 from strop.objectives import Objective, objective_for
 from strop.rl.engine import RolloutEngine
@@ -43,6 +44,7 @@ from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import Strategy, get_strategy
 from strop.train import checkpoint as ckpt
 from strop.train import output_dir as outputs
+from strop.train import external_trackers, run_keys
 from strop.train.optim import build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.rows import DatasetRows, RowSource
@@ -94,11 +96,16 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     strategy = get_strategy(cfg.strategy)
     model_path = resolve_model_path(cfg.base_model)
     tokenizer = load_tokenizer(cfg.tokenizer_config or model_path, cfg.trust_remote_code)
+    new_tokens = apply_tokens(tokenizer, cfg)
     train_rows, val_rows, report = objective.build_data(cfg, tokenizer, base_dir)
     rows: RowSource = RolloutEngine(cfg, objective, base_dir) if objective.rows_from_model else DatasetRows()
     evaluators = training_evaluation.build(cfg, base_dir)
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
+    fit_embeddings(model, tokenizer)
+    if new_tokens:
+        report.notes.append(f"added tokens {new_tokens}: new embedding rows learn only where the embeddings "
+                            "train (full fine-tuning, or lora_modules_to_save listing embed_tokens and lm_head)")
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
@@ -111,7 +118,7 @@ def micro_batch_rows(run: Run, index: int) -> list:
     in a single process, the whole micro-batch. The last one of an epoch may leave a rank none."""
     per_epoch = run.micro_batches_per_epoch
     epoch, position = divmod(index, per_epoch)
-    order = torch.randperm(len(run.train_rows), generator=torch.Generator().manual_seed(run.cfg.seed + epoch))
+    order = torch.randperm(len(run.train_rows), generator=torch.Generator().manual_seed(run_keys.data_seed(run.cfg) + epoch))
     size = run.global_micro_batch
     rows = [run.train_rows[i] for i in order[position * size:(position + 1) * size].tolist()]
     return distributed.shard(rows, run.cfg.micro_batch_size)
@@ -227,10 +234,10 @@ def evaluate(run: Run, amp_dtype) -> dict[str, float]:
     if own is not None:
         return own
     run.model.eval()
-    size = run.global_micro_batch
+    size = (getattr(run.cfg, "eval_batch_size", None) or run.cfg.micro_batch_size) * distributed.world_size()
     total, count = 0.0, 0
     for start in range(0, len(run.val_rows), size):
-        rows = distributed.shard(run.val_rows[start:start + size], run.cfg.micro_batch_size)
+        rows = distributed.shard(run.val_rows[start:start + size], size // distributed.world_size())
         batch, weight = _collate_or_filler(run, rows, run.val_rows[:1])
         batch = _to(batch, run.device)
         n = run.objective.count(batch)
@@ -282,7 +289,9 @@ def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overw
         if dry_run:
             return None
         output_dir = Path(cfg.output_dir)
+        resume = resume or bool(getattr(cfg, "resume_from_checkpoint", None))
         start_from = outputs.prepare_output(output_dir, resume, overwrite, outputs.input_paths(cfg, base_dir))
+        start_from = run_keys.checkpoint_to_resume(cfg, output_dir) or start_from
         outputs.start_output(output_dir, [*outputs.LOOP_FILES, *run.objective.output_files])
         return _train_loop(run, output_dir, start_from)
     finally:
@@ -293,7 +302,10 @@ def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overw
 def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     cfg = run.cfg
     if cfg.gradient_checkpointing or distributed.activation_checkpointing(cfg):
-        run.strategy.base_model(run.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"use_reentrant": False, **(getattr(cfg, "gradient_checkpointing_kwargs", None) or {})}
+        run.strategy.base_model(run.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    run_keys.apply_per_epoch(cfg, run.micro_batches_per_epoch, run.objective.updates_per_batch(cfg))
+    stop_rules = run_keys.StopRules(cfg)
     amp_dtype = autocast_dtype(cfg, run.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     run.objective.prepare_training(run)  # before the optimizer and any checkpoint: may add trainable modules
@@ -317,6 +329,8 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     started, tokens_seen = time.perf_counter(), 0
     try:
         with (Tracker if distributed.is_main() else NullTracker)(output_dir, total, step) as tracker:
+            if distributed.is_main():
+                tracker.sinks += external_trackers.open_sinks(cfg, output_dir)
             run.tracker = tracker
             while step < total:
                 run.strategy.on_step_start(run.model, step, cfg)
@@ -334,6 +348,10 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
                 if step % cfg.logging_steps == 0 or step == total or evaluated or extra:
                     tracker.log(step, _host_values(metrics) | _progress(run, step, tokens_seen, started))
                 tracker.advance(step)
+                stop = stop_rules.update(_host_values(metrics)) if stop_rules.active else None
+                if stop:
+                    print(f"strop: {stop}: stopping at step {step} of {total}")
+                    break
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < total:
                     _save_checkpoint(run, output_dir, step, trainable, optimizer, scheduler)
     finally:

@@ -25,6 +25,7 @@ class Tracker:
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
+        self.sinks: list = []  # external trackers (train/external_trackers.py): log(step, metrics), finish()
 
     @staticmethod
     def _tensorboard(output_dir: Path, start_step: int):
@@ -42,6 +43,8 @@ class Tracker:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
         self.file.close()
+        for sink in self.sinks:
+            sink.finish()
         if self.writer is not None:
             self.writer.close()
 
@@ -50,6 +53,8 @@ class Tracker:
         with disk_errors(self.path):
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        for sink in self.sinks:
+            sink.log(step, metrics)
         if self.writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):

@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from strop.errors import StropError
-from strop.rl.rewards import code, function, json_schema, length, match, math_answer, reward_model
+from strop.rl.rewards import code, function, json_schema, length, match, math_answer, reward_model, trl_function
 from strop.rl.rewards import format as format_shape
 from strop.rl.rewards.base import Options, Reward, RewardError, RewardType
 
@@ -35,6 +35,7 @@ REWARDS: dict[str, RewardType] = {
     "length": length.REWARD,
     "reward_model": reward_model.REWARD,
     "function": function.REWARD,
+    "trl_function": trl_function.REWARD,
 }
 
 __all__ = ["REWARDS", "Reward", "RewardSpec", "build_rewards", "score_rewards"]

@@ -91,7 +91,11 @@ def checked(result, count: int, target: str) -> list[float]:
 
 
 def build(options: FunctionOptions, base_dir: Path | None):
-    fn, target = load_function(options.function, base_dir), options.function
+    return scorer(load_function(options.function, base_dir), options.function)
+
+
+def scorer(fn, target: str):
+    """`fn(prompts, completions, rows)` with its output checked and its failures reported (see above)."""
     warned: list[bool] = []
 
     def one_at_a_time(prompts: list, completions: list[str], rows: list[dict], batch_error: Exception) -> list[float]:
