@@ -124,3 +124,19 @@ def test_survey_config_runs_unchanged(tmp_path, tiny_model, monkeypatch):
     assert out == Path("./sft-model") and (tmp_path / "sft-model" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "sft-model" / "strop_quantization.json").is_file()
     shutil.rmtree(tmp_path / "sft-model")
+
+
+def test_4bit_base_dequantizes_to_the_load_dtype(tiny_model):
+    """Under bf16 kernels the base loads in bf16, so each NF4 weight dequantizes straight to bf16 (loaded in
+    fp32 it went NF4 → fp32 → a bf16 copy in every matmul of the 8B QLoRA run on an H200)."""
+    from types import SimpleNamespace
+
+    from strop.models.quantized import load_4bit
+
+    cfg = SimpleNamespace(trust_remote_code=False, model_type=None, fp16=False, bf16=True)
+    for dtype in (torch.bfloat16, torch.float32):
+        model = load_4bit(str(tiny_model), cfg, torch.device("cpu"), dtype=dtype)
+        weights = [m.weight for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert weights and all(w.quant_state.dtype == dtype for w in weights)
+        assert bnb.functional.dequantize_4bit(weights[0].data, weights[0].quant_state).dtype == dtype
+        assert model.get_input_embeddings().weight.dtype == dtype

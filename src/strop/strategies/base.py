@@ -79,8 +79,9 @@ class Strategy:
                 raise StropError(f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "
                                  "they cannot be stored in 4-bit; use an adapter (lora, qlora, dora, ia3, ...) or drop load_in_4bit")
             from strop.models.quantized import load_4bit
+            from strop.strategies.kernels import load_dtype
 
-            return load_4bit(model_path, cfg, device)
+            return load_4bit(model_path, cfg, device, dtype=load_dtype(self, cfg, device))
         from strop.models import load_model
         from strop.strategies.kernels import load_dtype
 

@@ -29,4 +29,6 @@ class QLoraStrategy(LoraStrategy):
     fsdp_unsupported = QUANTIZED_BASE
 
     def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
-        return load_4bit(model_path, cfg, device)
+        from strop.strategies.kernels import load_dtype
+
+        return load_4bit(model_path, cfg, device, dtype=load_dtype(self, cfg, device))
