@@ -60,6 +60,8 @@ def train(config: str | Path | dict[str, Any], *, resume: bool = False, overwrit
 
     cfg, base_dir = load_config(config, **overrides)
     output_dir = run(cfg, base_dir, resume=resume, overwrite=overwrite)
+    if output_dir is None:  # only a dry run returns no folder
+        raise StropError("strop.train: the run returned no output folder")
     metrics_file = Path(output_dir) / "metrics.jsonl"
     history = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.is_file() else []
     return TrainResult(Path(output_dir), history[-1] if history else {}, history)

@@ -152,7 +152,8 @@ def run_pipeline(path: Path) -> Path:
     spec = load_pipeline(path)
     base_dir, out = path.resolve().parent, Path(spec.output_dir)
     manifest.start(out)
-    model, results = spec.base_model, []
+    model = spec.base_model
+    results: list[dict[str, Any]] = []
     if spec.sample_prompts:
         results.append({"name": "base", "model": model, "samples": _samples(model, spec.sample_prompts, spec.sample_max_new_tokens)})
     for stage in spec.stages:

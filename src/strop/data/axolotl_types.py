@@ -170,6 +170,8 @@ def _import_function(name: str, base_dir: Path | None):
     try:
         if local.is_file():
             spec = importlib.util.spec_from_file_location(f"strop_transform_{local.stem}", local)
+            if spec is None or spec.loader is None:
+                raise ImportError("no module spec for this file")  # reported below, naming the file
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:

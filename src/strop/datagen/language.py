@@ -45,12 +45,12 @@ def detect(text: str) -> str:
                 counts[script] = counts.get(script, 0) + 1
     if not counts:
         return "unknown"
-    script = max(counts, key=counts.get)
+    script = max(counts, key=lambda k: counts[k])
     if script != "LATIN":
         if script == "CJK" and (counts.get("HIRAGANA", 0) + counts.get("KATAKANA", 0)) > 0:
             return "ja"
         return _SCRIPTS[script]
     tokens = words(text)
     hits = {lang: sum(token in wordset for token in tokens) for lang, wordset in _WORDSETS.items()}
-    best = max(hits, key=hits.get)
+    best = max(hits, key=lambda k: hits[k])
     return best if hits[best] > 0 else "unknown"

@@ -73,7 +73,7 @@ def bands_for(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[
         bands = num_perm // rows
         false_pos = np.trapezoid(1 - (1 - low ** rows) ** bands, low)
         false_neg = np.trapezoid((1 - high ** rows) ** bands, high)
-        cost = fp_weight * false_pos + (1 - fp_weight) * false_neg
+        cost = float(fp_weight * false_pos + (1 - fp_weight) * false_neg)
         if cost < best_cost:
             best, best_cost = (bands, rows), cost
     return best

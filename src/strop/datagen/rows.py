@@ -62,6 +62,8 @@ def prompt_of(row: dict[str, Any], where: str) -> str:
         users = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
         if not users:
             raise StropError(f"{where}: no user message to answer")
+        if not isinstance(users[-1], str):
+            raise StropError(f"{where}: the last user message has no text content")
         return users[-1]
     raise StropError(f"{where}: expected a field 'prompt', 'instruction' or 'messages'")
 

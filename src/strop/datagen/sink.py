@@ -17,7 +17,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from strop.safe_io import disk_errors, write_text
 
@@ -54,7 +54,7 @@ class Sink:
     def _open(self, resume: bool) -> None:
         saved = json.loads(self.state.read_text()) if resume and self.state.is_file() else None
         if saved and saved.get("key") == self.key and self.partial.is_file():
-            self.handle = self.partial.open("r+b")
+            self.handle: BinaryIO = self.partial.open("r+b")
             self.handle.truncate(saved["bytes"])
             self.handle.seek(saved["bytes"])
             self.consumed, self.written = saved["consumed"], saved["written"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -118,6 +118,18 @@ def read_prompt(row: dict, where: str, key: str = "prompt") -> Messages:
 
 def last_user_text(prompt: Messages) -> str:
     return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), prompt[-1]["content"])
+
+
+@overload
+def local_path(value: str, base_dir: Path | None) -> str: ...
+
+
+@overload
+def local_path(value: None, base_dir: Path | None) -> None: ...
+
+
+@overload
+def local_path(value: str | None, base_dir: Path | None) -> str | None: ...
 
 
 def local_path(value: str | None, base_dir: Path | None) -> str | None:

@@ -39,7 +39,7 @@ def harness_model(model, tokenizer, batch_size: int = 8, max_new_tokens: int | N
 
 def run_tasks(target: str, tasks: list[str], limit: int | None = None, batch_size: int = 8,
               include_path: str | None = None, trust_remote_code: bool = False,
-              max_new_tokens: int | None = None, loaded: tuple | None = None) -> dict[str, Any]:
+              max_new_tokens: int | None = None, loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Run harness tasks on `target` (or on `loaded` = (model, tokenizer)); returns its results per task."""
     lm_eval, _, TaskManager = _harness()
     tasks = [t.strip() for t in tasks if t.strip()]
@@ -52,7 +52,8 @@ def run_tasks(target: str, tasks: list[str], limit: int | None = None, batch_siz
         from strop.models.saved import load_for_chat
 
         loaded = load_for_chat(target, trust_remote_code)
-    lm = harness_model(*loaded, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    model, tokenizer = loaded
+    lm = harness_model(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
     output = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=limit, task_manager=manager,
                                      batch_size=batch_size, log_samples=False)
     results = {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"}

@@ -53,8 +53,9 @@ def reply_logps(model, tokenizer, pairs: list[dict], batch_size: int) -> tuple[l
             rows = []
             for pair in pairs[start:start + batch_size]:
                 text, prompt_ids = encode_prompt(tokenizer, pair["prompt"])
-                sides = [encode_reply(tokenizer, pair["prompt"], text, pair[s], pair["where"]) for s in ("chosen", "rejected")]
-                rows.append(pair_row(prompt_ids, *sides))
+                chosen_ids, rejected_ids = (encode_reply(tokenizer, pair["prompt"], text, pair[s], pair["where"])
+                                            for s in ("chosen", "rejected"))
+                rows.append(pair_row(prompt_ids, chosen_ids, rejected_ids))
             batch = {k: v.to(device) for k, v in collate_pairs(rows, tokenizer.pad_token_id).items()}
             logps = sequence_logps(model, batch)[0].double().cpu().tolist()
             chosen += logps[: len(rows)]

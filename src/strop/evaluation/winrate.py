@@ -90,7 +90,12 @@ def build(options: WinRateOptions, base_dir: Path | None, judge: PairwiseJudge |
 
     def evaluate(subject: Subject) -> EvalResult:
         replies = [r[0] for r in subject.generate(prompts, 1, 0.0, options.max_new_tokens)]
-        against = baselines if baselines is not None else _baseline_replies(local_path(options.baseline_model, base_dir), options, prompts)
+        if baselines is not None:
+            against = baselines
+        elif options.baseline_model is None:  # the options' validator asks for one of the two
+            raise StropError("win-rate evaluator: give baseline_field or baseline_model")
+        else:
+            against = _baseline_replies(local_path(options.baseline_model, base_dir), options, prompts)
         texts = [last_user_text(p) for p in prompts]
         metrics, probabilities = win_rate(judge, texts, replies, against)
         samples = [{"prompt": t, "reply": r, "baseline": b, "p_win": round(p, 3)}

@@ -219,9 +219,10 @@ class TensorMapper:
         if hf_name.endswith("rotary_emb.inv_freq"):
             return None
         if self.n_experts and _EXPERT.match(hf_name):
-            hf_name, data = self._stack_expert(hf_name, data)
-            if data is None:
+            hf_name, stacked = self._stack_expert(hf_name, data)
+            if stacked is None:
                 return None
+            data = stacked
         if self.tied and hf_name == "lm_head.weight":
             return None  # llama.cpp falls back to token_embd when output.weight is absent
         name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))

@@ -120,13 +120,16 @@ def combine(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def hidden_prototypes(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     """(layers, h) mean over the prompts' tokens of the hidden state entering each decoder layer."""
-    sums, count = None, 0
+    sums: torch.Tensor | None = None
+    count = 0
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         states = model(input_ids=ids, output_hidden_states=True).hidden_states[:-1]  # inputs of layers 0..L-1
         layer_sums = torch.stack([s[0].float().sum(dim=0) for s in states])
         sums = layer_sums if sums is None else sums + layer_sums
         count += ids.shape[1]
+    if sums is None:
+        raise StropError("moe build: no prompts to take the hidden-state prototypes from")
     return sums / max(1, count)
 
 

@@ -33,13 +33,14 @@ class MoeBlock:
 
 def router_weight(router: nn.Module) -> torch.Tensor:
     """The E × h routing matrix (fused TopKRouter or nn.Linear alike)."""
-    return router.weight
+    return router.weight  # type: ignore[return-value]  # nn.Module's dynamic attribute: a Parameter here
 
 
 def _top_k(block: nn.Module, router: nn.Module, config) -> int:
     for owner in (router, block):
-        if isinstance(getattr(owner, "top_k", None), int):
-            return owner.top_k
+        top_k = getattr(owner, "top_k", None)
+        if isinstance(top_k, int):
+            return top_k
     return int(getattr(config, "num_experts_per_tok", 2))
 
 

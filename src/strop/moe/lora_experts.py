@@ -95,7 +95,9 @@ def add_lora_experts(model: nn.Module, targets, experts: int, top_k: int, r: int
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, LoraExpertsLinear(getattr(parent, child), experts, top_k, r, alpha, dropout))
-    model._strop_moe_lora = {"targets": names, "experts": experts, "top_k": top_k, "r": r, "alpha": alpha, "dropout": dropout}
+    # a plain attribute on the module (mypy types nn.Module attributes as Tensor | Module)
+    model._strop_moe_lora = {"targets": names, "experts": experts, "top_k": top_k,  # type: ignore[assignment]
+                             "r": r, "alpha": alpha, "dropout": dropout}
     return names
 
 
@@ -123,7 +125,8 @@ def save(model: nn.Module, out_dir: Path, base_model: str) -> None:
     from safetensors.torch import save_file
 
     save_file(adapter_state(model), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
-    (out_dir / CONFIG_FILE).write_text(json.dumps({"base_model": base_model, **model._strop_moe_lora}, indent=1) + "\n")
+    settings = model._strop_moe_lora  # the dict add_lora_experts set (mypy types it as Tensor | Module)
+    (out_dir / CONFIG_FILE).write_text(json.dumps({"base_model": base_model, **settings}, indent=1) + "\n")  # type: ignore[dict-item]
 
 
 def load(model: nn.Module, folder: Path) -> nn.Module:

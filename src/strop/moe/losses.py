@@ -21,6 +21,7 @@ reduction is over the mask.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 
@@ -69,7 +70,14 @@ def health_sums(logits: torch.Tensor, mask: torch.Tensor | None, top_k: int) -> 
     return expert_counts(logits, weights, top_k), entropy, weights.sum()
 
 
-def health(counts: torch.Tensor, entropy_sum: float, tokens: float) -> dict[str, float | list[float]]:
+class LayerHealth(TypedDict):
+    load: list[float]
+    load_entropy: float
+    router_entropy: float
+    starved: int
+
+
+def health(counts: torch.Tensor, entropy_sum: float, tokens: float) -> LayerHealth:
     """One layer's health from `health_sums` totals: load shares, normalised load and router entropy,
     starved experts."""
     num_experts = counts.shape[0]

@@ -66,9 +66,9 @@ class RouterMonitor:
         return None
 
     def _reset_health(self) -> None:
-        self.counts = [None] * len(self.blocks)
-        self.entropy = [0.0] * len(self.blocks)
-        self.tokens = [0] * len(self.blocks)
+        self.counts: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.entropy: list[float | torch.Tensor] = [0.0] * len(self.blocks)
+        self.tokens: list[int | torch.Tensor] = [0] * len(self.blocks)
 
     @contextmanager
     def recording(self, batch: dict[str, torch.Tensor]):

@@ -150,6 +150,7 @@ class DistillObjective(SFTObjective):
                  for i, j in aligned_positions(student_ends[b][:-1], teacher_rows[b][1][:-1]) if targets[b, i] != IGNORE]
         if not picks:
             return torch.zeros(targets.shape, device=device), 0.0
-        b, i, j = (torch.tensor(column, device=device) for column in zip(*picks))
-        values = uld_distance(student[b, i], teacher[b, j], self.cfg.distill_temperature)
-        return torch.zeros(targets.shape, dtype=values.dtype, device=device).index_put((b, i), values), float(len(picks))
+        rows_at, student_at, teacher_at = (torch.tensor(column, device=device) for column in zip(*picks))
+        values = uld_distance(student[rows_at, student_at], teacher[rows_at, teacher_at], self.cfg.distill_temperature)
+        zeros = torch.zeros(targets.shape, dtype=values.dtype, device=device)
+        return zeros.index_put((rows_at, student_at), values), float(len(picks))

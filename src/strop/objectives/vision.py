@@ -19,6 +19,7 @@ from strop.data import DataReport, note_excess, split_validation
 from strop.data.preference import _fit, _reply, collate_pairs, pair_row
 from strop.data.readers import read_rows
 from strop.errors import StropError
+from strop.objectives.base import Objective
 from strop.objectives.cpo import CPOObjective
 from strop.objectives.dpo import DPOObjective, IPOObjective
 from strop.objectives.orpo import ORPOObjective
@@ -63,7 +64,7 @@ class VisionMixin:
         print("strop: trainable parameters by part: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
     def save_artifacts(self, model, out_dir: Path) -> None:
-        super().save_artifacts(model, out_dir)
+        super().save_artifacts(model, out_dir)  # type: ignore[misc]  # mixin: the objective class after it in the MRO has it
         if self.processor is not None:
             self.processor.save_pretrained(out_dir)
 
@@ -143,7 +144,8 @@ def build_vision_pair_data(cfg, processor, base_dir: Path | None) -> tuple[list[
             strategy = "error" if cfg.excess_length_strategy == "error" else "drop"  # a cut prompt loses image tokens
             fitted = _fit(prompt_ids, replies, cfg.sequence_len, strategy, where, report)
             if fitted is not None:
-                pair = pair_row(prompt_ids, *replies, where=where) | extras
+                chosen_ids, rejected_ids = replies
+                pair = pair_row(prompt_ids, chosen_ids, rejected_ids, where=where) | extras
                 pair["key"] += _image_digest(extras)
                 rows.append(pair)
     note_excess(report, cfg, "rows")
@@ -167,10 +169,10 @@ class VisionPairMixin(VisionMixin):
 
     def prepare_training(self, run) -> None:
         self.freeze_parts(run)
-        super().prepare_training(run)
+        super().prepare_training(run)  # type: ignore[misc]  # mixin: the objective class after it in the MRO has it
 
 
-def _vision_pair(base: type, name: str) -> type:
+def _vision_pair(base: type[Objective], name: str) -> type:
     params = type(f"Vision{base.params.__name__}", (base.params, VisionParams), {}) if base.params else VisionParams
     return type(f"Vision{base.__name__}", (VisionPairMixin, base), {"name": name, "params": params})
 

@@ -68,7 +68,8 @@ def make_plan(data: list[str], gpu: str, goal: str, partial: dict[str, Any] | No
         raise StropError(f"--goal must be one of {', '.join(GOALS)}, got {goal!r}")
     partial = dict(partial or {})
     base_model = str(partial.pop("base_model", DEFAULT_MODEL))
-    hardware, notes = parse_gpu(gpu), []
+    hardware = parse_gpu(gpu)
+    notes: list[str] = []
     tokenizer = _tokenizer(base_model, notes)
     profiles = [profile_file(path, tokenizer) for path in data]
     for p in profiles:

@@ -80,8 +80,11 @@ def _stage_settings(stage: str, data: list[DataProfile], facts: Facts, hardware:
         config["neftune_noise_alpha"] = rules["neftune"].then
     if stage == "grpo":
         generations, completion = rules["generations"].then
+        reward = data[0].reward
+        if reward is None:
+            raise StropError("plan: a grpo stage needs data with a verifiable reward")
         config.update(num_generations=generations, max_completion_length=completion,
-                      rewards=[{"type": data[0].reward[0], "field": data[0].reward[1]}])
+                      rewards=[{"type": reward[0], "field": reward[1]}])
     config["sequence_len"] = _round_up(length + config.get("max_completion_length", 0))
     used = [t for t in SETTING_TOPICS if t not in ("max_length", "neftune", "generations")]
     used += ["max_length"] * (longest > length) + ["neftune"] * (stage == "sft") + ["generations"] * (stage == "grpo")

@@ -98,7 +98,7 @@ def _row_text(row: dict[str, Any], kind: str) -> tuple[str, int]:
         parts = _texts(row.get("prompt")) + _texts(row.get("chosen"))
         return "\n".join(parts), 2
     if kind in ("chat", "prompt") and ("messages" in row or "conversations" in row):
-        items = row.get("messages") or row.get("conversations")
+        items = row.get("messages") or row.get("conversations") or []
         return "\n".join(_texts(items)), len(items)
     skip = {"answer", "tests", "schema", "label", "rejected"}
     parts = [t for k, v in row.items() if k not in skip for t in _texts(v)]

@@ -3,6 +3,9 @@ states when Axolotl's optimizer names ask for them."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 import torch
 
 from strop.errors import StropError
@@ -20,13 +23,10 @@ LOW_BIT_ADAMW = {
 }
 
 
-def _low_bit_class(name: str) -> type[torch.optim.Optimizer]:
+def _low_bit_class(name: str) -> Callable[..., torch.optim.Optimizer]:
     package, cls = LOW_BIT_ADAMW[name]
     try:
-        if package == "bitsandbytes":
-            import bitsandbytes.optim as module
-        else:
-            import torchao.optim as module
+        module = importlib.import_module(f"{package}.optim")
     except ImportError as err:
         raise StropError(f"optimizer: {name} needs {package}: pip install {package} (or use adamw_torch)") from err
     return getattr(module, cls)

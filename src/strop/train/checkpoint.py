@@ -59,7 +59,8 @@ def _flat(prefix: str, value: Any, tensors: dict[str, torch.Tensor], scalars: di
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors, scalars = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
     for index, values in state["state"].items():
         for key, value in values.items():
             _flat(f"{index}.{key}", value, tensors, scalars)

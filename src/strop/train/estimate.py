@@ -57,7 +57,7 @@ class Shapes:
     model_type: str
     #: MoE models: per `moe_lora_targets` part, (linear layer names, fused expert weights as (E, in, out),
     #: parameters trained fully); empty for a dense model.
-    moe_parts: dict[str, tuple[list[str], list[tuple[int, int, int]], int]] = field(default_factory=dict)
+    moe_parts: dict[str, tuple[list[str], list[tuple[int, ...]], int]] = field(default_factory=dict)
 
 
 def skeleton(cfg) -> nn.Module:
@@ -91,7 +91,7 @@ def shapes_of(model: nn.Module) -> Shapes:
                   moe_parts=_moe_parts(model))
 
 
-def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, int, int]], int]]:
+def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, ...]], int]]:
     from typing import get_args
 
     from strop.moe.adapters import lora_selection
@@ -101,7 +101,7 @@ def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, i
     if not moe_blocks(model):
         return {}
     params, modules = dict(model.named_parameters()), dict(model.named_modules())
-    parts = {}
+    parts: dict[str, tuple[list[str], list[tuple[int, ...]], int]] = {}
     for part in get_args(LoraPart):
         linears, fused, saved = lora_selection(model, [part])
         parts[part] = (linears, [tuple(params[n].shape) for n in fused],

@@ -189,6 +189,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
     # Every process divides by the response tokens of the whole step, over all processes.
     denominator = max(1, distributed.sum_count(sum(run.objective.count(b) for b, w in prepared.batches if w)))
     scale = distributed.loss_scale()
+    metrics: dict[str, Any]  # the objective's floats, plus the router's device tensors
     for batch, weight in prepared.batches:
         batch = _to(batch, run.device)
         with autocast(run.device, amp_dtype), (run.router.recording(batch) if run.router else nullcontext()):

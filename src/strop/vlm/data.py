@@ -186,7 +186,8 @@ def _folders(spec_path: str, base_dir: Path | None) -> list[Path]:
 def _read_examples(cfg, processor, base_dir: Path | None, report: DataReport) -> tuple[list[dict], list[dict]]:
     """(image rows, text-only rows), tokenized; over-long rows are dropped (never cut: a cut could split
     an image's tokens from its features)."""
-    image_rows, text_rows = [], []
+    image_rows: list[dict] = []
+    text_rows: list[dict] = []
     for spec in cfg.datasets:
         encoder = Encoder(processor, _folders(spec.path, base_dir), cfg.allow_image_urls)
         before = report.rows

@@ -88,8 +88,10 @@ def qwen2_vl_config(token_ids: dict[str, int], vocab: int, hidden: int = 64, lay
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_sections(hidden // heads)})
     vision = dict(depth=vision_depth, embed_dim=vision_width, hidden_size=hidden, num_heads=vision_heads,
                   mlp_ratio=mlp_ratio, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-    ids = {k: token_ids[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
-    return Qwen2VLConfig(text_config=text, vision_config=vision, **ids, tie_word_embeddings=False)
+    return Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=token_ids["image_token_id"],
+                         video_token_id=token_ids["video_token_id"],
+                         vision_start_token_id=token_ids["vision_start_token_id"],
+                         vision_end_token_id=token_ids["vision_end_token_id"], tie_word_embeddings=False)
 
 
 def qwen2_vl_token_ids(tok) -> dict[str, int]:
@@ -129,7 +131,7 @@ def llava_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads
     vision = dict(model_type="clip_vision_model", hidden_size=vision_width, intermediate_size=vision_width * 2,
                   num_hidden_layers=vision_depth, num_attention_heads=2, image_size=image_size, patch_size=patch,
                   projection_dim=vision_width)
-    config = LlavaConfig(text_config=text, vision_config=vision, image_token_id=tok.convert_tokens_to_ids("<image>"),
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("<image>"),
                          vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=False)
     images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch,

@@ -4,6 +4,7 @@ both from the same sections, so the two never disagree."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -94,7 +95,8 @@ def samples(runs: list[RunRecord]) -> list[tuple[str, Table]]:
     for name in names:
         columns: dict[str, dict[str, Any]] = {}
         prompts: dict[str, str] = {}
-        base = next((r.forgetting["samples"]["base"].get(name, []) for r in runs if r.forgetting.get("samples")), [])
+        base: list[dict[str, Any]] = next((r.forgetting["samples"]["base"].get(name, []) for r in runs
+                                           if r.forgetting.get("samples")), [])
         for label, items in [("base", base)] + [(r.name, r.evals.get("samples", {}).get(name, [])) for r in runs]:
             for item in items:
                 if "reply" not in item:  # scored text (perplexity) or given pairs: nothing generated
@@ -159,11 +161,11 @@ def _stamp() -> str:
     return f"Written by strop report on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC."
 
 
-def write_report(folders: list[str | Path], out: str | Path, title: str = "strop report") -> tuple[Path, Path]:
+def write_report(folders: Sequence[str | Path], out: str | Path, title: str = "strop report") -> tuple[Path, Path]:
     """Write `out` (.html) and the markdown beside it (.md); returns both paths. Every run is read
     before anything is written."""
-    folders = [Path(f) for f in folders]
-    runs = [load_run(f, name) for f, name in zip(folders, run_names(folders))]
+    paths = [Path(f) for f in folders]
+    runs = [load_run(f, name) for f, name in zip(paths, run_names(paths))]
     html_path = Path(out).with_suffix(".html")
     md_path = html_path.with_suffix(".md")
     html_path.parent.mkdir(parents=True, exist_ok=True)
