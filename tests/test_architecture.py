@@ -27,10 +27,10 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.strategies", "strop.objectives"),
     ("strop.rl",),
     # evaluators run during training (every eval_steps; the config checks their specs) and from `strop eval`
-    ("strop.evaluation",),
+    ("strop.evaluation", "strop.judge"),
     ("strop.config",),
     ("strop.train",),
-    ("strop.merge", "strop.export", "strop.datagen", "strop.judge", "strop.evaluation.report",
+    ("strop.merge", "strop.export", "strop.datagen", "strop.evaluation.report",
      "strop.moe.btx"),
     ("strop.pipeline", "strop.examples", "strop.plan"),
     ("strop.commands",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from datagen_support import JudgeHandler, serving_judge
+from datagen_support import JudgeHandler, serving_judge, write_jsonl
 
 from strop.errors import StropError
 from strop.judge import HttpBackend, LLMJudge, LocalBackend, parse_choice, parse_score, read_rubric
@@ -121,3 +121,23 @@ def test_logit_verdicts_from_the_tiny_model_cancel_position_bias(tiny_model):
     assert judge.compare("q", "x", "y") + judge.compare("q", "y", "x") == pytest.approx(1.0)
     with pytest.raises(StropError, match="need a local model"):
         LLMJudge(HttpBackend("http://127.0.0.1:9/v1", "m"), logprobs=True)
+
+
+def test_win_rate_evaluator_takes_the_llm_judge_over_http(tmp_path):
+    """`strop eval`'s win_rate with `judge_model` an endpoint: the judge (longer answer wins) sees each
+    pair in both orders, so a longer reply wins, a shorter one loses and equal lengths tie."""
+    from strop.evaluation import EVALUATORS, Subject
+
+    class Canned:
+        def __call__(self, prompts, n, temperature, max_new_tokens):
+            return [[{"a": "a long reply", "b": "s", "c": "four"}[p[-1]["content"]]] for p in prompts]
+
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a", "base": "short"},
+                                                    {"prompt": "b", "base": "longer"}, {"prompt": "c", "base": "same"}])
+    with serving_judge() as url:
+        options = EVALUATORS["win_rate"].options.model_validate(
+            {"type": "win_rate", "data": str(data), "baseline_field": "base", "judge_model": url})
+        result = EVALUATORS["win_rate"].build(options, None)(Subject(None, None, Canned()))
+        asked = len(JudgeHandler.seen)
+    assert result.metrics == {"win_rate": 0.5, "wins": 1 / 3, "ties": 1 / 3, "losses": 1 / 3}
+    assert asked == 6  # three pairs, both orders

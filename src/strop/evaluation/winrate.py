@@ -48,13 +48,18 @@ class RewardModelJudge:
 class WinRateOptions(Options):
     baseline_field: str | None = Field(None, description="Row field holding the baseline reply.")
     baseline_model: str | None = Field(None, description="Model folder whose replies are the baseline.")
-    reward_model: str = Field(description="Reward model folder that judges the pairs.")
+    reward_model: str | None = Field(None, description="Reward model folder that judges the pairs.")
+    judge_model: str | None = Field(None, description="LLM judge instead of a reward model: a model strop loads "
+                                    "(alias, folder, adapter) or an OpenAI-compatible http(s):// endpoint.")
+    judge_rubric: str | None = Field(None, description="Text file with the LLM judge's rubric or constitution.")
     max_new_tokens: int = Field(128, gt=0, description="Tokens generated per reply.")
 
     @model_validator(mode="after")
     def _one_baseline(self) -> WinRateOptions:
         if (self.baseline_field is None) == (self.baseline_model is None):
             raise ValueError("give exactly one of baseline_field and baseline_model")
+        if (self.reward_model is None) == (self.judge_model is None):
+            raise ValueError("give exactly one judge: reward_model or judge_model")
         return self
 
 
@@ -83,7 +88,15 @@ def build(options: WinRateOptions, base_dir: Path | None, judge: PairwiseJudge |
             if not isinstance(value, str):
                 raise StropError(f"{where}: field '{options.baseline_field}' (the baseline reply) must be a string")
             baselines.append(value)
-    if judge is None:
+    if judge is None and options.judge_model is not None:
+        from strop.judge import LLMJudge, make_backend, read_rubric
+
+        target = options.judge_model
+        if not target.startswith(("http://", "https://")):
+            target = local_path(target, base_dir)
+        rubric = read_rubric(local_path(options.judge_rubric, base_dir) if options.judge_rubric else None)
+        judge = LLMJudge(make_backend(target), rubric, both_orders=False)  # win_rate asks both orders itself
+    elif judge is None and options.reward_model is not None:
         from strop.rl.reward_scorer import RewardScorer
 
         judge = RewardModelJudge(RewardScorer(local_path(options.reward_model, base_dir)))
