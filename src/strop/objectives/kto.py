@@ -29,7 +29,8 @@ from torch import nn
 
 from strop.data.preference import PAIR_FORMATS, UNPAIRED_FORMATS, build_unpaired_data, collate_unpaired
 from strop.objectives.base import Objective
-from strop.objectives.preference_common import (REFERENCE_CACHE, ReferenceParams, beta, halves, prepare_reference,
+from strop.objectives.preference_common import (REFERENCE_CACHE, ReferenceContext, ReferenceParams, beta, halves,
+                                                prepare_reference,
                                                 reference_logps, rows_of, sequence_logps, shares)
 
 
@@ -68,6 +69,8 @@ class KTOObjective(Objective):
     params = KTOParams
     output_files = (REFERENCE_CACHE,)
     cfg = None
+    #: The strategy's `reference_context`, set by `prepare_training` (None: the reference is computed live).
+    reference_context: ReferenceContext | None = None
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         self.cfg = cfg
