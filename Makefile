@@ -43,6 +43,7 @@ quickstart: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 

@@ -28,15 +28,30 @@ from pathlib import Path
 TINY = os.environ.get("ESTIMATE_CHECK_TINY") == "1"
 WORK = Path(os.environ.get("ESTIMATE_CHECK_DIR", "/tmp/estimate_check"))
 STEPS, BATCH, SEQ = 3, 4, 512
-GIB = 1024 ** 3
+GIB = 1024**3
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-ARCH = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             vocab_size=320) if TINY else
-        dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-             num_key_value_heads=8, vocab_size=128256))
+ARCH = (
+    dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=320,
+    )
+    if TINY
+    else dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    )
+)
 MARK = "ESTIMATE_CHECK_RESULT "
 
 
@@ -49,15 +64,26 @@ def build(folder: Path) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["The quick brown fox jumps over the lazy dog.", "Summarise the passage below."], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
     fast.chat_template = CHATML
     fast.save_pretrained(folder)
-    config = LlamaConfig(**ARCH, max_position_embeddings=2048, tie_word_embeddings=True, head_dim=None,
-                         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id)
+    config = LlamaConfig(
+        **ARCH,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        head_dim=None,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=fast.bos_token_id,
+    )
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
@@ -77,10 +103,21 @@ def write_data(path: Path) -> None:
 
 
 def config_dict(strategy: str, model: Path, data: Path, out: Path) -> dict:
-    cfg = {"base_model": str(model), "adapter": strategy, "datasets": [{"path": str(data), "type": "alpaca"}],
-           "sequence_len": SEQ, "excess_length_strategy": "truncate", "micro_batch_size": BATCH,
-           "gradient_accumulation_steps": 1, "max_steps": STEPS, "gradient_checkpointing": False, "bf16": True,
-           "val_set_size": 0, "output_dir": str(out), "logging_steps": 1}
+    cfg = {
+        "base_model": str(model),
+        "adapter": strategy,
+        "datasets": [{"path": str(data), "type": "alpaca"}],
+        "sequence_len": SEQ,
+        "excess_length_strategy": "truncate",
+        "micro_batch_size": BATCH,
+        "gradient_accumulation_steps": 1,
+        "max_steps": STEPS,
+        "gradient_checkpointing": False,
+        "bf16": True,
+        "val_set_size": 0,
+        "output_dir": str(out),
+        "logging_steps": 1,
+    }
     if strategy != "full":
         cfg.update({"lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"})
     return cfg
@@ -137,12 +174,26 @@ def child(strategy: str) -> dict:
     else:
         measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         reserved = used_by_process = float("nan")
-    return {"strategy": strategy, "trainable_est": e.trainable, "total_params": e.total,
-            "est": {"weights": e.weights, "gradients": e.gradients, "optimizer": e.optimizer,
-                    "activations": e.activations, "peak": e.peak},
-            "measured_peak": measured, "max_reserved": reserved, "device_used_end": used_by_process,
-            "phases": phases, "seconds": seconds, "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda}
+    return {
+        "strategy": strategy,
+        "trainable_est": e.trainable,
+        "total_params": e.total,
+        "est": {
+            "weights": e.weights,
+            "gradients": e.gradients,
+            "optimizer": e.optimizer,
+            "activations": e.activations,
+            "peak": e.peak,
+        },
+        "measured_peak": measured,
+        "max_reserved": reserved,
+        "device_used_end": used_by_process,
+        "phases": phases,
+        "seconds": seconds,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
 
 
 def g(x: float) -> str:
@@ -156,8 +207,11 @@ def main(names: list[str]) -> None:
     if not (WORK / "model" / "config.json").is_file():
         subprocess.run([sys.executable, __file__, "--build"], check=True)
     write_data(WORK / "alpaca.jsonl")
-    print(f"model ready in {time.perf_counter() - t0:.0f} s; arch {ARCH}, {BATCH} x {SEQ} tokens, bf16 autocast, "
-          f"no gradient checkpointing, {STEPS} steps", flush=True)
+    print(
+        f"model ready in {time.perf_counter() - t0:.0f} s; arch {ARCH}, {BATCH} x {SEQ} tokens, bf16 autocast, "
+        f"no gradient checkpointing, {STEPS} steps",
+        flush=True,
+    )
     results = []
     for name in names:
         t = time.perf_counter()
@@ -166,29 +220,40 @@ def main(names: list[str]) -> None:
         if proc.returncode or not line:
             print(f"{name}: FAILED (rc {proc.returncode})\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}", flush=True)
             continue
-        r = json.loads(line[-1][len(MARK):])
+        r = json.loads(line[-1][len(MARK) :])
         results.append(r)
-        print(f"{name}: done in {time.perf_counter() - t:.0f} s; phases "
-              + ", ".join(f"{k}={v / GIB:.2f}" if k.startswith(("before", "after", "peak")) else f"{k}={v}"
-                          for k, v in r["phases"].items()), flush=True)
+        print(
+            f"{name}: done in {time.perf_counter() - t:.0f} s; phases "
+            + ", ".join(
+                f"{k}={v / GIB:.2f}" if k.startswith(("before", "after", "peak")) else f"{k}={v}"
+                for k, v in r["phases"].items()
+            ),
+            flush=True,
+        )
     if not results:
         return
     r0 = results[0]
     print(f"\ndevice {r0['device']}, torch {r0['torch']} (CUDA {r0['cuda']}); {r0['total_params']:,} parameters")
-    print("GiB. est = strop estimate (weights + optimizer + max(activations, gradients)); meas peak = "
-          "torch.cuda.max_memory_allocated over load + 3 steps; w0 = allocated before step 1 (weights); "
-          "w+opt = allocated after step 3; gap = (est - meas) / meas")
-    head = (f"{'strategy':9s} {'trainable':>12s} | {'weights':>7s} {'grads':>6s} {'optim':>6s} {'activ':>6s} "
-            f"{'EST':>6s} | {'w0':>6s} {'w+opt':>6s} {'MEAS':>6s} {'reservd':>7s} | {'gap':>7s}")
+    print(
+        "GiB. est = strop estimate (weights + optimizer + max(activations, gradients)); meas peak = "
+        "torch.cuda.max_memory_allocated over load + 3 steps; w0 = allocated before step 1 (weights); "
+        "w+opt = allocated after step 3; gap = (est - meas) / meas"
+    )
+    head = (
+        f"{'strategy':9s} {'trainable':>12s} | {'weights':>7s} {'grads':>6s} {'optim':>6s} {'activ':>6s} "
+        f"{'EST':>6s} | {'w0':>6s} {'w+opt':>6s} {'MEAS':>6s} {'reservd':>7s} | {'gap':>7s}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         e, p = r["est"], r["phases"]
         gap = 100 * (e["peak"] - r["measured_peak"]) / r["measured_peak"]
-        print(f"{r['strategy']:9s} {r['trainable_est']:>12,} | {g(e['weights']):>7s} {g(e['gradients'])} "
-              f"{g(e['optimizer'])} {g(e['activations'])} {g(e['peak'])} | {g(p.get('before_step1', float('nan')))} "
-              f"{g(p.get(f'after_step{STEPS}', float('nan')))} {g(r['measured_peak'])} {g(r['max_reserved']):>7s} | "
-              f"{gap:+6.1f}%")
+        print(
+            f"{r['strategy']:9s} {r['trainable_est']:>12,} | {g(e['weights']):>7s} {g(e['gradients'])} "
+            f"{g(e['optimizer'])} {g(e['activations'])} {g(e['peak'])} | {g(p.get('before_step1', float('nan')))} "
+            f"{g(p.get(f'after_step{STEPS}', float('nan')))} {g(r['measured_peak'])} {g(r['max_reserved']):>7s} | "
+            f"{gap:+6.1f}%"
+        )
     print(f"total wall {time.perf_counter() - t0:.0f} s", flush=True)
 
 

@@ -29,19 +29,53 @@ from types import SimpleNamespace
 import torch
 
 SHAPES = {  # widths of the released models; depth reduced
-    "mixtral-8x7b (2 layers)": ("mixtral", dict(hidden_size=4096, intermediate_size=14336, num_local_experts=8,
-                                                num_experts_per_tok=2, num_attention_heads=32, num_key_value_heads=8,
-                                                num_hidden_layers=2, vocab_size=32000)),
-    "qwen3-30b-a3b (4 layers)": ("qwen3_moe", dict(hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
-                                                   num_experts=128, num_experts_per_tok=8, num_attention_heads=32,
-                                                   num_key_value_heads=4, head_dim=128, num_hidden_layers=4,
-                                                   vocab_size=151936)),
+    "mixtral-8x7b (2 layers)": (
+        "mixtral",
+        dict(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            num_hidden_layers=2,
+            vocab_size=32000,
+        ),
+    ),
+    "qwen3-30b-a3b (4 layers)": (
+        "qwen3_moe",
+        dict(
+            hidden_size=2048,
+            intermediate_size=6144,
+            moe_intermediate_size=768,
+            num_experts=128,
+            num_experts_per_tok=8,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            head_dim=128,
+            num_hidden_layers=4,
+            vocab_size=151936,
+        ),
+    ),
 }
-SMOKE = {name: (family, {**dims, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
-                         "num_hidden_layers": 1, **({"head_dim": 16} if "head_dim" in dims else {}),
-                         **{k: 4 for k in ("num_local_experts", "num_experts") if k in dims}, "num_experts_per_tok": 2,
-                         **{k: 32 for k in ("intermediate_size", "moe_intermediate_size") if k in dims}})
-         for name, (family, dims) in SHAPES.items()}
+SMOKE = {
+    name: (
+        family,
+        {
+            **dims,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 256,
+            "num_hidden_layers": 1,
+            **({"head_dim": 16} if "head_dim" in dims else {}),
+            **{k: 4 for k in ("num_local_experts", "num_experts") if k in dims},
+            "num_experts_per_tok": 2,
+            **{k: 32 for k in ("intermediate_size", "moe_intermediate_size") if k in dims},
+        },
+    )
+    for name, (family, dims) in SHAPES.items()
+}
 IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
 
 
@@ -82,8 +116,12 @@ def train_step_fn(model, ids):
     from strop.moe.adapters import lora_selection
 
     modules, parameters, _ = lora_selection(model, ["attention", "experts"])
-    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=modules, target_parameters=parameters))
-    router = moe_monitor.attach(model, SimpleNamespace(moe_aux_loss_coef=None, moe_z_loss_coef=None, moe_entropy_warning=0.0))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=32, target_modules=modules, target_parameters=parameters)
+    )
+    router = moe_monitor.attach(
+        model, SimpleNamespace(moe_aux_loss_coef=None, moe_z_loss_coef=None, moe_entropy_warning=0.0)
+    )
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 

@@ -28,14 +28,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 ARCH = {
-    "llama8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                    num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192,
-                    tie_word_embeddings=False),
-    "llama1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                    num_key_value_heads=8, head_dim=64, vocab_size=128256, rope_theta=500000.0,
-                    max_position_embeddings=8192, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=300),  # smoke test of this script on the CPU
+    "llama8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_position_embeddings=8192,
+        tie_word_embeddings=False,
+    ),
+    "llama1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=300,
+    ),  # smoke test of this script on the CPU
 }
 CASES = {
     "llama8b-lora": dict(arch="llama8b", adapter="lora", base_dtype="bfloat16"),
@@ -47,11 +70,19 @@ SMOKE = {"tiny-lora": dict(arch="tiny", adapter="lora", base_dtype="bfloat16")}
 def _config(case: dict, args):
     from strop.config import config_class
 
-    raw = {"base_model": "random", "datasets": [{"path": "unused.jsonl", "type": "text"}],
-           "adapter": case["adapter"], "sequence_len": args.seq, "micro_batch_size": args.micro_batch,
-           "max_steps": args.warmup + args.steps, "bf16": True, "gradient_checkpointing": True,
-           "learning_rate": 1e-5, "fsdp": {"sharding": args.sharding},
-           "kernels": False}  # FSDP2 runs keep the library path, so the 1-GPU case does too: same work scaled
+    raw = {
+        "base_model": "random",
+        "datasets": [{"path": "unused.jsonl", "type": "text"}],
+        "adapter": case["adapter"],
+        "sequence_len": args.seq,
+        "micro_batch_size": args.micro_batch,
+        "max_steps": args.warmup + args.steps,
+        "bf16": True,
+        "gradient_checkpointing": True,
+        "learning_rate": 1e-5,
+        "fsdp": {"sharding": args.sharding},
+        "kernels": False,
+    }  # FSDP2 runs keep the library path, so the 1-GPU case does too: same work scaled
     if case["adapter"] == "lora":
         raw |= {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"}
     return config_class().model_validate(raw)
@@ -75,10 +106,10 @@ def worker(args) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from strop.objectives import objective_for
-    from strop.strategies import get_strategy
     from strop.runtime import distributed
-    from strop.train.loop import Run, train_step
     from strop.runtime.precision import autocast_dtype
+    from strop.strategies import get_strategy
+    from strop.train.loop import Run, train_step
 
     case = {**CASES, **SMOKE}[args.case]
     device = distributed.init()
@@ -100,8 +131,18 @@ def worker(args) -> dict:
         torch.cuda.empty_cache()
     optimizer = strategy.build_optimizer(model, cfg, device)
     n_rows = (args.warmup + args.steps) * cfg.micro_batch_size * distributed.world_size()
-    run = Run(cfg, model, SimpleNamespace(pad_token_id=0), strategy, objective, _rows(n_rows, args.seq, arch.vocab_size, 1),
-              [], [], device, "random")
+    run = Run(
+        cfg,
+        model,
+        SimpleNamespace(pad_token_id=0),
+        strategy,
+        objective,
+        _rows(n_rows, args.seq, arch.vocab_size, 1),
+        [],
+        [],
+        device,
+        "random",
+    )
     model.train()
     for step in range(args.warmup):
         train_step(run, step, optimizer, None, amp)
@@ -119,19 +160,48 @@ def worker(args) -> dict:
     if distributed.active():
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     trainable, total = strategy.count_parameters(model)
-    return {"case": args.case, "gpus": distributed.world_size(), "tokens_per_s": tokens / elapsed,
-            "peak_gib_per_gpu": float(peak), "step_s": elapsed / args.steps, "tokens_per_step": tokens / args.steps,
-            "sharding": args.sharding if distributed.active() else "-", "trainable_params": trainable}
+    return {
+        "case": args.case,
+        "gpus": distributed.world_size(),
+        "tokens_per_s": tokens / elapsed,
+        "peak_gib_per_gpu": float(peak),
+        "step_s": elapsed / args.steps,
+        "tokens_per_step": tokens / args.steps,
+        "sharding": args.sharding if distributed.active() else "-",
+        "trainable_params": trainable,
+    }
 
 
 def _run_case(case: str, nproc: int, args) -> dict | None:
     out = Path(args.out) / f"{case}-{nproc}.json"
-    common = ["--case", case, "--seq", str(args.seq), "--micro-batch", str(args.micro_batch), "--steps", str(args.steps),
-              "--warmup", str(args.warmup), "--sharding", args.sharding, "--result", str(out)]
+    common = [
+        "--case",
+        case,
+        "--seq",
+        str(args.seq),
+        "--micro-batch",
+        str(args.micro_batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--sharding",
+        args.sharding,
+        "--result",
+        str(out),
+    ]
     if nproc == 1:
         command = [sys.executable, __file__, *common]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__, *common]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            __file__,
+            *common,
+        ]
     print("$ " + " ".join(command[1:]), flush=True)
     code = subprocess.call(command)
     if code != 0 or not out.is_file():
@@ -142,7 +212,9 @@ def _run_case(case: str, nproc: int, args) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=sorted({**CASES, **SMOKE}), help="run one case in this process (or under torchrun)")
+    parser.add_argument(
+        "--case", choices=sorted({**CASES, **SMOKE}), help="run one case in this process (or under torchrun)"
+    )
     parser.add_argument("--cases", default=",".join(CASES), help="cases for the full comparison")
     parser.add_argument("--nproc", type=int, default=2, help="GPUs to compare against one")
     parser.add_argument("--seq", type=int, default=2048)
@@ -175,7 +247,9 @@ def main() -> None:
             if result is None:
                 continue
             speedup = f"{result['tokens_per_s'] / one['tokens_per_s']:.2f}x" if one else "-"
-            print(f"| {case} | {result['gpus']} | {result['tokens_per_s']:,.0f} | {result['peak_gib_per_gpu']:.1f} | {speedup} |")
+            print(
+                f"| {case} | {result['gpus']} | {result['tokens_per_s']:,.0f} | {result['peak_gib_per_gpu']:.1f} | {speedup} |"
+            )
     Path(args.out, "summary.json").write_text(json.dumps(rows, indent=1))
 
 

@@ -25,10 +25,23 @@ import time
 import torch
 
 SHAPES = {
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=128256),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
 }
 PROMPTS = {"1b": [8, 32], "8b": [8]}
 PROMPT_LEN, NEW, GROUP = 256, 256, 8
@@ -49,8 +62,14 @@ def policy(size: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(**SHAPES[size], max_position_embeddings=4096, rope_theta=500000.0, eos_token_id=None,
-                         pad_token_id=0, bos_token_id=None)
+    config = LlamaConfig(
+        **SHAPES[size],
+        max_position_embeddings=4096,
+        rope_theta=500000.0,
+        eos_token_id=None,
+        pad_token_id=0,
+        bos_token_id=None,
+    )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlamaForCausalLM(config)
@@ -74,8 +93,15 @@ def timed(fn) -> float:
 
 def hf_generate(model, prompts: torch.Tensor, new: int, sample: bool = True) -> torch.Tensor:
     settings = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0} if sample else {"do_sample": False}
-    return model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new,
-                          min_new_tokens=new, num_return_sequences=GROUP if sample else 1, pad_token_id=0, **settings)
+    return model.generate(
+        input_ids=prompts,
+        attention_mask=torch.ones_like(prompts),
+        max_new_tokens=new,
+        min_new_tokens=new,
+        num_return_sequences=GROUP if sample else 1,
+        pad_token_id=0,
+        **settings,
+    )
 
 
 @torch.no_grad()
@@ -93,7 +119,9 @@ def main(sizes: list[str]) -> None:
             generated = n_prompts * GROUP * NEW
             seconds = timed(lambda: hf_generate(model, prompts, NEW))
             rows.append((size, n_prompts, "generate", generated / seconds))
-            seconds = timed(lambda: _sample_with_cache(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0)))
+            seconds = timed(
+                lambda: _sample_with_cache(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0))
+            )
             rows.append((size, n_prompts, "strop eager", generated / seconds))
             seconds = timed(lambda: sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0)))
             rows.append((size, n_prompts, "strop", generated / seconds))
@@ -108,18 +136,29 @@ def main(sizes: list[str]) -> None:
         from strop.strategies import get_strategy
         from strop.strategies.kernels import install_kernels
 
-        cfg = SimpleNamespace(kernels=True, kernel_checkpoint="auto", gradient_checkpointing=True, bf16=True, fp16=False,
-                              peft_use_dora=False, load_in_4bit=False)
+        cfg = SimpleNamespace(
+            kernels=True,
+            kernel_checkpoint="auto",
+            gradient_checkpointing=True,
+            bf16=True,
+            fp16=False,
+            peft_use_dora=False,
+            load_in_4bit=False,
+        )
         install_kernels(model, get_strategy("lora"), cfg)
         for n_prompts in PROMPTS[size]:
             lists = torch.randint(10, 128000, (n_prompts, PROMPT_LEN)).tolist()
             with torch.autocast("cuda", torch.bfloat16):
-                seconds = timed(lambda: sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0)))
+                seconds = timed(
+                    lambda: sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0))
+                )
             rows.append((size, n_prompts, "strop + kernels", n_prompts * GROUP * NEW / seconds))
             print(rows[-1], flush=True)
         model = None  # frees the weights before the next size (the lambdas above hold the name)
         torch.cuda.empty_cache()
-    print(f"\nrollout tokens/s: {PROMPT_LEN}-token prompts, {GROUP} completions each, {NEW} new tokens, LoRA r=16 policy")
+    print(
+        f"\nrollout tokens/s: {PROMPT_LEN}-token prompts, {GROUP} completions each, {NEW} new tokens, LoRA r=16 policy"
+    )
     print(f"{'model':6} {'rows':>5} {'engine':18} {'tokens/s':>10} {'x generate':>11}")
     for size, n_prompts, engine, speed in rows:
         base = next(s for z, p, e, s in rows if z == size and p == n_prompts and e == "generate")

@@ -18,11 +18,17 @@ import threading
 import time
 from pathlib import Path
 
-SETTINGS = {"lora": {"lora_r": 16, "lora_alpha": 32}, "qlora": {"lora_r": 16, "lora_alpha": 32},
-            "dora": {"lora_r": 16, "lora_alpha": 32}, "rslora": {"lora_r": 16, "lora_alpha": 32},
-            "prompt_tuning": {"num_virtual_tokens": 20}, "prefix_tuning": {"num_virtual_tokens": 20},
-            "galore": {"galore_rank": 128, "galore_update_proj_gap": 200},
-            "spectrum": {"spectrum_top_fraction": 0.25}, "lisa": {"lisa_n_layers": 2, "lisa_step_interval": 20}}
+SETTINGS = {
+    "lora": {"lora_r": 16, "lora_alpha": 32},
+    "qlora": {"lora_r": 16, "lora_alpha": 32},
+    "dora": {"lora_r": 16, "lora_alpha": 32},
+    "rslora": {"lora_r": 16, "lora_alpha": 32},
+    "prompt_tuning": {"num_virtual_tokens": 20},
+    "prefix_tuning": {"num_virtual_tokens": 20},
+    "galore": {"galore_rank": 128, "galore_update_proj_gap": 200},
+    "spectrum": {"spectrum_top_fraction": 0.25},
+    "lisa": {"lisa_n_layers": 2, "lisa_step_interval": 20},
+}
 STEPS, BATCH, SEQ = 3, 4, 128
 
 
@@ -39,10 +45,21 @@ def child(strategy: str, workdir: Path) -> dict:
     data = workdir / "text.jsonl"
     data.write_text("".join(json.dumps({"text": text}) + "\n" for _ in range(4)))
     cfg_path = workdir / f"{strategy}.yml"
-    cfg_path.write_text(yaml.safe_dump({"base_model": "smollm2-135m-instruct", "adapter": strategy,
-                                        "datasets": [{"path": str(data), "type": "text"}], "sequence_len": SEQ,
-                                        "micro_batch_size": BATCH, "max_steps": STEPS, "bf16": False,
-                                        "output_dir": str(workdir / "out"), **SETTINGS.get(strategy, {})}))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": "smollm2-135m-instruct",
+                "adapter": strategy,
+                "datasets": [{"path": str(data), "type": "text"}],
+                "sequence_len": SEQ,
+                "micro_batch_size": BATCH,
+                "max_steps": STEPS,
+                "bf16": False,
+                "output_dir": str(workdir / "out"),
+                **SETTINGS.get(strategy, {}),
+            }
+        )
+    )
     cfg, base = load_config(cfg_path)
     import peft  # noqa: F401  (imported before the baseline so that its import is not counted as training)
 
@@ -72,11 +89,22 @@ def child(strategy: str, workdir: Path) -> dict:
     stop.set()
     thread.join()
     rows = len(run.train_rows)
-    return {"strategy": strategy, "trainable": trainable, "total": total, "share": trainable / total,
-            "baseline_gib": baseline / 2**30, "after_load_gib": loaded / 2**30, "peak_train_gib": peak[0] / 2**30,
-            "maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "s_per_step": seconds,
-            "rows": rows, "estimate_gib": predicted.peak / 2**30, "estimate_trainable": predicted.trainable,
-            "estimate_weights_gib": predicted.weights / 2**30, "estimate_activations_gib": predicted.activations / 2**30}
+    return {
+        "strategy": strategy,
+        "trainable": trainable,
+        "total": total,
+        "share": trainable / total,
+        "baseline_gib": baseline / 2**30,
+        "after_load_gib": loaded / 2**30,
+        "peak_train_gib": peak[0] / 2**30,
+        "maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "s_per_step": seconds,
+        "rows": rows,
+        "estimate_gib": predicted.peak / 2**30,
+        "estimate_trainable": predicted.trainable,
+        "estimate_weights_gib": predicted.weights / 2**30,
+        "estimate_activations_gib": predicted.activations / 2**30,
+    }
 
 
 def main(names: list[str]) -> None:
@@ -92,9 +120,12 @@ def main(names: list[str]) -> None:
             continue
         results.append(json.loads(line[-1]))
         r = results[-1]
-        print(f"{name:14s} share {100 * r['share']:8.3f}%  trainable {r['trainable']:>11,}  after-load "
-              f"{r['after_load_gib']:.2f}  peak-train {r['peak_train_gib']:.2f}  estimate+baseline "
-              f"{r['estimate_gib'] + r['baseline_gib']:.2f} GiB  {r['s_per_step']:.1f} s/step", flush=True)
+        print(
+            f"{name:14s} share {100 * r['share']:8.3f}%  trainable {r['trainable']:>11,}  after-load "
+            f"{r['after_load_gib']:.2f}  peak-train {r['peak_train_gib']:.2f}  estimate+baseline "
+            f"{r['estimate_gib'] + r['baseline_gib']:.2f} GiB  {r['s_per_step']:.1f} s/step",
+            flush=True,
+        )
     Path("bench_strategies_memory.json").write_text(json.dumps(results, indent=1))
 
 

@@ -35,11 +35,27 @@ import time
 import torch
 
 CFG = {
-    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0),
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
-               tie_word_embeddings=True),
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+    ),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+    ),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SEQ, WARM, STEPS, WORDS = 2048, 3, 8, 4000
@@ -80,8 +96,30 @@ CLI_ROWS = {
     "sf1b": ("1b", "full", False, 8, 1),
     "sf1b-packed": ("1b", "full", True, 8, 1),
 }
-DEFAULT = ["matmul", "a8b", "b8b", "c8b", "u8b", "s8b", "s8b-packed", "q8b", "uq8b", "sq8b", "a1b", "b1b", "c1b", "u1b",
-           "s1b", "s1b-packed", "af1b", "bf1b", "cf1b", "uf1b", "sf1b", "sf1b-packed"]
+DEFAULT = [
+    "matmul",
+    "a8b",
+    "b8b",
+    "c8b",
+    "u8b",
+    "s8b",
+    "s8b-packed",
+    "q8b",
+    "uq8b",
+    "sq8b",
+    "a1b",
+    "b1b",
+    "c1b",
+    "u1b",
+    "s1b",
+    "s1b-packed",
+    "af1b",
+    "bf1b",
+    "cf1b",
+    "uf1b",
+    "sf1b",
+    "sf1b-packed",
+]
 
 
 def matmul_ceiling() -> dict:
@@ -97,7 +135,7 @@ def matmul_ceiling() -> dict:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
-    return {"row": "matmul", "tflops": 2 * 8192 ** 3 / statistics.median(times) / 1e12}
+    return {"row": "matmul", "tflops": 2 * 8192**3 / statistics.median(times) / 1e12}
 
 
 def quantize_nf4(model) -> None:
@@ -110,11 +148,24 @@ def quantize_nf4(model) -> None:
         for parent in (layer.self_attn, layer.mlp):
             for name, lin in list(parent.named_children()):
                 if isinstance(lin, torch.nn.Linear):
-                    q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.bfloat16,
-                                          compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8,
-                                          device="meta")
-                    q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
-                                                 quant_type="nf4", quant_storage=torch.uint8, module=q).to(lin.weight.device)
+                    q = bnb.nn.Linear4bit(
+                        lin.in_features,
+                        lin.out_features,
+                        bias=False,
+                        compute_dtype=torch.bfloat16,
+                        compress_statistics=True,
+                        quant_type="nf4",
+                        quant_storage=torch.uint8,
+                        device="meta",
+                    )
+                    q.weight = bnb.nn.Params4bit(
+                        lin.weight.data,
+                        requires_grad=False,
+                        compress_statistics=True,
+                        quant_type="nf4",
+                        quant_storage=torch.uint8,
+                        module=q,
+                    ).to(lin.weight.device)
                     setattr(parent, name, q)
     model.is_loaded_in_4bit = True
     torch.cuda.empty_cache()
@@ -144,8 +195,9 @@ def model_folder(size: str) -> str:
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i + 3 for i in range(WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                            unk_token="<pad>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<pad>"
+    ).save_pretrained(folder)
     model = random_llama(LlamaConfig(**CFG[size], bos_token_id=1, eos_token_id=2, pad_token_id=0))
     model.save_pretrained(folder, safe_serialization=True)
     del model
@@ -160,12 +212,25 @@ def build_unsloth(size: str, mode: str):
     torch.cuda.reset_peak_memory_stats()
     from unsloth import FastLanguageModel
 
-    model, _ = FastLanguageModel.from_pretrained(folder, max_seq_length=SEQ, dtype=torch.bfloat16,
-                                                 load_in_4bit=mode == "qlora", full_finetuning=mode == "full",
-                                                 local_files_only=True)
+    model, _ = FastLanguageModel.from_pretrained(
+        folder,
+        max_seq_length=SEQ,
+        dtype=torch.bfloat16,
+        load_in_4bit=mode == "qlora",
+        full_finetuning=mode == "full",
+        local_files_only=True,
+    )
     if mode != "full":
-        model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
-                                                 bias="none", use_gradient_checkpointing="unsloth", random_state=0)
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.0,
+            target_modules=TARGETS,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=0,
+        )
     return model, model.config
 
 
@@ -177,8 +242,9 @@ def build(size: str, mode: str, stack: str, ckpt_mode: str | None, group: bool =
     if stack == "liger":
         from liger_kernel.transformers import apply_liger_kernel_to_llama
 
-        apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                    fused_linear_cross_entropy=True)
+        apply_liger_kernel_to_llama(
+            rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True
+        )
     model = random_llama(cfg)
     model.config.use_cache = False
     if mode == "qlora":
@@ -199,8 +265,9 @@ def build(size: str, mode: str, stack: str, ckpt_mode: str | None, group: bool =
             from peft import LoraConfig, get_peft_model
 
             model.enable_input_require_grads()
-            model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
-                                                     task_type="CAUSAL_LM"))
+            model = get_peft_model(
+                model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+            )
     return model, cfg
 
 
@@ -212,7 +279,11 @@ def matmul_params(size: str) -> int:
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    return n_params - model.model.embed_tokens.weight.numel() + (model.lm_head.weight.numel() if cfg.tie_word_embeddings else 0)
+    return (
+        n_params
+        - model.model.embed_tokens.weight.numel()
+        + (model.lm_head.weight.numel() if cfg.tie_word_embeddings else 0)
+    )
 
 
 def write_cli_run(work: str, size: str, mode: str, packed: bool, micro_batch: int, accumulation: int) -> str:
@@ -229,11 +300,22 @@ def write_cli_run(work: str, size: str, mode: str, packed: bool, micro_batch: in
     data = os.path.join(work, "data.jsonl")
     with open(data, "w") as f:
         f.writelines(json.dumps({"text": line}) + "\n" for line in lines)
-    cfg = {"base_model": model_folder(size), "datasets": [{"path": data, "type": "text"}], "sequence_len": SEQ,
-           "sample_packing": packed, "micro_batch_size": micro_batch, "gradient_accumulation_steps": accumulation,
-           "max_steps": WARM + STEPS, "learning_rate": 1e-4, "lr_scheduler": "constant", "bf16": True,
-           "gradient_checkpointing": True, "logging_steps": 1, "output_dir": os.path.join(work, "out"),
-           "adapter": None if mode == "full" else mode}
+    cfg = {
+        "base_model": model_folder(size),
+        "datasets": [{"path": data, "type": "text"}],
+        "sequence_len": SEQ,
+        "sample_packing": packed,
+        "micro_batch_size": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "max_steps": WARM + STEPS,
+        "learning_rate": 1e-4,
+        "lr_scheduler": "constant",
+        "bf16": True,
+        "gradient_checkpointing": True,
+        "logging_steps": 1,
+        "output_dir": os.path.join(work, "out"),
+        "adapter": None if mode == "full" else mode,
+    }
     if mode != "full":
         cfg |= {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_target_modules": TARGETS}
     path = os.path.join(work, "config.yml")
@@ -274,8 +356,9 @@ def run_cli_row(name: str) -> dict:
         torch.cuda.empty_cache()
         started = time.perf_counter()
         command = [__file__, "--profile-cli", config] if profiled else ["-m", "strop", "train", config]
-        proc = subprocess.run([sys.executable, *command], capture_output=True, text=True,
-                              env=os.environ | {"COLUMNS": "160"})
+        proc = subprocess.run(
+            [sys.executable, *command], capture_output=True, text=True, env=os.environ | {"COLUMNS": "160"}
+        )
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"strop train exited {proc.returncode}: {proc.stderr[-600:]}")
@@ -286,9 +369,21 @@ def run_cli_row(name: str) -> dict:
     first, last = steps[WARM - 1], steps[-1]
     tok_s = (last["tokens_seen"] - first["tokens_seen"]) / (last["elapsed_s"] - first["elapsed_s"])
     tokens = (last["tokens_seen"] - first["tokens_seen"]) / (len(steps) - WARM)
-    return {"row": name, "size": size, "mode": mode, "stack": "strop train", "packed": packed, "micro_batch": micro_batch,
-            "tokens_per_step": tokens, "s_per_step": tokens / tok_s, "tok_s": tok_s, "peak_gib": last.get("gpu_peak_gib", 0.0),
-            "loss": last["loss"], "command_wall_s": wall, "plan": [l for l in proc.stdout.splitlines() if "kernels" in l or "packed" in l]}
+    return {
+        "row": name,
+        "size": size,
+        "mode": mode,
+        "stack": "strop train",
+        "packed": packed,
+        "micro_batch": micro_batch,
+        "tokens_per_step": tokens,
+        "s_per_step": tokens / tok_s,
+        "tok_s": tok_s,
+        "peak_gib": last.get("gpu_peak_gib", 0.0),
+        "loss": last["loss"],
+        "command_wall_s": wall,
+        "plan": [l for l in proc.stdout.splitlines() if "kernels" in l or "packed" in l],
+    }
 
 
 def model_flops_per_token(size: str, mode: str) -> float:
@@ -327,7 +422,7 @@ def run_row(name: str) -> dict:
             count = (shift_labels(ids) != -100).sum()
             loss = 0.0
             for s in range(0, bs, mb):
-                part = causal_lm_loss(model, ids[s:s + mb], ids[s:s + mb], reduction="sum") / count
+                part = causal_lm_loss(model, ids[s : s + mb], ids[s : s + mb], reduction="sum") / count
                 part.backward()
                 loss = loss + part.detach()
         else:
@@ -348,12 +443,24 @@ def run_row(name: str) -> dict:
     med = statistics.median(times)
     tok_s = bs * SEQ / med
     per_tok = model_flops_per_token(size, mode)
-    result = {"row": name, "size": size, "mode": mode, "stack": stack, "ckpt": ckpt_mode, "micro_batch": mb,
-            "tokens_per_step": bs * SEQ, "s_per_step": med, "tok_s": tok_s, "tflops": per_tok * tok_s / 1e12,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30, "loss": float(loss),
-            "spread": (min(times), max(times))}
+    result = {
+        "row": name,
+        "size": size,
+        "mode": mode,
+        "stack": stack,
+        "ckpt": ckpt_mode,
+        "micro_batch": mb,
+        "tokens_per_step": bs * SEQ,
+        "s_per_step": med,
+        "tok_s": tok_s,
+        "tflops": per_tok * tok_s / 1e12,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "loss": float(loss),
+        "spread": (min(times), max(times)),
+    }
     if profile:
-        from torch.profiler import ProfilerActivity, profile as prof
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
 
         with prof(activities=[ProfilerActivity.CUDA]) as p:
             step()
@@ -362,8 +469,13 @@ def run_row(name: str) -> dict:
     return result
 
 
-STACKS = {"hf": "(a) HF+PEFT sdpa+ckpt", "liger": "(b) + Liger", "strop": "(c) strop kernels, direct",
-          "strop train": "(s) strop train (CLI)", "unsloth": "(u) Unsloth"}
+STACKS = {
+    "hf": "(a) HF+PEFT sdpa+ckpt",
+    "liger": "(b) + Liger",
+    "strop": "(c) strop kernels, direct",
+    "strop train": "(s) strop train (CLI)",
+    "unsloth": "(u) Unsloth",
+}
 
 
 def _stack_label(r: dict) -> str:
@@ -380,11 +492,15 @@ def table(results: list[dict]) -> str:
     direct kernel row and (u) Unsloth in this run (QLoRA rows: (a) is the 8B LoRA baseline)."""
     ceiling = next((r["tflops"] for r in results if r["row"] == "matmul"), None)
     lines = [f"bf16 matmul ceiling (8192^3, measured): {ceiling:.0f} TFLOP/s"] if ceiling else []
-    lines.append(f"{'row':<12} {'work':<9} {'stack':<31} {'tok/s':>8} {'x(a)':>5} {'x(b)':>5} {'x(c)':>5} {'x(u)':>5} "
-                 f"{'peak GiB':>8} {'mem x(a)':>8} {'TFLOP/s':>7} {'ceil%':>5} {'loss':>8}")
+    lines.append(
+        f"{'row':<12} {'work':<9} {'stack':<31} {'tok/s':>8} {'x(a)':>5} {'x(b)':>5} {'x(c)':>5} {'x(u)':>5} "
+        f"{'peak GiB':>8} {'mem x(a)':>8} {'TFLOP/s':>7} {'ceil%':>5} {'loss':>8}"
+    )
     ok = [r for r in results if "tok_s" in r]
-    refs = {stack: {(r["size"], r["mode"]): r for r in ok if r["stack"] == stack and "-" not in r["row"]}
-            for stack in ("hf", "liger", "strop", "unsloth")}
+    refs = {
+        stack: {(r["size"], r["mode"]): r for r in ok if r["stack"] == stack and "-" not in r["row"]}
+        for stack in ("hf", "liger", "strop", "unsloth")
+    }
     refs["hf"].update({(s, "qlora"): r for (s, m), r in list(refs["hf"].items()) if m == "lora"})
     for r in results:
         if r["row"] == "matmul":
@@ -397,9 +513,11 @@ def table(results: list[dict]) -> str:
         a = refs["hf"].get(key)
         mx = f"{r['peak_gib'] / a['peak_gib']:.2f}" if a else "-"
         share = f"{100 * r['tflops'] / ceiling:.0f}" if ceiling else "-"
-        lines.append(f"{r['row']:<12} {r['size'] + ' ' + r['mode']:<9} {_stack_label(r):<31} {r['tok_s']:>8,.0f} "
-                     f"{ratio['hf']:>5} {ratio['liger']:>5} {ratio['strop']:>5} {ratio['unsloth']:>5} "
-                     f"{r['peak_gib']:>8.2f} {mx:>8} {r['tflops']:>7.0f} {share:>5} {r['loss']:>8.4f}")
+        lines.append(
+            f"{r['row']:<12} {r['size'] + ' ' + r['mode']:<9} {_stack_label(r):<31} {r['tok_s']:>8,.0f} "
+            f"{ratio['hf']:>5} {ratio['liger']:>5} {ratio['strop']:>5} {ratio['unsloth']:>5} "
+            f"{r['peak_gib']:>8.2f} {mx:>8} {r['tflops']:>7.0f} {share:>5} {r['loss']:>8.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -419,8 +537,12 @@ def main(argv: list[str]) -> None:
     for name in rows:
         t = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                                  timeout=float(os.environ.get("ROW_TIMEOUT", 240)))
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", name],
+                capture_output=True,
+                text=True,
+                timeout=float(os.environ.get("ROW_TIMEOUT", 240)),
+            )
         except subprocess.TimeoutExpired as e:
             proc = subprocess.CompletedProcess(e.cmd, -9, str(e.stdout or ""), f"timed out after {e.timeout}s")
         found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

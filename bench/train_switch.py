@@ -27,8 +27,10 @@ from pathlib import Path
 from train_speed import WORDS, model_folder  # the same saved random 1B model (bench/ is this script's folder)
 
 WARM, STEPS = 3, 8
-CASES = {"lora": {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "learning_rate": 1e-4},
-         "full": {"adapter": "full", "learning_rate": 1e-5}}
+CASES = {
+    "lora": {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "learning_rate": 1e-4},
+    "full": {"adapter": "full", "learning_rate": 1e-5},
+}
 
 
 def write_data(path: Path, rows: int = 200, words: int = 1000) -> None:
@@ -40,10 +42,21 @@ def write_data(path: Path, rows: int = 200, words: int = 1000) -> None:
 def write_config(work: Path, case: str, kernels: bool) -> Path:
     import yaml
 
-    cfg = {"base_model": model_folder("1b"), "datasets": [{"path": str(work / "data.jsonl"), "type": "text"}],
-           "sequence_len": 2048, "sample_packing": True, "micro_batch_size": 4, "gradient_accumulation_steps": 2,
-           "max_steps": WARM + STEPS, "lr_scheduler": "constant", "bf16": True, "gradient_checkpointing": True,
-           "kernels": kernels, "output_dir": str(work / f"out-{case}-{kernels}"), **CASES[case]}
+    cfg = {
+        "base_model": model_folder("1b"),
+        "datasets": [{"path": str(work / "data.jsonl"), "type": "text"}],
+        "sequence_len": 2048,
+        "sample_packing": True,
+        "micro_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "max_steps": WARM + STEPS,
+        "lr_scheduler": "constant",
+        "bf16": True,
+        "gradient_checkpointing": True,
+        "kernels": kernels,
+        "output_dir": str(work / f"out-{case}-{kernels}"),
+        **CASES[case],
+    }
     path = work / f"{case}-{kernels}.yml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -70,13 +83,20 @@ def one(config_path: str) -> dict:
     cfg, base = load_config(config_path)
     loop.train(cfg, base, overwrite=True)
     timed = steps[WARM:]
-    return {"tok_s": sum(n for _, n, _ in timed) / sum(t for t, _, _ in timed),
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "losses": [loss for _, _, loss in steps]}
+    return {
+        "tok_s": sum(n for _, n, _ in timed) / sum(t for t, _, _ in timed),
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "losses": [loss for _, _, loss in steps],
+    }
 
 
 def table(results: dict) -> str:
-    lines = [(f"{'work':<6} {'kernels':<8} {'tok/s':>8} {'x off':>6} {'peak GiB':>9} {'x off':>6} "
-              f"{'loss 1':>8} {'loss last':>9} {'max |dloss|':>11}")]
+    lines = [
+        (
+            f"{'work':<6} {'kernels':<8} {'tok/s':>8} {'x off':>6} {'peak GiB':>9} {'x off':>6} "
+            f"{'loss 1':>8} {'loss last':>9} {'max |dloss|':>11}"
+        )
+    ]
     for case in CASES:
         off = results.get((case, False))
         for kernels in (True, False):
@@ -90,8 +110,10 @@ def table(results: dict) -> str:
             speed = f"{r['tok_s'] / off['tok_s']:.2f}" if ok else "-"
             memory = f"{r['peak_gib'] / off['peak_gib']:.2f}" if ok else "-"
             drift = f"{max(abs(a - b) for a, b in zip(r['losses'], off['losses'])):.4f}" if ok else "-"
-            lines.append(f"{case:<6} {str(kernels):<8} {r['tok_s']:>8,.0f} {speed:>6} {r['peak_gib']:>9.2f} "
-                         f"{memory:>6} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f} {drift:>11}")
+            lines.append(
+                f"{case:<6} {str(kernels):<8} {r['tok_s']:>8,.0f} {speed:>6} {r['peak_gib']:>9.2f} "
+                f"{memory:>6} {r['losses'][0]:>8.4f} {r['losses'][-1]:>9.4f} {drift:>11}"
+            )
     return "\n".join(lines)
 
 
@@ -106,8 +128,12 @@ def main(argv: list[str]) -> None:
         write_data(work / "data.jsonl")
         for case in cases:
             for kernels in (True, False):
-                proc = subprocess.run([sys.executable, __file__, "--one", str(write_config(work, case, kernels))],
-                                      capture_output=True, text=True, env=os.environ | {"COLUMNS": "200"})
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--one", str(write_config(work, case, kernels))],
+                    capture_output=True,
+                    text=True,
+                    env=os.environ | {"COLUMNS": "200"},
+                )
                 print("\n".join(line for line in proc.stdout.splitlines() if "kernels" in line), flush=True)
                 found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
                 results[case, kernels] = json.loads(found[-1][7:]) if found else {"error": proc.stderr.strip()[-400:]}

@@ -32,11 +32,20 @@ SHAPES = {  # Qwen2-VL-2B and -7B language models; both use the same 675M vision
     "7b": dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064),
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=400),
 }
-VISION = {"full": dict(vision_width=1280, vision_depth=32, vision_heads=16, mlp_ratio=4),
-          "tiny": dict(vision_width=32, vision_depth=2, vision_heads=2, mlp_ratio=2)}
+VISION = {
+    "full": dict(vision_width=1280, vision_depth=32, vision_heads=16, mlp_ratio=4),
+    "tiny": dict(vision_width=32, vision_depth=2, vision_heads=2, mlp_ratio=2),
+}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-TOKEN_IDS = {"eos": 2, "pad": 0, "bos": 1, "image_token_id": 3, "video_token_id": 4, "vision_start_token_id": 5,
-             "vision_end_token_id": 6}
+TOKEN_IDS = {
+    "eos": 2,
+    "pad": 0,
+    "bos": 1,
+    "image_token_id": 3,
+    "video_token_id": 4,
+    "vision_start_token_id": 5,
+    "vision_end_token_id": 6,
+}
 TEXT, REPLY, BATCH, WARM, STEPS = 256, 64, 4, 2, 5
 
 
@@ -59,22 +68,39 @@ def make_row(image_size: int, vocab: int, seed: int) -> dict:
     grid = image_size // 14
     image_tokens = grid * grid // 4
     text = torch.randint(10, vocab, (TEXT,), generator=gen).tolist()
-    ids = [TOKEN_IDS["vision_start_token_id"], *[TOKEN_IDS["image_token_id"]] * image_tokens,
-           TOKEN_IDS["vision_end_token_id"], *text]
+    ids = [
+        TOKEN_IDS["vision_start_token_id"],
+        *[TOKEN_IDS["image_token_id"]] * image_tokens,
+        TOKEN_IDS["vision_end_token_id"],
+        *text,
+    ]
     labels = [-100] * (len(ids) - REPLY) + ids[-REPLY:]
-    return {"input_ids": ids, "labels": labels,
-            "vision.pixel_values": torch.randn(grid * grid, 3 * 2 * 14 * 14, generator=gen),
-            "vision.image_grid_thw": torch.tensor([[1, grid, grid]]),
-            "vision_tokens.mm_token_type_ids": [int(t == TOKEN_IDS["image_token_id"]) for t in ids]}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "vision.pixel_values": torch.randn(grid * grid, 3 * 2 * 14 * 14, generator=gen),
+        "vision.image_grid_thw": torch.tensor([[1, grid, grid]]),
+        "vision_tokens.mm_token_type_ids": [int(t == TOKEN_IDS["image_token_id"]) for t in ids],
+    }
 
 
 def strop_config(kernels: bool):
     from strop.config import config_class
 
-    return config_class().model_validate({
-        "base_model": "random-qwen2-vl", "adapter": "lora", "lora_r": 16, "lora_alpha": 32,
-        "lora_target_modules": TARGETS, "datasets": [{"path": "bench.jsonl", "type": "vision_chat"}],
-        "gradient_checkpointing": True, "bf16": True, "kernels": kernels, "learning_rate": 1e-4})
+    return config_class().model_validate(
+        {
+            "base_model": "random-qwen2-vl",
+            "adapter": "lora",
+            "lora_r": 16,
+            "lora_alpha": 32,
+            "lora_target_modules": TARGETS,
+            "datasets": [{"path": "bench.jsonl", "type": "vision_chat"}],
+            "gradient_checkpointing": True,
+            "bf16": True,
+            "kernels": kernels,
+            "learning_rate": 1e-4,
+        }
+    )
 
 
 def prepare(stack: str, size: str, device: torch.device):
@@ -144,8 +170,16 @@ def run_one(stack: str, size: str, image_size: int, steps: int, warm: int) -> di
             times.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
     step_s = statistics.median(times)
-    return {"stack": stack, "size": size, "image": image_size, "tokens": tokens, "step_s": step_s,
-            "tokens_per_s": tokens / step_s, "peak_gib": peak, "loss": losses[0]}
+    return {
+        "stack": stack,
+        "size": size,
+        "image": image_size,
+        "tokens": tokens,
+        "step_s": step_s,
+        "tokens_per_s": tokens / step_s,
+        "peak_gib": peak,
+        "loss": losses[0],
+    }
 
 
 def run_rows(stacks: list[str], size: str, images: list[int], steps: int, warm: int) -> list[dict]:
@@ -153,8 +187,20 @@ def run_rows(stacks: list[str], size: str, images: list[int], steps: int, warm: 
     results = []
     for image in images:
         for stack in stacks:
-            command = [sys.executable, __file__, "--one", stack, "--size", size, "--images", str(image),
-                       "--steps", str(steps), "--warm", str(warm)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                stack,
+                "--size",
+                size,
+                "--images",
+                str(image),
+                "--steps",
+                str(steps),
+                "--warm",
+                str(warm),
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             if done.returncode or not lines:
@@ -166,15 +212,20 @@ def run_rows(stacks: list[str], size: str, images: list[int], steps: int, warm: 
 
 
 def table(results: list[dict]) -> str:
-    out = ["| image px | stack | tokens/step | step s | tokens/s | × hf | peak GiB | first loss |", "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| image px | stack | tokens/step | step s | tokens/s | × hf | peak GiB | first loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     base = {r["image"]: r["tokens_per_s"] for r in results if r["stack"] == "hf" and "error" not in r}
     for r in results:
         if "error" in r:
             out.append(f"| {r['image']} | {r['stack']} | failed: {r['error'][:80]} | | | | | |")
             continue
         ratio = f"{r['tokens_per_s'] / base[r['image']]:.2f}" if r["image"] in base else "-"
-        out.append(f"| {r['image']} | {r['stack']} | {r['tokens']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
-                   f"{ratio} | {r['peak_gib']:.2f} | {r['loss']:.4f} |")
+        out.append(
+            f"| {r['image']} | {r['stack']} | {r['tokens']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
+            f"{ratio} | {r['peak_gib']:.2f} | {r['loss']:.4f} |"
+        )
     return "\n".join(out)
 
 
@@ -195,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args.one, args.size, images[0], args.steps, args.warm)))
         return 0
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"Qwen2-VL-shaped {args.size}, random weights, LoRA r16 on the language model, batch {BATCH}, "
-          f"{TEXT} text tokens a row, on {device}")
+    print(
+        f"Qwen2-VL-shaped {args.size}, random weights, LoRA r16 on the language model, batch {BATCH}, "
+        f"{TEXT} text tokens a row, on {device}"
+    )
     print(table(run_rows(args.stacks.split(","), args.size, images, args.steps, args.warm)))
     return 0
 

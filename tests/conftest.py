@@ -12,8 +12,14 @@ CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-CORPUS = ["The quick brown fox jumps over the lazy dog.", "Sentiment: positive", "Sentiment: negative",
-          "Classify the sentiment of this review.", "What is two plus two? Four.", "hello world " * 3]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Sentiment: positive",
+    "Sentiment: negative",
+    "Classify the sentiment of this review.",
+    "What is two plus two? Four.",
+    "hello world " * 3,
+]
 
 
 def build_tiny_model(folder: Path) -> Path:
@@ -24,17 +30,30 @@ def build_tiny_model(folder: Path) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
     fast.chat_template = CHATML
     fast.save_pretrained(folder)
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(fast), max_position_embeddings=512,
-                         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(fast),
+        max_position_embeddings=512,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=fast.bos_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -54,9 +73,18 @@ def tiny_qwen2(tmp_path_factory, tiny_model) -> Path:
     tok = AutoTokenizer.from_pretrained(tiny_model)
     tok.save_pretrained(folder)
     torch.manual_seed(0)
-    config = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    config = Qwen2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     Qwen2ForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -68,9 +96,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def alpaca_rows(n: int) -> list[dict]:
     words = ["fox", "dog", "world", "review", "two", "four", "quick", "lazy"]
-    return [{"instruction": f"Say {words[i % 8]} {i}", "input": "x" * (i % 5),
-             "output": f"Sentiment: {'positive' if i % 2 else 'negative'} " + words[i % 3] * (1 + i % 4)}
-            for i in range(n)]
+    return [
+        {
+            "instruction": f"Say {words[i % 8]} {i}",
+            "input": "x" * (i % 5),
+            "output": f"Sentiment: {'positive' if i % 2 else 'negative'} " + words[i % 3] * (1 + i % 4),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -79,9 +112,20 @@ def make_config(tmp_path, tiny_model):
 
     def make(rows: list[dict] | None = None, **overrides) -> Path:
         data = write_jsonl(tmp_path / "data.jsonl", rows if rows is not None else alpaca_rows(24))
-        cfg = {"base_model": str(tiny_model), "adapter": "lora", "lora_r": 4, "lora_alpha": 8,
-               "datasets": [{"path": str(data), "type": "alpaca"}], "sequence_len": 128, "micro_batch_size": 4,
-               "max_steps": 3, "learning_rate": 1e-3, "bf16": False, "output_dir": str(tmp_path / "out"), "seed": 1}
+        cfg = {
+            "base_model": str(tiny_model),
+            "adapter": "lora",
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "datasets": [{"path": str(data), "type": "alpaca"}],
+            "sequence_len": 128,
+            "micro_batch_size": 4,
+            "max_steps": 3,
+            "learning_rate": 1e-3,
+            "bf16": False,
+            "output_dir": str(tmp_path / "out"),
+            "seed": 1,
+        }
         cfg.update(overrides)
         path = tmp_path / "config.yml"
         path.write_text(yaml.safe_dump(cfg))

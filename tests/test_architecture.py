@@ -30,8 +30,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("strop.evaluation", "strop.judge"),
     ("strop.config",),
     ("strop.train",),
-    ("strop.merge", "strop.export", "strop.datagen", "strop.evaluation.report",
-     "strop.moe.btx"),
+    ("strop.merge", "strop.export", "strop.datagen", "strop.evaluation.report", "strop.moe.btx"),
     ("strop.pipeline", "strop.examples", "strop.plan"),
     ("strop.commands",),
     ("strop.cli", "strop.__main__", "strop.api"),
@@ -106,8 +105,10 @@ def upward_imports(edges: dict[str, set[tuple[str, int]]]) -> list[str]:
             target_floor, target_area = area_of(target)
             sideways = target_floor == floor and area != target_area and FLOORS[floor] in SEPARATE
             if target_floor > floor or sideways:
-                found.append(f"{module}:{line} imports {target} ({FLOORS[target_floor][0]} floor"
-                             f"{', sideways' if sideways else ''})")
+                found.append(
+                    f"{module}:{line} imports {target} ({FLOORS[target_floor][0]} floor"
+                    f"{', sideways' if sideways else ''})"
+                )
     return found
 
 
@@ -163,8 +164,11 @@ def missing_modules() -> list[str]:
                 if not names:
                     found.append(f"{module}:{node.lineno} imports {node.module}")
             elif isinstance(node, ast.Import):
-                found += [f"{module}:{node.lineno} imports {a.name}" for a in node.names
-                          if a.name.split(".")[0] == "strop" and a.name not in known]
+                found += [
+                    f"{module}:{node.lineno} imports {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] == "strop" and a.name not in known
+                ]
     return found
 
 
@@ -182,10 +186,16 @@ def test_no_import_cycles():
 
 def test_the_checks_catch_what_they_look_for():
     """The checks themselves: an upward import, a sideways one, a cycle and an unplaced module are found."""
-    edges = {"strop.data.readers": {("strop.objectives", 3)}, "strop.objectives": {("strop.strategies.base", 7)},
-             "strop.strategies.base": {("strop.strategies.lora", 1)}, "strop.strategies.lora": {("strop.strategies.base", 2)}}
-    assert upward_imports(edges) == ["strop.data.readers:3 imports strop.objectives (strop.strategies floor)",
-                                     "strop.objectives:7 imports strop.strategies.base (strop.strategies floor, sideways)"]
+    edges = {
+        "strop.data.readers": {("strop.objectives", 3)},
+        "strop.objectives": {("strop.strategies.base", 7)},
+        "strop.strategies.base": {("strop.strategies.lora", 1)},
+        "strop.strategies.lora": {("strop.strategies.base", 2)},
+    }
+    assert upward_imports(edges) == [
+        "strop.data.readers:3 imports strop.objectives (strop.strategies floor)",
+        "strop.objectives:7 imports strop.strategies.base (strop.strategies floor, sideways)",
+    ]
     assert cycles(edges) == [["strop.strategies.base", "strop.strategies.lora"]]
     with pytest.raises(AssertionError, match="strop_extra: on no floor"):
         area_of("strop_extra")

@@ -15,12 +15,15 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     return code, captured.err + captured.out
 
 
-@pytest.mark.parametrize("content,message", [
-    ('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n', r"data.jsonl:2: malformed JSON"),
-    ('{"instruction": "a"}\n', r"data.jsonl:1: missing field 'output'"),
-    ('{"instruction": "a", "output": ["b"]}\n', r"data.jsonl:1: field 'output' must be a string, got list"),
-    ("", r"dataset .*data.jsonl is empty"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n', r"data.jsonl:2: malformed JSON"),
+        ('{"instruction": "a"}\n', r"data.jsonl:1: missing field 'output'"),
+        ('{"instruction": "a", "output": ["b"]}\n', r"data.jsonl:1: field 'output' must be a string, got list"),
+        ("", r"dataset .*data.jsonl is empty"),
+    ],
+)
 def test_bad_dataset(capsys, make_config, tmp_path, content, message):
     config = make_config()
     (tmp_path / "data.jsonl").write_text(content)

@@ -23,11 +23,28 @@ WORDS = ["fox", "dog", "world", "review", "two", "four", "quick", "lazy"]
 
 #: (dataset type, rows) in order of preference; an objective takes the first type it reads.
 SAMPLE_DATASETS: list[tuple[str, list[dict]]] = [
-    ("alpaca", [{"instruction": f"Say {WORDS[i % 8]}", "output": f"Sentiment: {WORDS[(i + 1) % 8]}"} for i in range(8)]),
-    ("dpo", [{"prompt": f"Say {WORDS[i % 8]}", "chosen": f"{WORDS[i % 8]} indeed", "rejected": f"no {WORDS[(i + 3) % 8]}"}
-             for i in range(8)]),
-    ("kto", [{"prompt": f"Say {WORDS[i % 8]}", "completion": f"{WORDS[(i * 3) % 8]}", "label": i % 2 == 0}
-             for i in range(8)]),
+    (
+        "alpaca",
+        [{"instruction": f"Say {WORDS[i % 8]}", "output": f"Sentiment: {WORDS[(i + 1) % 8]}"} for i in range(8)],
+    ),
+    (
+        "dpo",
+        [
+            {
+                "prompt": f"Say {WORDS[i % 8]}",
+                "chosen": f"{WORDS[i % 8]} indeed",
+                "rejected": f"no {WORDS[(i + 3) % 8]}",
+            }
+            for i in range(8)
+        ],
+    ),
+    (
+        "kto",
+        [
+            {"prompt": f"Say {WORDS[i % 8]}", "completion": f"{WORDS[(i * 3) % 8]}", "label": i % 2 == 0}
+            for i in range(8)
+        ],
+    ),
 ]
 
 #: Small per-strategy settings so that one step is cheap and does something on a 2-layer model.
@@ -46,10 +63,17 @@ STRATEGY_KEYS: dict[str, dict] = {
 #: Keys an objective needs to run at all; "{model}" is replaced by the tiny model's path.
 OBJECTIVE_KEYS: dict[str, dict] = {
     "distill": {"distill_teacher": "{model}"},  # the tiny model teaches itself (same tokenizer)
-    **{name: {"rewards": [{"type": "length", "max_chars": 12}], "num_generations": 2, "max_completion_length": 6,
-              "mask_truncated_completions": False,  # 6 tokens truncate most completions
-              "kl_beta": 0.1}  # a reference pass too: adapter off, or a frozen copy
-       for name, objective in OBJECTIVES.items() if isinstance(objective, RLObjective)},
+    **{
+        name: {
+            "rewards": [{"type": "length", "max_chars": 12}],
+            "num_generations": 2,
+            "max_completion_length": 6,
+            "mask_truncated_completions": False,  # 6 tokens truncate most completions
+            "kl_beta": 0.1,
+        }  # a reference pass too: adapter off, or a frozen copy
+        for name, objective in OBJECTIVES.items()
+        if isinstance(objective, RLObjective)
+    },
 }
 #: Strategies that need a model with biases (the tiny Llama has none).
 NEEDS_BIASES = {"bitfit"}
@@ -88,16 +112,32 @@ def test_one_step(objective, strategy, tiny_model, tiny_qwen2, datasets_dir, tmp
         pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
     kind = dataset_for(OBJECTIVES[objective])
     if kind is None:
-        pytest.skip(f"no sample dataset for objective {objective}: it reads {OBJECTIVES[objective].dataset_types}; "
-                    "add one to SAMPLE_DATASETS")
+        pytest.skip(
+            f"no sample dataset for objective {objective}: it reads {OBJECTIVES[objective].dataset_types}; "
+            "add one to SAMPLE_DATASETS"
+        )
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)  # matplotlib is not under test here
     model = str(tiny_qwen2 if strategy in NEEDS_BIASES else tiny_model)
-    extra = {k: v.replace("{model}", model) if isinstance(v, str) else v for k, v in OBJECTIVE_KEYS.get(objective, {}).items()}
-    cfg = {"base_model": model, "adapter": strategy, **extra,
-           "rl": None if objective == "sft" else objective,
-           "datasets": [{"path": str(datasets_dir / f"{kind}.jsonl"), "type": kind}], "sequence_len": 64,
-           "micro_batch_size": 2, "max_steps": 1, "learning_rate": 1e-3, "bf16": False, "seed": 3,
-           "neftune_noise_alpha": 5, "output_dir": str(tmp_path / "out"), **STRATEGY_KEYS.get(strategy, {})}
+    extra = {
+        k: v.replace("{model}", model) if isinstance(v, str) else v
+        for k, v in OBJECTIVE_KEYS.get(objective, {}).items()
+    }
+    cfg = {
+        "base_model": model,
+        "adapter": strategy,
+        **extra,
+        "rl": None if objective == "sft" else objective,
+        "datasets": [{"path": str(datasets_dir / f"{kind}.jsonl"), "type": kind}],
+        "sequence_len": 64,
+        "micro_batch_size": 2,
+        "max_steps": 1,
+        "learning_rate": 1e-3,
+        "bf16": False,
+        "seed": 3,
+        "neftune_noise_alpha": 5,
+        "output_dir": str(tmp_path / "out"),
+        **STRATEGY_KEYS.get(strategy, {}),
+    }
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(cfg))
     config, base = load_config(path)

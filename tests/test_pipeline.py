@@ -15,19 +15,40 @@ def write(path, data):
 @pytest.fixture
 def pipeline(tmp_path, tiny_model, make_config):
     make_config()  # writes data.jsonl and config.yml (the SFT stage's config)
-    write(tmp_path / "grpo.yml", {"rl": "grpo", "datasets": [{"path": "data.jsonl", "type": "alpaca"}], "adapter": "lora",
-                                  "rewards": [{"type": "match", "contains": True}], "num_generations": 2,
-                                  "max_completion_length": 4, "max_steps": 1, "micro_batch_size": 2, "bf16": False})
+    write(
+        tmp_path / "grpo.yml",
+        {
+            "rl": "grpo",
+            "datasets": [{"path": "data.jsonl", "type": "alpaca"}],
+            "adapter": "lora",
+            "rewards": [{"type": "match", "contains": True}],
+            "num_generations": 2,
+            "max_completion_length": 4,
+            "max_steps": 1,
+            "micro_batch_size": 2,
+            "bf16": False,
+        },
+    )
     write(tmp_path / "future.yml", {"rl": "sppo", "datasets": [{"path": "data.jsonl", "type": "alpaca"}]})
-    write(tmp_path / "soup.yml", {"merge_method": "linear", "models": [{"model": "{previous}"}, {"model": str(tiny_model)}]})
-    return write(tmp_path / "pipeline.yml", {
-        "base_model": str(tiny_model), "output_dir": str(tmp_path / "pipe"), "sample_prompts": ["hello"],
-        "sample_max_new_tokens": 3,
-        "stages": [{"name": "sft", "kind": "train", "config": "config.yml", "set": {"max_steps": 2}},
-                   {"name": "grpo", "kind": "train", "config": "grpo.yml"},
-                   {"name": "future", "kind": "train", "config": "future.yml", "optional": True},
-                   {"name": "soup", "kind": "merge", "config": "soup.yml"}],
-    })
+    write(
+        tmp_path / "soup.yml",
+        {"merge_method": "linear", "models": [{"model": "{previous}"}, {"model": str(tiny_model)}]},
+    )
+    return write(
+        tmp_path / "pipeline.yml",
+        {
+            "base_model": str(tiny_model),
+            "output_dir": str(tmp_path / "pipe"),
+            "sample_prompts": ["hello"],
+            "sample_max_new_tokens": 3,
+            "stages": [
+                {"name": "sft", "kind": "train", "config": "config.yml", "set": {"max_steps": 2}},
+                {"name": "grpo", "kind": "train", "config": "grpo.yml"},
+                {"name": "future", "kind": "train", "config": "future.yml", "optional": True},
+                {"name": "soup", "kind": "merge", "config": "soup.yml"},
+            ],
+        },
+    )
 
 
 def test_pipeline_chains_stages_skips_missing_objective_and_resumes(pipeline, tmp_path, capsys):

@@ -5,13 +5,12 @@ The base model answers review-sentiment questions in free prose; the task asks f
 training, so exact match measures what the adapter learned, not what it memorised.
 """
 
-
 import pytest
 
-from strop.models.saved import load_for_chat
+from strop.commands.train import quickstart_config
 from strop.config import load_config
 from strop.evaluation import Subject, build_evaluators
-from strop.commands.train import quickstart_config
+from strop.models.saved import load_for_chat
 from strop.train.loop import train
 
 pytestmark = pytest.mark.integration
@@ -19,8 +18,9 @@ pytestmark = pytest.mark.integration
 
 def test_lora_sft_on_smollm2_learns_the_held_out_task(tmp_path, capsys):
     config = quickstart_config()
-    [held_out] = build_evaluators([{"type": "match", "data": str(config.parent / "held_out.jsonl"),
-                                    "max_new_tokens": 12, "samples": 100}])
+    [held_out] = build_evaluators(
+        [{"type": "match", "data": str(config.parent / "held_out.jsonl"), "max_new_tokens": 12, "samples": 100}]
+    )
     model, tokenizer = load_for_chat("smollm2-135m-instruct")
     before = held_out(Subject.of(model, tokenizer)).metrics["match/exact_match"]
     del model

@@ -24,8 +24,22 @@ WANTED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 def main(target: Path) -> None:
     version = importlib.metadata.version("llama_cpp_python")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
-                        f"llama-cpp-python=={version}", "-d", tmp], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                f"llama-cpp-python=={version}",
+                "-d",
+                tmp,
+            ],
+            check=True,
+        )
         (sdist,) = Path(tmp).glob("*.tar.gz")
         staging = Path(tmp) / "out"
         with tarfile.open(sdist) as archive:

@@ -34,8 +34,10 @@ def problem(rng: random.Random, kind: int, names: list[str], items: list[str]) -
 def main() -> None:
     out = Path(__file__).resolve().parents[1] / "src" / "strop" / "examples" / "rl"
     rng = random.Random(2026)
-    splits = {"train.jsonl": [problem(rng, i % 3, TRAIN_NAMES, TRAIN_ITEMS) for i in range(240)],
-              "held_out.jsonl": [problem(rng, i % 3, EVAL_NAMES, EVAL_ITEMS) for i in range(48)]}
+    splits = {
+        "train.jsonl": [problem(rng, i % 3, TRAIN_NAMES, TRAIN_ITEMS) for i in range(240)],
+        "held_out.jsonl": [problem(rng, i % 3, EVAL_NAMES, EVAL_ITEMS) for i in range(48)],
+    }
     for name, rows in splits.items():
         (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"wrote {len(rows)} rows to {out / name}")

@@ -9,23 +9,73 @@ import json
 import random
 from pathlib import Path
 
-TRAIN_PRODUCTS = ["blender", "backpack", "desk lamp", "phone case", "coffee grinder", "yoga mat", "kettle",
-                  "running shoes", "notebook", "umbrella", "water bottle", "headphones", "office chair",
-                  "toaster", "rain jacket", "keyboard", "frying pan", "tent", "alarm clock", "sunglasses"]
-EVAL_PRODUCTS = ["bicycle helmet", "rice cooker", "winter coat", "desk fan", "board game", "travel mug",
-                 "hair dryer", "garden hose", "pillow", "webcam", "suitcase", "wall clock"]
-POSITIVE = ["works perfectly and I use it every day", "exceeded my expectations", "is sturdy and well made",
-            "was worth every penny", "arrived quickly and looks great", "is the best purchase I made this year",
-            "does exactly what it promises", "feels premium and works flawlessly", "made my mornings easier",
-            "is comfortable and reliable"]
-NEGATIVE = ["broke after two days", "is flimsy and cheaply made", "stopped working within a week",
-            "was a complete waste of money", "arrived damaged and support never answered",
-            "is much smaller than advertised", "smells awful and feels cheap", "never worked properly",
-            "fell apart the first time I used it", "is noisy and unreliable"]
+TRAIN_PRODUCTS = [
+    "blender",
+    "backpack",
+    "desk lamp",
+    "phone case",
+    "coffee grinder",
+    "yoga mat",
+    "kettle",
+    "running shoes",
+    "notebook",
+    "umbrella",
+    "water bottle",
+    "headphones",
+    "office chair",
+    "toaster",
+    "rain jacket",
+    "keyboard",
+    "frying pan",
+    "tent",
+    "alarm clock",
+    "sunglasses",
+]
+EVAL_PRODUCTS = [
+    "bicycle helmet",
+    "rice cooker",
+    "winter coat",
+    "desk fan",
+    "board game",
+    "travel mug",
+    "hair dryer",
+    "garden hose",
+    "pillow",
+    "webcam",
+    "suitcase",
+    "wall clock",
+]
+POSITIVE = [
+    "works perfectly and I use it every day",
+    "exceeded my expectations",
+    "is sturdy and well made",
+    "was worth every penny",
+    "arrived quickly and looks great",
+    "is the best purchase I made this year",
+    "does exactly what it promises",
+    "feels premium and works flawlessly",
+    "made my mornings easier",
+    "is comfortable and reliable",
+]
+NEGATIVE = [
+    "broke after two days",
+    "is flimsy and cheaply made",
+    "stopped working within a week",
+    "was a complete waste of money",
+    "arrived damaged and support never answered",
+    "is much smaller than advertised",
+    "smells awful and feels cheap",
+    "never worked properly",
+    "fell apart the first time I used it",
+    "is noisy and unreliable",
+]
 EVAL_POSITIVE = ["I would happily buy it again", "my whole family loves it", "it is simply excellent"]
 EVAL_NEGATIVE = ["I regret buying it", "it was a total disappointment", "I am returning it tomorrow"]
-INSTRUCTIONS = ["Classify the sentiment of this review.", "What is the sentiment of the following review?",
-                "Is this review positive or negative?"]
+INSTRUCTIONS = [
+    "Classify the sentiment of this review.",
+    "What is the sentiment of the following review?",
+    "Is this review positive or negative?",
+]
 
 
 def row(instruction: str, review: str, label: str) -> dict:

@@ -35,17 +35,17 @@ from pathlib import Path
 import torch
 import yaml
 
+from strop.commands.train import quickstart_config
 from strop.config import load_config
 from strop.models import load_model, load_tokenizer, resolve_model_path
 from strop.objectives.sft import SFTObjective
-from strop.commands.train import quickstart_config
 from strop.train.loop import train
 
 EXAMPLES = quickstart_config().parent
 
 
 def parse_layers(spec: str) -> list[int]:
-    """"18-25" or "9,11,13" or "18-21,24" -> sorted layer indices."""
+    """ "18-25" or "9,11,13" or "18-21,24" -> sorted layer indices."""
     out: set[int] = set()
     for part in filter(None, spec.split(",")):
         lo, _, hi = part.partition("-")
@@ -83,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=45)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--drop", default="4,6,9,12,17,22,25,26", help="teacher layers the student leaves out, e.g. 4,6,20-23")
+    parser.add_argument(
+        "--drop", default="4,6,9,12,17,22,25,26", help="teacher layers the student leaves out, e.g. 4,6,20-23"
+    )
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, nargs="+", default=[0])
@@ -102,38 +104,65 @@ def main() -> None:
 
         def answers(name: str) -> str:
             path = work / f"{name}.teacher.jsonl"
-            return str(path if path.exists() else generate_dataset(teacher, str(EXAMPLES / f"{name}.jsonl"), str(path), 48))
+            return str(
+                path if path.exists() else generate_dataset(teacher, str(EXAMPLES / f"{name}.jsonl"), str(path), 48)
+            )
 
         train_set, held_out = ({"path": answers(n), "type": "chat"} for n in ("train", "held_out"))
     else:
         train_set = {"path": str(EXAMPLES / "train.jsonl"), "type": "alpaca"}
         held_out = {"path": str(EXAMPLES / "held_out.jsonl"), "type": "alpaca"}
-    common = {"base_model": str(student), "adapter": "full", "datasets": [train_set],
-              "sequence_len": 192, "micro_batch_size": 8, "max_steps": args.steps, "learning_rate": args.lr,
-              "warmup_steps": max(2, args.steps // 20), "lr_scheduler": "cosine", "bf16": False}
+    common = {
+        "base_model": str(student),
+        "adapter": "full",
+        "datasets": [train_set],
+        "sequence_len": 192,
+        "micro_batch_size": 8,
+        "max_steps": args.steps,
+        "learning_rate": args.lr,
+        "warmup_steps": max(2, args.steps // 20),
+        "lr_scheduler": "cosine",
+        "bf16": False,
+    }
     results: dict[str, float] = {}
     times: dict[str, float] = {}
     if "base" in arms:
-        results["student before training"] = held_out_loss(student, _write(work / "base.yml", {**common, "seed": 0}), held_out)
-    objectives = {"sft": ("plain SFT", {}),
-                  "distill": (f"distilled (fwd KL, a {args.alpha}, T {args.temperature})",
-                              {"rl": "distill", "distill_teacher": teacher, "distill_alpha": args.alpha,
-                               "distill_temperature": args.temperature})}
+        results["student before training"] = held_out_loss(
+            student, _write(work / "base.yml", {**common, "seed": 0}), held_out
+        )
+    objectives = {
+        "sft": ("plain SFT", {}),
+        "distill": (
+            f"distilled (fwd KL, a {args.alpha}, T {args.temperature})",
+            {
+                "rl": "distill",
+                "distill_teacher": teacher,
+                "distill_alpha": args.alpha,
+                "distill_temperature": args.temperature,
+            },
+        ),
+    }
     for seed in args.seed:
         for key, (name, extra) in objectives.items():
             if key not in arms:
                 continue
             tag = f"{key}-s{seed}"
-            config = _write(work / f"{tag}.yml", {**common, **extra, "seed": seed, "output_dir": str(work / f"run-{tag}")})
+            config = _write(
+                work / f"{tag}.yml", {**common, **extra, "seed": seed, "output_dir": str(work / f"run-{tag}")}
+            )
             cfg, base = load_config(config)
             started = time.perf_counter()
             out = train(cfg, base, overwrite=True)
             times[f"{name} seed {seed}"] = time.perf_counter() - started
             results[f"{name} seed {seed}"] = held_out_loss(out, config, held_out)
     if "teacher" in arms:
-        results["teacher (30 layers)"] = held_out_loss(Path(teacher), _write(work / "t.yml", {**common, "seed": 0}), held_out)
-    print(f"\nheld-out cross-entropy, data={args.data}, student drops layers {args.drop} "
-          f"({30 - len(drop)} of 30), {args.steps} steps at lr {args.lr} each:")
+        results["teacher (30 layers)"] = held_out_loss(
+            Path(teacher), _write(work / "t.yml", {**common, "seed": 0}), held_out
+        )
+    print(
+        f"\nheld-out cross-entropy, data={args.data}, student drops layers {args.drop} "
+        f"({30 - len(drop)} of 30), {args.steps} steps at lr {args.lr} each:"
+    )
     for name, value in results.items():
         extra = f"   ({times[name]:.0f} s)" if name in times else ""
         print(f"  {name:48s} {value:.4f}{extra}")

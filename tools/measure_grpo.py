@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from strop.models.saved import load_for_chat
 from strop.config import load_config
 from strop.data.preference import encode_prompt
 from strop.data.readers import read_rows
+from strop.models.saved import load_for_chat
 from strop.rl.rewards import RewardSpec, build_rewards, score_rewards
 from strop.rl.rollout import SamplingParams, sample
 from strop.train.loop import train
@@ -40,8 +40,10 @@ def held_out_accuracy(target: str, rows: list[dict], max_new_tokens: int) -> flo
 def reward_curve(metrics: Path, blocks: int = 4) -> list[tuple[str, float]]:
     rewards = [(r["step"], r["reward"]) for r in map(json.loads, metrics.read_text().splitlines()) if "reward" in r]
     size = max(1, len(rewards) // blocks)
-    return [(f"steps {part[0][0]}-{part[-1][0]}", sum(v for _, v in part) / len(part))
-            for part in (rewards[i:i + size] for i in range(0, len(rewards), size))]
+    return [
+        (f"steps {part[0][0]}-{part[-1][0]}", sum(v for _, v in part) / len(part))
+        for part in (rewards[i : i + size] for i in range(0, len(rewards), size))
+    ]
 
 
 def main() -> None:
@@ -56,8 +58,10 @@ def main() -> None:
     out = train(cfg, base, overwrite=True)
     minutes = (time.perf_counter() - started) / 60
     after = held_out_accuracy(str(out), rows, cfg.max_completion_length)
-    print(f"\nGRPO, {args.steps} steps ({minutes:.1f} min, {torch.get_num_threads()} threads): "
-          f"held-out accuracy {before:.3f} -> {after:.3f} on {len(rows)} problems")
+    print(
+        f"\nGRPO, {args.steps} steps ({minutes:.1f} min, {torch.get_num_threads()} threads): "
+        f"held-out accuracy {before:.3f} -> {after:.3f} on {len(rows)} problems"
+    )
     for label, value in reward_curve(out / "metrics.jsonl"):
         print(f"  mean reward, {label}: {value:.3f}")
     print(f"  reward and loss curves: {out / 'loss.png'}")

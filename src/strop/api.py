@@ -53,8 +53,9 @@ def load_config(config: str | Path | dict[str, Any], **overrides: Any):
     return load_file(config, _overrides(overrides))
 
 
-def train(config: str | Path | dict[str, Any], *, resume: bool = False, overwrite: bool = False,
-          **overrides: Any) -> TrainResult:
+def train(
+    config: str | Path | dict[str, Any], *, resume: bool = False, overwrite: bool = False, **overrides: Any
+) -> TrainResult:
     """Train as `strop train` does; returns the output folder and the metrics it logged."""
     from strop.train.loop import train as run
 

@@ -30,9 +30,9 @@ _VLLM = "strop samples GRPO rollouts in-process with the policy being trained (r
 
 IGNORED: dict[str, str] = {
     "attn_implementation": "strop loads models with SDPA and runs packed rows with its FlexAttention kernel; "
-                           "flash_attention_2 / flex / eager map to that",
+    "flash_attention_2 / flex / eager map to that",
     "pad_to_sequence_len": "strop pads each batch to its longest row (packed rows are sequence_len already); "
-                           "its kernels gain nothing from fixed shapes",
+    "its kernels gain nothing from fixed shapes",
     "tf32": "strop leaves PyTorch's float32 matmul precision as the device sets it; no effect on CPU",
     "dataset_prepared_path": "strop tokenizes in memory at the start of each run; there is no prepared-dataset cache",
     "push_dataset_to_hub": "there is no prepared dataset to push",
@@ -117,17 +117,39 @@ RENAMED: dict[str, str] = {
 
 #: Axolotl's `trl:` block of GRPO configs → strop's key (None: the same name).
 TRL_KEYS: dict[str, str | None] = {
-    "beta": "kl_beta", "num_generations": None, "max_completion_length": None, "temperature": None,
-    "top_p": None, "top_k": None, "num_iterations": None, "epsilon": "epsilon_low", "epsilon_high": None,
-    "loss_type": None, "scale_rewards": None, "mask_truncated_completions": None,
+    "beta": "kl_beta",
+    "num_generations": None,
+    "max_completion_length": None,
+    "temperature": None,
+    "top_p": None,
+    "top_k": None,
+    "num_iterations": None,
+    "epsilon": "epsilon_low",
+    "epsilon_high": None,
+    "loss_type": None,
+    "scale_rewards": None,
+    "mask_truncated_completions": None,
     "generation_batch_size": None,
 }
 TRL_IGNORED: dict[str, str] = {
-    key: _VLLM for key in ("use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port", "vllm_server_timeout",
-                           "vllm_lora_sync", "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size",
-                           "use_data_producer", "async_prefetch", "vllm_enable_sleep_mode")
-} | {"log_completions": "strop prints sampled completions every log_completions_steps",
-     "sync_ref_model": "the reference stays the starting policy"}
+    key: _VLLM
+    for key in (
+        "use_vllm",
+        "vllm_mode",
+        "vllm_server_host",
+        "vllm_server_port",
+        "vllm_server_timeout",
+        "vllm_lora_sync",
+        "vllm_gpu_memory_utilization",
+        "vllm_tensor_parallel_size",
+        "use_data_producer",
+        "async_prefetch",
+        "vllm_enable_sleep_mode",
+    )
+} | {
+    "log_completions": "strop prints sampled completions every log_completions_steps",
+    "sync_ref_model": "the reference stays the starting policy",
+}
 
 #: Axolotl's `model_type` can name a loader class rather than an architecture.
 LOADER_CLASSES = {"AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModel"}
@@ -136,33 +158,67 @@ LOADER_CLASSES = {"AutoModelForCausalLM", "AutoModelForSequenceClassification", 
 class AxolotlParams(BaseModel):
     """Axolotl keys strop implements (flat in the config, descriptions double as `strop config --schema`)."""
 
-    special_tokens: dict[str, str] | None = Field(None, description="Tokenizer special tokens to set, e.g. {pad_token: ...}; "
-                                                  "a token new to the vocabulary resizes the embeddings.")
+    special_tokens: dict[str, str] | None = Field(
+        None,
+        description="Tokenizer special tokens to set, e.g. {pad_token: ...}; "
+        "a token new to the vocabulary resizes the embeddings.",
+    )
     tokens: list[str] | None = Field(None, description="Extra tokens added to the vocabulary (embeddings resized).")
-    resume_from_checkpoint: str | None = Field(None, description="Checkpoint folder to continue from (as strop train --resume).")
-    lora_model_dir: str | None = Field(None, description="An existing PEFT adapter folder to continue training (LoRA family).")
-    lora_modules_to_save: list[str] | None = Field(None, description="Modules trained and saved whole beside the LoRA "
-                                                   "adapter (e.g. embed_tokens, lm_head).")
-    saves_per_epoch: int | None = Field(None, gt=0, description="Checkpoints per epoch (sets save_steps when it is unset).")
-    evals_per_epoch: int | None = Field(None, gt=0, description="Evaluations per epoch (sets eval_steps when it is unset).")
-    eval_batch_size: int | None = Field(None, gt=0, description="Rows per forward pass when evaluating (default micro_batch_size).")
+    resume_from_checkpoint: str | None = Field(
+        None, description="Checkpoint folder to continue from (as strop train --resume)."
+    )
+    lora_model_dir: str | None = Field(
+        None, description="An existing PEFT adapter folder to continue training (LoRA family)."
+    )
+    lora_modules_to_save: list[str] | None = Field(
+        None, description="Modules trained and saved whole beside the LoRA adapter (e.g. embed_tokens, lm_head)."
+    )
+    saves_per_epoch: int | None = Field(
+        None, gt=0, description="Checkpoints per epoch (sets save_steps when it is unset)."
+    )
+    evals_per_epoch: int | None = Field(
+        None, gt=0, description="Evaluations per epoch (sets eval_steps when it is unset)."
+    )
+    eval_batch_size: int | None = Field(
+        None, gt=0, description="Rows per forward pass when evaluating (default micro_batch_size)."
+    )
     data_seed: int | None = Field(None, description="Seed of the data order and validation split (default: seed).")
-    gradient_checkpointing_kwargs: dict[str, Any] | None = Field(None, description="Passed to transformers' "
-                                                                 "gradient_checkpointing_enable (use_reentrant: false is the default).")
-    early_stopping_patience: int | None = Field(None, gt=0, description="Stop when eval loss has not improved for this many evaluations.")
-    loss_watchdog_threshold: float | None = Field(None, gt=0, description="Stop the run when the loss stays above this...")
-    loss_watchdog_patience: int | None = Field(None, gt=0, description="...for this many consecutive steps (default 3).")
-    lr_scheduler_kwargs: dict[str, Any] | None = Field(None, description="Options of lr_scheduler (warmup_stable_decay: "
-                                                       "num_decay_steps or decay_ratio, min_lr_ratio).")
-    load_in_8bit: bool = Field(False, description="Store the frozen base in 8-bit (bitsandbytes LLM.int8) under an adapter.")
-    num_labels: Literal[1] | None = Field(None, description="Reward model outputs (one scalar: the Bradley-Terry score).")
-    dataset_exact_deduplication: bool = Field(False, description="Drop rows identical to an earlier row (across all datasets).")
-    wandb_project: str | None = Field(None, description="Log metrics to this Weights & Biases project (needs wandb installed).")
+    gradient_checkpointing_kwargs: dict[str, Any] | None = Field(
+        None, description="Passed to transformers' gradient_checkpointing_enable (use_reentrant: false is the default)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop when eval loss has not improved for this many evaluations."
+    )
+    loss_watchdog_threshold: float | None = Field(
+        None, gt=0, description="Stop the run when the loss stays above this..."
+    )
+    loss_watchdog_patience: int | None = Field(
+        None, gt=0, description="...for this many consecutive steps (default 3)."
+    )
+    lr_scheduler_kwargs: dict[str, Any] | None = Field(
+        None, description="Options of lr_scheduler (warmup_stable_decay: num_decay_steps or decay_ratio, min_lr_ratio)."
+    )
+    load_in_8bit: bool = Field(
+        False, description="Store the frozen base in 8-bit (bitsandbytes LLM.int8) under an adapter."
+    )
+    num_labels: Literal[1] | None = Field(
+        None, description="Reward model outputs (one scalar: the Bradley-Terry score)."
+    )
+    dataset_exact_deduplication: bool = Field(
+        False, description="Drop rows identical to an earlier row (across all datasets)."
+    )
+    wandb_project: str | None = Field(
+        None, description="Log metrics to this Weights & Biases project (needs wandb installed)."
+    )
     wandb_entity: str | None = Field(None, description="W&B team or user.")
     wandb_name: str | None = Field(None, description="W&B run name (default: output_dir's name).")
     wandb_run_id: str | None = Field(None, description="W&B run id (to continue a run).")
-    wandb_mode: str | None = Field(None, description="W&B mode: online, offline or disabled (WANDB_MODE is respected too).")
-    mlflow_tracking_uri: str | None = Field(None, description="Log metrics to MLflow at this URI (needs mlflow installed).")
+    wandb_mode: str | None = Field(
+        None, description="W&B mode: online, offline or disabled (WANDB_MODE is respected too)."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Log metrics to MLflow at this URI (needs mlflow installed)."
+    )
     mlflow_experiment_name: str | None = Field(None, description="MLflow experiment (default: MLflow's own).")
     mlflow_run_name: str | None = Field(None, description="MLflow run name (default: output_dir's name).")
 
@@ -210,7 +266,9 @@ def translate(raw: dict[str, Any], source: str, own_keys: set[str]) -> tuple[dic
         elif key in own_keys and key not in ("model_type",):
             out[key] = value
         elif key == "model_type" and value in LOADER_CLASSES:
-            notes.append(f"ignored: model_type {value} (a loader class, not an architecture; the objective picks the head)")
+            notes.append(
+                f"ignored: model_type {value} (a loader class, not an architecture; the objective picks the head)"
+            )
         elif key == "model_type":
             out[key] = value
         elif key == "trl":
@@ -225,8 +283,9 @@ def translate(raw: dict[str, Any], source: str, own_keys: set[str]) -> tuple[dic
                 notes.append(f"ignored: {key} ({why})")
         elif key in ONLY_WHEN_OFF:
             if not _is_off(value):
-                raise StropError(f"{source}: {key}: {value!r} is not supported: {ONLY_WHEN_OFF[key]} "
-                                 f"(false or null is accepted)")
+                raise StropError(
+                    f"{source}: {key}: {value!r} is not supported: {ONLY_WHEN_OFF[key]} (false or null is accepted)"
+                )
         else:
             out[key] = value
     if raw.get("lora_target_linear") and "lora_target_modules" in raw:
@@ -234,8 +293,10 @@ def translate(raw: dict[str, Any], source: str, own_keys: set[str]) -> tuple[dic
     if raw.get("trl") and "max_completion_length" in out:
         # Axolotl's GRPO bounds the prompt by sequence_len; strop's sequence_len is prompt + completion.
         out["sequence_len"] = raw.get("sequence_len", 2048) + out["max_completion_length"]
-        notes.append(f"axolotl: sequence_len {raw.get('sequence_len', 2048)} bounds the GRPO prompt; with "
-                     f"max_completion_length it is sequence_len {out['sequence_len']} in strop's terms")
+        notes.append(
+            f"axolotl: sequence_len {raw.get('sequence_len', 2048)} bounds the GRPO prompt; with "
+            f"max_completion_length it is sequence_len {out['sequence_len']} in strop's terms"
+        )
     return out, notes
 
 
@@ -246,8 +307,11 @@ def drop_blank_defaults(raw: dict[str, Any], fields: dict[str, Any]) -> dict[str
     import typing
 
     def takes_none(annotation: Any) -> bool:
-        return annotation is None or type(None) in typing.get_args(annotation) or (
-            isinstance(annotation, types.UnionType) and type(None) in annotation.__args__)
+        return (
+            annotation is None
+            or type(None) in typing.get_args(annotation)
+            or (isinstance(annotation, types.UnionType) and type(None) in annotation.__args__)
+        )
 
     return {k: v for k, v in raw.items() if not (v is None and k in fields and not takes_none(fields[k].annotation))}
 

@@ -46,7 +46,9 @@ def _ranged(kind: type, low: float, high: float | None = None, low_open: bool = 
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a {'whole ' if kind is int else ''}number, got {text!r}"
+            ) from None
         if value != value or value < low or (low_open and value == low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"must be in {where}, got {text}")
         return value
@@ -114,11 +116,14 @@ def report_crash(err: BaseException) -> None:
     from strop import __version__
 
     traceback.print_exception(err, file=sys.stderr)
-    print(f"strop: internal error: {type(err).__name__}: {err}\n"
-          "This is a bug in strop, not a mistake in your input. Please report it to the strop maintainers "
-          "with the command you ran, the traceback above and these versions: "
-          f"strop {__version__}, Python {platform.python_version()}, torch {_version('torch')}, "
-          f"transformers {_version('transformers')}, peft {_version('peft')}.", file=sys.stderr)
+    print(
+        f"strop: internal error: {type(err).__name__}: {err}\n"
+        "This is a bug in strop, not a mistake in your input. Please report it to the strop maintainers "
+        "with the command you ran, the traceback above and these versions: "
+        f"strop {__version__}, Python {platform.python_version()}, torch {_version('torch')}, "
+        f"transformers {_version('transformers')}, peft {_version('peft')}.",
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

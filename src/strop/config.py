@@ -30,7 +30,9 @@ class DatasetSpec(AxolotlDatasetKeys):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="File path (relative to the config file or the working folder) or hub dataset id.")
-    type: str = Field(description="Row format: alpaca, chat (sharegpt accepted), completion, text, or an objective's own (e.g. dpo pairs).")
+    type: str = Field(
+        description="Row format: alpaca, chat (sharegpt accepted), completion, text, or an objective's own (e.g. dpo pairs)."
+    )
     split: str = Field("train", description="Split to read when path is a hub dataset.")
     name: str | None = Field(None, description="Hub dataset configuration (subset) name.")
 
@@ -42,20 +44,38 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    base_model: str = Field("smollm2-135m-instruct", description="Hub id, local HF folder, GGUF file, or the alias smollm2-135m-instruct.")
-    model_type: str | None = Field(None, description="Expected architecture class (e.g. LlamaForCausalLM); checked against the model's config.")
-    tokenizer_config: str | None = Field(None, description="Tokenizer folder or hub id when it differs from base_model.")
-    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you trust the source.")
-    chat_template: str | None = Field(None, description="'chatml' to force ChatML; default: the tokenizer's own template (ChatML if it has none).")
+    base_model: str = Field(
+        "smollm2-135m-instruct", description="Hub id, local HF folder, GGUF file, or the alias smollm2-135m-instruct."
+    )
+    model_type: str | None = Field(
+        None, description="Expected architecture class (e.g. LlamaForCausalLM); checked against the model's config."
+    )
+    tokenizer_config: str | None = Field(
+        None, description="Tokenizer folder or hub id when it differs from base_model."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub to run. Off unless you trust the source."
+    )
+    chat_template: str | None = Field(
+        None, description="'chatml' to force ChatML; default: the tokenizer's own template (ChatML if it has none)."
+    )
 
-    adapter: str | None = Field(None, description="Update strategy: lora, or full/none/empty for full fine-tuning (see the strategy matrix).")
+    adapter: str | None = Field(
+        None, description="Update strategy: lora, or full/none/empty for full fine-tuning (see the strategy matrix)."
+    )
     rl: str | None = Field(None, description="Objective other than SFT (preference or RL); empty means SFT.")
 
     datasets: list[DatasetSpec] = Field(description="Training data: list of {path, type, split?, name?}.")
-    val_set_size: float = Field(0.0, ge=0, description="Held-out share (< 1) or count (>= 1) of examples for eval loss.")
+    val_set_size: float = Field(
+        0.0, ge=0, description="Held-out share (< 1) or count (>= 1) of examples for eval loss."
+    )
     sequence_len: int = Field(2048, gt=8, description="Maximum tokens per example (and per packed row).")
-    excess_length_strategy: Literal["drop", "truncate", "error"] = Field("drop", description="What to do with examples longer than sequence_len.")
-    sample_packing: bool = Field(False, description="Pack several examples into one row, with no attention across them.")
+    excess_length_strategy: Literal["drop", "truncate", "error"] = Field(
+        "drop", description="What to do with examples longer than sequence_len."
+    )
+    sample_packing: bool = Field(
+        False, description="Pack several examples into one row, with no attention across them."
+    )
     train_on_inputs: bool = Field(False, description="Also train on prompt tokens (default: response tokens only).")
 
     micro_batch_size: int = Field(1, gt=0, description="Rows per forward pass.")
@@ -66,33 +86,61 @@ class Config(BaseModel):
     warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Warmup as a share of all steps.")
     warmup_steps: int | None = Field(None, ge=0, description="Warmup steps (takes precedence over warmup_ratio).")
     lr_scheduler: Literal["cosine", "linear", "constant", "warmup_stable_decay"] = Field(
-        "cosine", description="Decay after warmup; warmup_stable_decay holds the peak, then decays (lr_scheduler_kwargs).")
+        "cosine",
+        description="Decay after warmup; warmup_stable_decay holds the peak, then decays (lr_scheduler_kwargs).",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm to this; null or 0 disables.")
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
-                       "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit"] = Field(
-        "adamw_torch", description="AdamW; fused kernels wherever the device has them. 8-bit states: adamw_bnb_8bit = "
-                                   "adamw_8bit, paged_adamw_8bit (bitsandbytes), adamw_torch_8bit/4bit (torchao).")
+    optimizer: Literal[
+        "adamw_torch",
+        "adamw_torch_fused",
+        "adamw",
+        "adamw_bnb_8bit",
+        "adamw_8bit",
+        "paged_adamw_8bit",
+        "paged_adamw_32bit",
+        "adamw_torch_8bit",
+        "adamw_torch_4bit",
+    ] = Field(
+        "adamw_torch",
+        description="AdamW; fused kernels wherever the device has them. 8-bit states: adamw_bnb_8bit = "
+        "adamw_8bit, paged_adamw_8bit (bitsandbytes), adamw_torch_8bit/4bit (torchao).",
+    )
     adam_beta1: float = Field(0.9, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, description="AdamW epsilon.")
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
 
-    bf16: bool | Literal["auto"] = Field("auto", description="bf16 autocast: auto picks it where the device supports it.")
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bf16 autocast: auto picks it where the device supports it."
+    )
     fp16: bool = Field(False, description="fp16 autocast with loss scaling (CUDA only).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
 
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
-    eval_steps: int | None = Field(None, gt=0, description="Eval loss (when val_set_size > 0) and `evaluators` every N steps (and at the end).")
-    evaluators: list[dict[str, Any]] | None = Field(None, description="Evaluators run every eval_steps and at the end: [{type: match|pass_at_k|preference|win_rate|perplexity, data, ...}] (see README, Evaluation).")
-    eval_forgetting: str | dict[str, Any] | None = Field(None, description="General held-out set (file or evaluator spec): base and tuned are scored on it and on the first evaluator at the end (forgetting.json).")
+    eval_steps: int | None = Field(
+        None, gt=0, description="Eval loss (when val_set_size > 0) and `evaluators` every N steps (and at the end)."
+    )
+    evaluators: list[dict[str, Any]] | None = Field(
+        None,
+        description="Evaluators run every eval_steps and at the end: [{type: match|pass_at_k|preference|win_rate|perplexity, data, ...}] (see README, Evaluation).",
+    )
+    eval_forgetting: str | dict[str, Any] | None = Field(
+        None,
+        description="General held-out set (file or evaluator spec): base and tuned are scored on it and on the first evaluator at the end (forgetting.json).",
+    )
     save_steps: int | None = Field(None, gt=0, description="Write a checkpoint every N steps (and at the end).")
     save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
     output_dir: str = Field("./outputs/run", description="Where checkpoints, the final model/adapter and metrics go.")
 
-    sample_prompts: list[str] | None = Field(None, description="Prompts answered before and after training, printed side by side.")
+    sample_prompts: list[str] | None = Field(
+        None, description="Prompts answered before and after training, printed side by side."
+    )
     sample_max_new_tokens: int = Field(48, gt=0, description="Tokens generated per sample prompt.")
-    fsdp: FsdpParams | None = Field(None, description="Under torchrun: {sharding: full_shard|shard_grad_op|no_shard, cpu_offload, activation_checkpointing}.")
+    fsdp: FsdpParams | None = Field(
+        None,
+        description="Under torchrun: {sharding: full_shard|shard_grad_op|no_shard, cpu_offload, activation_checkpointing}.",
+    )
 
     @field_validator("learning_rate", "adam_epsilon", "weight_decay", mode="before")
     @classmethod
@@ -126,8 +174,10 @@ class Config(BaseModel):
             raise ValueError(f"rl: unknown objective '{self.rl}' (known: {', '.join(sorted(OBJECTIVES))})")
         for index, spec in enumerate(self.datasets):
             if spec.type not in known_dataset_types():
-                raise ValueError(f"datasets[{index}].type: unknown type '{spec.type}' "
-                                 f"(known: {', '.join(sorted(known_dataset_types()))})")
+                raise ValueError(
+                    f"datasets[{index}].type: unknown type '{spec.type}' "
+                    f"(known: {', '.join(sorted(known_dataset_types()))})"
+                )
         return self
 
     @property
@@ -169,9 +219,11 @@ def config_class() -> type[Config]:
     from strop.strategies import STRATEGIES
 
     fields: dict[str, Any] = {}
-    for params in [*(getattr(e, "params", None) for e in [*OBJECTIVES.values(), *STRATEGIES.values(), AxolotlKeys]),
-                   MoeParams]:
-        for name, field in (params.model_fields.items() if params else ()):
+    for params in [
+        *(getattr(e, "params", None) for e in [*OBJECTIVES.values(), *STRATEGIES.values(), AxolotlKeys]),
+        MoeParams,
+    ]:
+        for name, field in params.model_fields.items() if params else ():
             fields.setdefault(name, (field.annotation, field))
     return create_model("StropConfig", __base__=Config, **fields)
 
@@ -185,7 +237,7 @@ def key_owners() -> dict[str, str]:
     for kind, registry in (("objective", OBJECTIVES), ("strategy", STRATEGIES)):
         for name, extension in registry.items():
             params = getattr(extension, "params", None)
-            for key in (params.model_fields if params else ()):
+            for key in params.model_fields if params else ():
                 owners.setdefault(key, f"{kind} {name}")
     return owners
 

@@ -26,16 +26,31 @@ from pathlib import Path
 
 from strop.errors import StropError
 
-DEFAULT_RUBRIC = ("Judge how helpful, correct, honest and harmless the answer is for the user's request. "
-                  "Prefer answers that are accurate and directly address the request.")
-_SCORE_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
-    r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]", r"score\s*(?:is|of)?\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)",
-    r"(-?\d+(?:\.\d+)?)\s*/\s*\d+", r"rating\s*[:=]?\s*(-?\d+(?:\.\d+)?)")]
-_CHOICE_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
-    r"\[\[\s*([AB])\s*\]\]",
-    (r"(?:winner|better|choice|verdict|prefer(?:red)?)\s*(?:answer|response)?\s*(?:is)?\s*[:=]?\s*"
-     r"\**\s*\(?\b([AB])\b"), r"\b(?:answer|response|assistant)\s*\(?([AB])\)?\s+is\s+(?:better|preferred)",
-    r"^\s*\(?([AB])\)?[\s.:)]*$")]
+DEFAULT_RUBRIC = (
+    "Judge how helpful, correct, honest and harmless the answer is for the user's request. "
+    "Prefer answers that are accurate and directly address the request."
+)
+_SCORE_PATTERNS = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]",
+        r"score\s*(?:is|of)?\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)",
+        r"(-?\d+(?:\.\d+)?)\s*/\s*\d+",
+        r"rating\s*[:=]?\s*(-?\d+(?:\.\d+)?)",
+    )
+]
+_CHOICE_PATTERNS = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\[\[\s*([AB])\s*\]\]",
+        (
+            r"(?:winner|better|choice|verdict|prefer(?:red)?)\s*(?:answer|response)?\s*(?:is)?\s*[:=]?\s*"
+            r"\**\s*\(?\b([AB])\b"
+        ),
+        r"\b(?:answer|response|assistant)\s*\(?([AB])\)?\s+is\s+(?:better|preferred)",
+        r"^\s*\(?([AB])\)?[\s.:)]*$",
+    )
+]
 
 _UNDECIDED = re.compile(r"\b[AB]\s+(?:or|and)\s+[AB]\b|\btie\b", re.IGNORECASE)
 
@@ -53,7 +68,7 @@ def parse_score(text: str, low: float, high: float) -> float | None:
 
 
 def parse_choice(text: str) -> str | None:
-    """"A" or "B" when the answer names one winner, else None (a tie, "A or B", or no answer)."""
+    """ "A" or "B" when the answer names one winner, else None (a tie, "A or B", or no answer)."""
     if _UNDECIDED.search(text):
         return None
     for pattern in _CHOICE_PATTERNS:
@@ -100,32 +115,50 @@ class LocalBackend:
         out = []
         with torch.no_grad(), eval_mode(self.model):
             for start in range(0, len(prompts), self.batch_size):
-                chunk = [[{"role": "user", "content": p}] for p in prompts[start:start + self.batch_size]]
+                chunk = [[{"role": "user", "content": p}] for p in prompts[start : start + self.batch_size]]
                 inputs = chat_inputs(tok, chunk, device, suffix=prefix)
                 logits = self.model(**inputs).logits[:, -1, ids].float()
                 out += torch.softmax(logits, dim=-1)[:, 0].tolist()
         return out
 
-    def complete(self, prompts: Sequence[str], temperature: float = 0.0, max_new_tokens: int | None = None) -> list[str]:
+    def complete(
+        self, prompts: Sequence[str], temperature: float = 0.0, max_new_tokens: int | None = None
+    ) -> list[str]:
         from strop.models.generate import answer
 
         conversations = [[{"role": "user", "content": p}] for p in prompts]
-        return answer(self.model, self.tokenizer, conversations, max_new_tokens or self.max_new_tokens,
-                      temperature, self.batch_size)
+        return answer(
+            self.model,
+            self.tokenizer,
+            conversations,
+            max_new_tokens or self.max_new_tokens,
+            temperature,
+            self.batch_size,
+        )
 
 
 class HttpBackend:
     """An OpenAI-compatible server: POST {url}/chat/completions; the key comes from an environment variable."""
 
-    def __init__(self, url: str, model: str, api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 64,
-                 timeout: float = 120.0):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_new_tokens: int = 64,
+        timeout: float = 120.0,
+    ):
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
         self.model, self.key, self.name = model, os.environ.get(api_key_env), f"{url} ({model})"
         self.max_new_tokens, self.timeout = max_new_tokens, timeout
 
     def _one(self, prompt: str, temperature: float, max_new_tokens: int) -> str:
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": temperature, "max_tokens": max_new_tokens}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": temperature,
+            "max_tokens": max_new_tokens,
+        }
         headers = {"Content-Type": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
@@ -140,7 +173,9 @@ class HttpBackend:
         except (KeyError, IndexError, TypeError) as err:
             raise StropError(f"judge endpoint {self.url}: the reply has no choices[0].message.content") from err
 
-    def complete(self, prompts: Sequence[str], temperature: float = 0.0, max_new_tokens: int | None = None) -> list[str]:
+    def complete(
+        self, prompts: Sequence[str], temperature: float = 0.0, max_new_tokens: int | None = None
+    ) -> list[str]:
         return [self._one(p, temperature, max_new_tokens or self.max_new_tokens) for p in prompts]
 
 
@@ -154,8 +189,15 @@ def make_backend(target: str, max_new_tokens: int = 64, endpoint_model: str | No
 class LLMJudge:
     """Pointwise scores on [low, high] and pairwise preferences, from a backend's text answers."""
 
-    def __init__(self, backend, rubric: str = DEFAULT_RUBRIC, low: float = 1, high: float = 10,
-                 both_orders: bool = True, logprobs: bool = False):
+    def __init__(
+        self,
+        backend,
+        rubric: str = DEFAULT_RUBRIC,
+        low: float = 1,
+        high: float = 10,
+        both_orders: bool = True,
+        logprobs: bool = False,
+    ):
         if logprobs and not hasattr(backend, "choice_probability"):
             raise StropError(f"judge {backend.name}: verdicts from logits need a local model, not an endpoint")
         self.backend, self.rubric, self.low, self.high, self.both_orders = backend, rubric, low, high, both_orders
@@ -164,20 +206,30 @@ class LLMJudge:
         self.unparseable = 0
 
     def describe(self) -> dict:
-        return {"model": self.backend.name, "scale": [self.low, self.high], "both_orders": self.both_orders,
-                "verdict": "logits" if self.logprobs else "text", "asked": self.asked, "unparseable": self.unparseable}
+        return {
+            "model": self.backend.name,
+            "scale": [self.low, self.high],
+            "both_orders": self.both_orders,
+            "verdict": "logits" if self.logprobs else "text",
+            "asked": self.asked,
+            "unparseable": self.unparseable,
+        }
 
     def _ask(self, prompts: list[str]) -> list[str]:
         self.asked += len(prompts)
         return self.backend.complete(prompts)
 
     def score_prompt(self, prompt: str, response: str) -> str:
-        return (f"{self.rubric}\n\n[Question]\n{prompt}\n\n[Answer]\n{response}\n\n"
-                f"Rate the answer from {self.low:g} to {self.high:g}. Reply in the form: Score: <number>")
+        return (
+            f"{self.rubric}\n\n[Question]\n{prompt}\n\n[Answer]\n{response}\n\n"
+            f"Rate the answer from {self.low:g} to {self.high:g}. Reply in the form: Score: <number>"
+        )
 
     def compare_prompt(self, prompt: str, a: str, b: str) -> str:
-        return (f"{self.rubric}\n\n[Question]\n{prompt}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
-                "Which answer is better? Reply in the form: Winner: A  or  Winner: B")
+        return (
+            f"{self.rubric}\n\n[Question]\n{prompt}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
+            "Which answer is better? Reply in the form: Winner: A  or  Winner: B"
+        )
 
     def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         scores = []

@@ -82,8 +82,10 @@ def check_replaceable(folder: Path, what: str) -> None:
         raise StropError(f"{what} {folder} is a file, not a folder; choose a folder path")
     others = foreign(folder)
     if others:
-        raise StropError(f"{what} {folder} holds files strop did not write ({describe(others)}); strop never "
-                         "deletes those: move them out or choose another folder")
+        raise StropError(
+            f"{what} {folder} holds files strop did not write ({describe(others)}); strop never "
+            "deletes those: move them out or choose another folder"
+        )
 
 
 def remove_own(folder: Path) -> None:
@@ -94,7 +96,6 @@ def remove_own(folder: Path) -> None:
         if entry.name in names or abandoned(entry):
             remove_entry(entry)
     (folder / MANIFEST).unlink(missing_ok=True)
-
 
 
 def place_folder(staged: Path, out: Path, what: str) -> Path:

@@ -30,7 +30,9 @@ class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Folder name of the stage inside output_dir.")
-    kind: Literal["train", "merge", "export"] = Field(description="train (a training config), merge (a merge config) or export (GGUF).")
+    kind: Literal["train", "merge", "export"] = Field(
+        description="train (a training config), merge (a merge config) or export (GGUF)."
+    )
     config: str | None = Field(None, description="Training or merge YAML, relative to the pipeline file.")
     set: dict[str, Any] = Field(default_factory=dict, description="Overrides of the stage config's keys.")
     optional: bool = Field(False, description="Skip, with a note, when this strop lacks the stage's objective.")
@@ -43,7 +45,9 @@ class Pipeline(BaseModel):
 
     base_model: str = Field("smollm2-135m-instruct", description="Model the first training stage starts from.")
     output_dir: str = Field("outputs/pipeline", description="One folder per stage, plus report.md.")
-    sample_prompts: list[str] = Field(default_factory=list, description="Answered by every stage's model for the report.")
+    sample_prompts: list[str] = Field(
+        default_factory=list, description="Answered by every stage's model for the report."
+    )
     sample_max_new_tokens: int = Field(48, gt=0)
     stages: list[Stage]
 
@@ -60,8 +64,10 @@ def load_pipeline(path: Path) -> Pipeline:
         raise StropError(f"{path}: invalid pipeline: {details}") from err
     for stage in spec.stages:  # every stage's file exists before the first stage spends any time
         if stage.config and not (path.resolve().parent / stage.config).is_file():
-            raise StropError(f"{path}: stage {stage.name}: config file not found: {stage.config} "
-                             f"(paths are relative to the pipeline file)")
+            raise StropError(
+                f"{path}: stage {stage.name}: config file not found: {stage.config} "
+                f"(paths are relative to the pipeline file)"
+            )
     return spec
 
 
@@ -86,7 +92,6 @@ def _train_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tupl
     summary = _last_metrics(out / "metrics.jsonl")
     if (out / "adapter_config.json").is_file():
         from strop.export.merge_lora import merge_lora
-
         from strop.models import resolve_model_path
 
         merged = merge_lora(resolve_model_path(model), out, folder / "merged")
@@ -98,8 +103,11 @@ def _last_metrics(path: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in path.read_text().splitlines() if line]
     last = {k: v for k, v in records[-1].items() if isinstance(v, (int, float))} if records else {}
     evals = {key: [r[key] for r in records if key in r] for key in ("eval_loss", "eval_reward")}
-    return {"final": last, **{key: values[-1] for key, values in evals.items() if values},
-            "loss_curve": str(path.parent / "loss.png")}
+    return {
+        "final": last,
+        **{key: values[-1] for key, values in evals.items() if values},
+        "loss_curve": str(path.parent / "loss.png"),
+    }
 
 
 def _merge_stage(stage: Stage, base_dir: Path, model: str, folder: Path) -> tuple[str, dict[str, Any]]:
@@ -129,8 +137,8 @@ RUNNERS = {"train": _train_stage, "merge": _merge_stage, "export": _export_stage
 
 
 def _samples(model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
-    from strop.models.saved import load_for_chat
     from strop.models.generate import answer_prompts
+    from strop.models.saved import load_for_chat
 
     loaded, tokenizer = load_for_chat(model)
     return answer_prompts(loaded, tokenizer, prompts, max_new_tokens)
@@ -155,7 +163,13 @@ def run_pipeline(path: Path) -> Path:
     model = spec.base_model
     results: list[dict[str, Any]] = []
     if spec.sample_prompts:
-        results.append({"name": "base", "model": model, "samples": _samples(model, spec.sample_prompts, spec.sample_max_new_tokens)})
+        results.append(
+            {
+                "name": "base",
+                "model": model,
+                "samples": _samples(model, spec.sample_prompts, spec.sample_max_new_tokens),
+            }
+        )
     for stage in spec.stages:
         folder, done = out / stage.name, out / stage.name / "stage.json"
         if done.is_file():
@@ -166,14 +180,24 @@ def run_pipeline(path: Path) -> Path:
             fresh_stage_folder(out, folder)
             started = time.perf_counter()
             new_model, info = RUNNERS[stage.kind](stage, base_dir, model, folder)
-            record = {"name": stage.name, "kind": stage.kind, "model": new_model, "seconds": round(time.perf_counter() - started, 1), **info}
+            record = {
+                "name": stage.name,
+                "kind": stage.kind,
+                "model": new_model,
+                "seconds": round(time.perf_counter() - started, 1),
+                **info,
+            }
             if spec.sample_prompts and stage.kind != "export" and "skipped" not in info:
                 record["samples"] = _samples(new_model, spec.sample_prompts, spec.sample_max_new_tokens)
             done.write_text(json.dumps(record, indent=1))
         model = record["model"]
         results.append(record)
     report = write_report(out, spec, results)
-    runs = [Path(r["adapter"] if "adapter" in r else r["model"]) for r in results if r.get("kind") == "train" and "skipped" not in r]
+    runs = [
+        Path(r["adapter"] if "adapter" in r else r["model"])
+        for r in results
+        if r.get("kind") == "train" and "skipped" not in r
+    ]
     if runs:
         from strop.evaluation.report import write_report as write_run_report
 
@@ -183,11 +207,20 @@ def run_pipeline(path: Path) -> Path:
 
 
 def write_report(out: Path, spec: Pipeline, results: list[dict[str, Any]]) -> Path:
-    lines = ["# strop pipeline report", "", f"Base model: `{spec.base_model}`", "", "| stage | kind | seconds | result |", "|---|---|---|---|"]
+    lines = [
+        "# strop pipeline report",
+        "",
+        f"Base model: `{spec.base_model}`",
+        "",
+        "| stage | kind | seconds | result |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         if r["name"] == "base":
             continue
-        result = r.get("skipped") or ", ".join(f"{k}: {v:.4g}" for k, v in r.get("final", {}).items() if k in ("loss", "reward", "step"))
+        result = r.get("skipped") or ", ".join(
+            f"{k}: {v:.4g}" for k, v in r.get("final", {}).items() if k in ("loss", "reward", "step")
+        )
         for key in ("eval_loss", "eval_reward"):
             if key in r:
                 result += f", {key}: {r[key]:.4g}"

@@ -184,8 +184,10 @@ def describe_write_error(err: BaseException, where: Path, needed: int | None = N
         return f"cannot write {file}: {reason}{tail}"
     usage = shutil.disk_usage(_existing(where))
     need = f", about {human_size(needed)} needed" if needed else ""
-    return (f"no space left on the device writing {file}: {human_size(usage.free)} free of "
-            f"{human_size(usage.total)}{need}{tail}")
+    return (
+        f"no space left on the device writing {file}: {human_size(usage.free)} free of "
+        f"{human_size(usage.total)}{need}{tail}"
+    )
 
 
 _nesting = threading.local()

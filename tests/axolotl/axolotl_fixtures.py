@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 CONFIGS = Path(__file__).parent / "configs"
 CONFIG_NAMES = sorted(p.name for p in CONFIGS.glob("*.y*ml"))
 WORDS = ["fox", "dog", "world", "review", "two", "four", "quick", "lazy"]
@@ -23,8 +22,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def alpaca_rows(n: int) -> list[dict]:
-    return [{"instruction": f"Say {WORDS[i % 8]} {i}", "input": "x" * (i % 3),
-             "output": f"Sentiment: {'positive' if i % 2 else 'negative'} {WORDS[i % 3]}"} for i in range(n)]
+    return [
+        {
+            "instruction": f"Say {WORDS[i % 8]} {i}",
+            "input": "x" * (i % 3),
+            "output": f"Sentiment: {'positive' if i % 2 else 'negative'} {WORDS[i % 3]}",
+        }
+        for i in range(n)
+    ]
 
 
 def _family(base_model: str) -> str:
@@ -38,18 +43,38 @@ def _family(base_model: str) -> str:
 def build_family_model(folder: Path, family: str, tokenizer_from: Path) -> Path:
     """A tiny random model of `family`, with the shared tiny tokenizer."""
     import torch
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        AutoTokenizer,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
-    classes = {"mistral": (MistralConfig, MistralForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-               "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+    classes = {
+        "mistral": (MistralConfig, MistralForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    }
     tok = AutoTokenizer.from_pretrained(tokenizer_from)
     tok.save_pretrained(folder)
     config_cls, model_cls = classes[family]
     torch.manual_seed(0)
-    config = config_cls(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=512, head_dim=16,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    config = config_cls(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=512,
+        head_dim=16,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     model_cls(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -76,17 +101,28 @@ def rows_for(spec: dict, n: int = 24) -> list[dict]:
         user, good, bad = _turns(i)
         if kind == "chat_template":
             field = spec.get("field_messages", "messages")
-            role, content = (spec.get("message_property_mappings") or {}).get("role", "role"), \
-                (spec.get("message_property_mappings") or {}).get("content", "content")
+            role, content = (
+                (spec.get("message_property_mappings") or {}).get("role", "role"),
+                (spec.get("message_property_mappings") or {}).get("content", "content"),
+            )
             names = ("human", "gpt") if role == "from" else ("user", "assistant")
             rows.append({field: [{role: names[0], content: user}, {role: names[1], content: good}]})
         elif kind == "chat_template.default":
-            rows.append({spec.get("field_messages", "messages"): [{"role": "user", "content": user}],
-                         spec.get("field_chosen", "chosen"): {"role": "assistant", "content": good},
-                         spec.get("field_rejected", "rejected"): {"role": "assistant", "content": bad}})
+            rows.append(
+                {
+                    spec.get("field_messages", "messages"): [{"role": "user", "content": user}],
+                    spec.get("field_chosen", "chosen"): {"role": "assistant", "content": good},
+                    spec.get("field_rejected", "rejected"): {"role": "assistant", "content": bad},
+                }
+            )
         elif kind == "chat_template.argilla":
-            rows.append({"prompt": user, "chosen": [{"role": "user", "content": user}, {"role": "assistant", "content": good}],
-                         "rejected": [{"role": "user", "content": user}, {"role": "assistant", "content": bad}]})
+            rows.append(
+                {
+                    "prompt": user,
+                    "chosen": [{"role": "user", "content": user}, {"role": "assistant", "content": good}],
+                    "rejected": [{"role": "user", "content": user}, {"role": "assistant", "content": bad}],
+                }
+            )
         elif kind == "llama3.ultra":
             rows.append({"prompt": user, "completion": good if i % 2 else bad, "label": bool(i % 2)})
         elif kind == "bradley_terry.chat_template":
@@ -98,7 +134,9 @@ def rows_for(spec: dict, n: int = 24) -> list[dict]:
     return rows
 
 
-def localize(name: str, folder: Path, models: dict[str, Path], max_steps: int = 1, short_rollouts: bool = False) -> Path:
+def localize(
+    name: str, folder: Path, models: dict[str, Path], max_steps: int = 1, short_rollouts: bool = False
+) -> Path:
     """A copy of config `name` in `folder`, changed only where the brief allows, and the data it reads."""
     raw = yaml.safe_load((CONFIGS / name).read_text())
     raw["base_model"] = str(models[_family(raw["base_model"])])

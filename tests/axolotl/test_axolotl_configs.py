@@ -6,11 +6,11 @@ import json
 
 import pytest
 import yaml
+from axolotl_fixtures import CONFIG_NAMES, CONFIGS, localize
 
 from strop.config import load_config
 from strop.errors import StropError
 
-from axolotl_fixtures import CONFIG_NAMES, CONFIGS, localize
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_config_validates_as_written(name, tmp_path, family_models, capsys):

@@ -15,7 +15,7 @@ import yaml
 
 COMPLETE_MARKERS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "Modelfile")
 
-REWARDS_PY = '''
+REWARDS_PY = """
 def raises(prompts, completions, rows):
     raise ValueError("boom")
 
@@ -27,7 +27,7 @@ def nones(prompts, completions, rows):
 
 def text(prompts, completions, rows):
     return "high"
-'''
+"""
 
 
 def looks_complete(path: Path) -> bool:
@@ -44,8 +44,15 @@ def save_llama(folder: Path, tokenizer_from: Path | None = None, **sizes) -> Pat
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=300, max_position_embeddings=512)
+    config = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=300,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**{**config, **sizes})).save_pretrained(folder, safe_serialization=True)
     if tokenizer_from is not None:
@@ -95,15 +102,28 @@ class World:
         return str(path)
 
     def rows(self, n: int = 16) -> list[dict]:
-        return [{"instruction": f"Say {word} {i}", "output": f"Sentiment: {word}"}
-                for i, word in enumerate(["fox", "dog", "world", "review"] * (n // 4))]
+        return [
+            {"instruction": f"Say {word} {i}", "output": f"Sentiment: {word}"}
+            for i, word in enumerate(["fox", "dog", "world", "review"] * (n // 4))
+        ]
 
     def config(self, data: str | None = None, dtype: str = "alpaca", **overrides) -> str:
         """A training config for the tiny model (a good alpaca file unless `data` names another)."""
         data = data or self.file("data.jsonl", self.rows())
-        cfg = {"base_model": str(self.tiny), "adapter": "lora", "lora_r": 4, "lora_alpha": 8,
-               "datasets": [{"path": data, "type": dtype}], "sequence_len": 128, "micro_batch_size": 4,
-               "max_steps": 1, "learning_rate": 1e-3, "bf16": False, "output_dir": str(self.out), "seed": 1}
+        cfg = {
+            "base_model": str(self.tiny),
+            "adapter": "lora",
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "datasets": [{"path": data, "type": dtype}],
+            "sequence_len": 128,
+            "micro_batch_size": 4,
+            "max_steps": 1,
+            "learning_rate": 1e-3,
+            "bf16": False,
+            "output_dir": str(self.out),
+            "seed": 1,
+        }
         cfg.update(overrides)
         return self.file("config.yml", yaml.safe_dump(cfg))
 
@@ -119,8 +139,15 @@ class World:
         self.file("rewards.py", REWARDS_PY)
         prompts = rows or [{"prompt": f"Say {w} {i}"} for i, w in enumerate(["fox", "dog", "world", "review"])]
         rewards = [{"type": "function", "function": function}] if function else []
-        keys = {"rl": "grpo", "rewards": rewards, "num_generations": 2, "max_completion_length": 4,
-                "micro_batch_size": 2, "sequence_len": 64, **overrides}
+        keys = {
+            "rl": "grpo",
+            "rewards": rewards,
+            "num_generations": 2,
+            "max_completion_length": 4,
+            "micro_batch_size": 2,
+            "sequence_len": 64,
+            **overrides,
+        }
         return self.config(self.file("prompts.jsonl", prompts), "prompt", **keys)
 
     def merge_config(self, method: str = "linear", models: list | None = None, **keys) -> str:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from bad_input_world import looks_complete
 
 import strop
-from bad_input_world import looks_complete
 from strop.cli import main
 
 SRC = str(Path(strop.__file__).resolve().parents[1])
@@ -49,11 +49,13 @@ def test_debug_flag_adds_the_traceback_in_a_real_process(world):
 
 @pytest.mark.slow
 def test_unforeseen_crash_keeps_its_traceback_and_says_how_to_report(world):
-    crash = ("import sys, strop.train.loop as loop\n"
-             "def broken(*args, **kwargs):\n    return {}['missing']\n"
-             "loop.train = broken\n"
-             "from strop.cli import main\n"
-             f"sys.exit(main(['train', {world.config()!r}]))\n")
+    crash = (
+        "import sys, strop.train.loop as loop\n"
+        "def broken(*args, **kwargs):\n    return {}['missing']\n"
+        "loop.train = broken\n"
+        "from strop.cli import main\n"
+        f"sys.exit(main(['train', {world.config()!r}]))\n"
+    )
     done = strop_process(code=crash)
     assert done.returncode == 1
     assert "Traceback (most recent call last)" in done.stderr and "KeyError: 'missing'" in done.stderr
@@ -64,7 +66,11 @@ def test_unforeseen_crash_keeps_its_traceback_and_says_how_to_report(world):
 
 def test_debug_flag_before_or_after_the_command_and_from_the_environment(world, capsys, monkeypatch):
     config = bad_data_config(world)
-    for argv, env in ((["--debug", "train", config], None), (["train", config, "--debug"], None), (["train", config], "1")):
+    for argv, env in (
+        (["--debug", "train", config], None),
+        (["train", config, "--debug"], None),
+        (["train", config], "1"),
+    ):
         if env:
             monkeypatch.setenv("STROP_DEBUG", env)
         assert main(argv) == 2
@@ -85,12 +91,15 @@ def test_crash_in_process_returns_1_with_traceback(world, capsys, monkeypatch):
 
 
 def test_reward_failing_on_some_rows_is_said_once_and_the_run_finishes(world, capsys):
-    world.file("picky.py", "def picky(prompts, completions, rows):\n"
-                           "    return [1.0 / (row['n'] % 2) for row in rows]\n")
+    world.file(
+        "picky.py", "def picky(prompts, completions, rows):\n    return [1.0 / (row['n'] % 2) for row in rows]\n"
+    )
     rows = [{"prompt": f"Say {i}", "n": i} for i in range(4)]
     assert main(["train", world.rl_config("picky.py:picky", rows=rows)]) == 0
     err = capsys.readouterr().err
-    warnings = [line for line in err.splitlines() if line.startswith("strop: warning: function reward 'picky.py:picky'")]
+    warnings = [
+        line for line in err.splitlines() if line.startswith("strop: warning: function reward 'picky.py:picky'")
+    ]
     assert len(warnings) == 1, err
     assert "raised ZeroDivisionError: float division by zero (at picky.py:2)" in warnings[0]
     assert looks_complete(world.out)
@@ -100,7 +109,7 @@ def test_summary_repeats_how_many_rows_were_dropped(world, capsys):
     rows = world.rows(8) + [{"instruction": "word " * 200, "output": "b"}]
     assert main(["train", world.data_config("data.jsonl", rows)]) == 0
     out = capsys.readouterr().out
-    summary = out[out.index("done."):]
+    summary = out[out.index("done.") :]
     assert "dropped 1 of 9 examples longer than sequence_len=128" in summary
 
 

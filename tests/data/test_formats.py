@@ -18,14 +18,17 @@ def test_sharegpt_converted():
     assert ex["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
 
 
-@pytest.mark.parametrize("kind,row,message", [
-    ("alpaca", {"instruction": "x"}, r"f:3: missing field 'output'"),
-    ("alpaca", {"instruction": "x", "output": 5}, r"f:3: field 'output' must be a string, got int"),
-    ("chat", {"messages": [{"role": "user", "content": "hi"}]}, r"f:3: the conversation has no assistant"),
-    ("chat", {"messages": [{"role": "robot", "content": "hi"}]}, r"f:3: messages\[0\]: field 'role'"),
-    ("completion", {"prompt": "a"}, r"f:3: missing field 'completion'"),
-    ("text", {"text": ""}, r"f:3: field 'text' is empty"),
-])
+@pytest.mark.parametrize(
+    "kind,row,message",
+    [
+        ("alpaca", {"instruction": "x"}, r"f:3: missing field 'output'"),
+        ("alpaca", {"instruction": "x", "output": 5}, r"f:3: field 'output' must be a string, got int"),
+        ("chat", {"messages": [{"role": "user", "content": "hi"}]}, r"f:3: the conversation has no assistant"),
+        ("chat", {"messages": [{"role": "robot", "content": "hi"}]}, r"f:3: messages\[0\]: field 'role'"),
+        ("completion", {"prompt": "a"}, r"f:3: missing field 'completion'"),
+        ("text", {"text": ""}, r"f:3: field 'text' is empty"),
+    ],
+)
 def test_bad_rows_name_location_and_field(kind, row, message):
     with pytest.raises(StropError, match=message):
         FORMATS[kind](row, "f:3")
@@ -60,8 +63,12 @@ def test_labels_cover_assistant_reply_only(tiny_model):
     from strop.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model))
-    messages = [{"role": "user", "content": "hello world"}, {"role": "assistant", "content": "Sentiment: positive"},
-                {"role": "user", "content": "again"}, {"role": "assistant", "content": "Sentiment: negative"}]
+    messages = [
+        {"role": "user", "content": "hello world"},
+        {"role": "assistant", "content": "Sentiment: positive"},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "Sentiment: negative"},
+    ]
     out = tokenize_example({"messages": messages}, tok, train_on_inputs=False, where="x")
     trained = tok.decode([t for t, l in zip(out["input_ids"], out["labels"]) if l != IGNORE])
     assert trained == "Sentiment: positive<|im_end|>\nSentiment: negative<|im_end|>\n"

@@ -11,7 +11,7 @@ def examples():
     out = []
     for length in (7, 13, 5, 21, 9, 3):
         ids = torch.randint(3, 200, (length,), generator=gen).tolist()
-        labels = [IGNORE] * (length // 2) + ids[length // 2:]
+        labels = [IGNORE] * (length // 2) + ids[length // 2 :]
         out.append({"input_ids": ids, "labels": labels})
     return out
 

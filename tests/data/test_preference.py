@@ -5,12 +5,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from strop.data.preference import (build_pair_data, build_unpaired_data, collate_pairs, collate_unpaired,
-                                   encode_prompt, pair, pair_sequences)
+from strop.data.preference import (
+    build_pair_data,
+    build_unpaired_data,
+    collate_pairs,
+    collate_unpaired,
+    encode_prompt,
+    pair,
+    pair_sequences,
+)
 from strop.data.tokenize import IGNORE
 from strop.errors import StropError
 from strop.models import load_tokenizer
-
 
 
 def write_jsonl(path, rows):
@@ -20,8 +26,15 @@ def write_jsonl(path, rows):
 
 def cfg_for(path, kind="dpo", **over):
     spec = SimpleNamespace(path=str(path), type=kind, split="train", name=None)
-    values = dict(datasets=[spec], chat_template=None, sequence_len=128, excess_length_strategy="drop",
-                  sample_packing=False, val_set_size=0, seed=0)
+    values = dict(
+        datasets=[spec],
+        chat_template=None,
+        sequence_len=128,
+        excess_length_strategy="drop",
+        sample_packing=False,
+        val_set_size=0,
+        seed=0,
+    )
     values.update(over)
     return SimpleNamespace(**values)
 
@@ -32,29 +45,45 @@ def tok(tiny_model):
 
 
 def pairs(n=6):
-    return [{"prompt": f"Classify review {i}", "chosen": "Sentiment: positive", "rejected": "Sentiment: negative"}
-            for i in range(n)]
+    return [
+        {"prompt": f"Classify review {i}", "chosen": "Sentiment: positive", "rejected": "Sentiment: negative"}
+        for i in range(n)
+    ]
 
 
 def test_formats_accept_strings_message_lists_and_full_conversations():
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     a = pair({"prompt": msgs, "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": "Go away"}, "f:1")
     assert a == {"prompt": msgs, "chosen": "Hello", "rejected": "Go away"}
-    b = pair({"chosen": msgs + [{"role": "assistant", "content": "Hello"}],
-              "rejected": msgs + [{"role": "assistant", "content": "No"}]}, "f:2")
+    b = pair(
+        {
+            "chosen": msgs + [{"role": "assistant", "content": "Hello"}],
+            "rejected": msgs + [{"role": "assistant", "content": "No"}],
+        },
+        "f:2",
+    )
     assert b["prompt"] == msgs and b["rejected"] == "No"
     c = pair({"prompt": "Hi", "system": "Be brief.", "chosen": "a", "rejected": "b"}, "f:3")
     assert c["prompt"] == msgs
 
 
-@pytest.mark.parametrize("row,message", [
-    ({"prompt": "p", "rejected": "b"}, "f.jsonl:7: missing field 'chosen'"),
-    ({"prompt": "p", "chosen": "same", "rejected": "same "}, "f.jsonl:7: 'chosen' and 'rejected' are the same reply"),
-    ({"prompt": "p", "chosen": "  ", "rejected": "b"}, "f.jsonl:7: field 'chosen' is empty"),
-    ({"prompt": "", "chosen": "a", "rejected": "b"}, "f.jsonl:7: field 'prompt' is empty"),
-    ({"prompt": "p", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"}, "must end with an assistant message"),
-    ({"prompt": "p", "chosen": 3, "rejected": "b"}, "field 'chosen' must be a string"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ({"prompt": "p", "rejected": "b"}, "f.jsonl:7: missing field 'chosen'"),
+        (
+            {"prompt": "p", "chosen": "same", "rejected": "same "},
+            "f.jsonl:7: 'chosen' and 'rejected' are the same reply",
+        ),
+        ({"prompt": "p", "chosen": "  ", "rejected": "b"}, "f.jsonl:7: field 'chosen' is empty"),
+        ({"prompt": "", "chosen": "a", "rejected": "b"}, "f.jsonl:7: field 'prompt' is empty"),
+        (
+            {"prompt": "p", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"},
+            "must end with an assistant message",
+        ),
+        ({"prompt": "p", "chosen": 3, "rejected": "b"}, "field 'chosen' must be a string"),
+    ],
+)
 def test_bad_rows_name_file_line_and_field(row, message):
     with pytest.raises(StropError, match=message):
         pair(row, "f.jsonl:7")
@@ -77,8 +106,13 @@ def test_pair_rows_share_the_prompt_and_rebuild_both_sequences(tmp_path, tok):
     text = tok.decode(chosen)
     assert text.startswith("<|im_start|>user\nClassify review") and text.endswith("Sentiment: positive<|im_end|>\n")
     # the same ids the chat template gives for the whole conversation
-    full = tok.apply_chat_template([{"role": "user", "content": text.split("\n")[1].split("<")[0]},
-                                    {"role": "assistant", "content": "Sentiment: positive"}], tokenize=False)
+    full = tok.apply_chat_template(
+        [
+            {"role": "user", "content": text.split("\n")[1].split("<")[0]},
+            {"role": "assistant", "content": "Sentiment: positive"},
+        ],
+        tokenize=False,
+    )
     assert tok.decode(chosen) == full
 
 
@@ -92,7 +126,7 @@ def test_collate_stacks_chosen_then_rejected_with_reply_only_labels(tmp_path, to
         p = row["prompt_len"]
         assert batch["input_ids"][i, : len(chosen)].tolist() == chosen
         assert batch["input_ids"][3 + i, : len(rejected)].tolist() == rejected
-        assert (batch["labels"][i, :p] == IGNORE).all() and batch["labels"][i, p:len(chosen)].tolist() == chosen[p:]
+        assert (batch["labels"][i, :p] == IGNORE).all() and batch["labels"][i, p : len(chosen)].tolist() == chosen[p:]
         assert int(batch["attention_mask"][3 + i].sum()) == len(rejected)
     for row in rows:
         row["ref"] = (-1.0, -2.0)
@@ -120,8 +154,14 @@ def test_wrong_dataset_type_for_objective(tmp_path, tok):
 
 
 def test_unpaired_rows_get_mismatched_kl_completions(tmp_path, tok):
-    rows = [{"prompt": f"Review {i}", "completion": f"Sentiment: {'positive' if i % 2 else 'negative'}",
-             "label": bool(i % 2)} for i in range(5)]
+    rows = [
+        {
+            "prompt": f"Review {i}",
+            "completion": f"Sentiment: {'positive' if i % 2 else 'negative'}",
+            "label": bool(i % 2),
+        }
+        for i in range(5)
+    ]
     path = write_jsonl(tmp_path / "k.jsonl", rows)
     train, _, _ = build_unpaired_data(cfg_for(path, "kto"), tok, None, "kto")
     assert len(train) == 5
@@ -131,7 +171,7 @@ def test_unpaired_rows_get_mismatched_kl_completions(tmp_path, tok):
         p = row["prompt_len"]
         mismatched = batch["input_ids"][5 + i][: p + len(row["kl_ids"])].tolist()
         assert mismatched == row["input_ids"][:p] + row["kl_ids"]
-        partner = next(r for r in train if r["input_ids"][r["prompt_len"]:] == row["kl_ids"])
+        partner = next(r for r in train if r["input_ids"][r["prompt_len"] :] == row["kl_ids"])
         assert partner["input_ids"][: partner["prompt_len"]] != row["input_ids"][:p] or partner is row
 
 

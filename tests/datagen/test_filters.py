@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from datagen_support import write_jsonl
 
 from strop.datagen import filters as f
 from strop.datagen.diversity import DiversitySelect, even_allocation
@@ -14,7 +15,6 @@ from strop.datagen.language import detect
 from strop.datagen.minhash import MinHasher, NearDuplicateIndex, bands_for, estimate, jaccard, shingles
 from strop.datagen.mixture import mix, mixture_counts, parse_source
 from strop.errors import StropError
-from datagen_support import write_jsonl
 
 
 def test_shingles_and_exact_jaccard():
@@ -41,7 +41,7 @@ def test_lsh_bands_put_the_s_curve_step_near_the_threshold():
     assert bands * rows <= 128
     step = (1 / bands) ** (1 / rows)  # similarity where P(candidate) rises fastest
     assert 0.6 < step < 0.9
-    p = lambda s: 1 - (1 - s ** rows) ** bands  # noqa: E731
+    p = lambda s: 1 - (1 - s**rows) ** bands  # noqa: E731
     assert p(0.95) > 0.99 and p(0.3) < 0.01
 
 
@@ -64,7 +64,11 @@ def test_run_filters_reports_each_drop_with_its_reason(tmp_path):
     rows[3]["output"] = "x"
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out, rejects = tmp_path / "o.jsonl", tmp_path / "r.jsonl"
-    stages = [f.Length(min_words=2, part="response"), f.ExactDedup(), f.NearDedup(0.5, ngram=3)]  # the "now" row: J = 12/18
+    stages = [
+        f.Length(min_words=2, part="response"),
+        f.ExactDedup(),
+        f.NearDedup(0.5, ngram=3),
+    ]  # the "now" row: J = 12/18
     report = run_filters(str(data), str(out), stages, rejects_path=str(rejects))
     kept = [json.loads(line)["instruction"] for line in out.read_text().splitlines()]
     assert kept == [text, "Name three rivers in Europe"]
@@ -73,8 +77,11 @@ def test_run_filters_reports_each_drop_with_its_reason(tmp_path):
     assert report.dropped["near-dedup"] == {"near duplicate": 1}
     assert report.seen["near-dedup"] == 3
     dropped = [json.loads(line) for line in rejects.read_text().splitlines()]
-    assert {d["where"].rsplit(":", 1)[1]: d["filter"] for d in dropped} == {"2": "exact-dedup", "3": "near-dedup",
-                                                                           "4": "length"}
+    assert {d["where"].rsplit(":", 1)[1]: d["filter"] for d in dropped} == {
+        "2": "exact-dedup",
+        "3": "near-dedup",
+        "4": "length",
+    }
     by_filter = {d["filter"]: d["reason"] for d in dropped}
     assert by_filter["exact-dedup"] == f"exact duplicate: same text as {data}:1"
     assert by_filter["near-dedup"].startswith("near duplicate: J≈0.") and by_filter["near-dedup"].endswith(f"{data}:1")
@@ -107,7 +114,9 @@ def test_language_heuristic_and_filter():
     stage = f.Language(["en"])
     assert stage.check("x", {"prompt": "What is the capital of France?", "completion": "It is Paris."}) is None
     assert stage.check("x", {"prompt": "Quelle est la capitale de la France ?", "completion": "C'est Paris."}) == (
-        "language fr", "detected fr")
+        "language fr",
+        "detected fr",
+    )
 
 
 def test_length_filter_bounds_and_parts():
@@ -133,8 +142,11 @@ class FixedJudge:
 def test_judge_score_threshold_counts_unparseable_apart():
     stage = f.JudgeScore(FixedJudge({"good": 8.0, "bad": 3.0, "??": float("nan")}), min_score=5)
     items = [("x:1", {"prompt": "q", "completion": r}) for r in ("good", "bad", "??")]
-    assert stage.check_batch(items) == [None, ("low judge score", "score 3 < 5"),
-                                        ("judge answer unparseable", "no score in the judge's answer")]
+    assert stage.check_batch(items) == [
+        None,
+        ("low judge score", "score 3 < 5"),
+        ("judge answer unparseable", "no score in the judge's answer"),
+    ]
 
 
 def test_difficulty_keeps_the_middle_pass_rates():
@@ -185,19 +197,30 @@ def test_model_embeddings_are_unit_vectors_and_identical_texts_coincide(tiny_mod
     from strop.datagen.diversity import model_embedder
 
     vectors = model_embedder(str(tiny_model))(["hello world", "The quick brown fox jumps.", "hello world"])
-    assert vectors.shape[0] == 3 and abs(float((vectors ** 2).sum(axis=1).max()) - 1.0) < 1e-5
+    assert vectors.shape[0] == 3 and abs(float((vectors**2).sum(axis=1).max()) - 1.0) < 1e-5
     assert float(vectors[0] @ vectors[2]) > 0.9999
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"instruction": "Do", "input": "this", "output": "done"}, ("Do\n\nthis", "done")),
-    ({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
-                   {"role": "assistant", "content": "A"}]}, ("S\nU", "A")),
-    ({"conversations": [{"from": "human", "value": "U"}, {"from": "gpt", "value": "A"}]}, ("U", "A")),
-    ({"prompt": "P", "chosen": [{"role": "assistant", "content": "C"}], "rejected": "R"}, ("P", "C")),
-    ({"prompt": "P", "completion": "C", "label": False}, ("P", "C")),
-    ({"text": "T"}, ("", "T")),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"instruction": "Do", "input": "this", "output": "done"}, ("Do\n\nthis", "done")),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "S"},
+                    {"role": "user", "content": "U"},
+                    {"role": "assistant", "content": "A"},
+                ]
+            },
+            ("S\nU", "A"),
+        ),
+        ({"conversations": [{"from": "human", "value": "U"}, {"from": "gpt", "value": "A"}]}, ("U", "A")),
+        ({"prompt": "P", "chosen": [{"role": "assistant", "content": "C"}], "rejected": "R"}, ("P", "C")),
+        ({"prompt": "P", "completion": "C", "label": False}, ("P", "C")),
+        ({"text": "T"}, ("", "T")),
+    ],
+)
 def test_row_texts_reads_every_training_format(row, expected):
     from strop.datagen.rows import row_texts
 
@@ -222,8 +245,9 @@ def test_a_killed_filter_pass_resumes_to_the_same_result(tmp_path):
 
     def run(out, judge):
         stages = [f.ExactDedup(), f.JudgeScore(judge, min_score=3)]
-        return run_filters(str(data), str(tmp_path / out), stages, rejects_path=str(tmp_path / f"{out}.rej"),
-                           batch_size=4)
+        return run_filters(
+            str(data), str(tmp_path / out), stages, rejects_path=str(tmp_path / f"{out}.rej"), batch_size=4
+        )
 
     whole = run("a.jsonl", DyingJudge())
     with pytest.raises(KeyboardInterrupt):

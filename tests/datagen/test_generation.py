@@ -76,24 +76,79 @@ def test_rlaif_pairs_train_a_dpo_step(tiny_model, tmp_path, make_config):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     out = tmp_path / "pairs.jsonl"
     with serving_judge() as url:
-        assert main(["data", "rlaif", str(prompts), "--policy", str(tiny_model), "--judge", url, "--samples", "3",
-                     "--max-new-tokens", "6", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "rlaif",
+                    str(prompts),
+                    "--policy",
+                    str(tiny_model),
+                    "--judge",
+                    url,
+                    "--samples",
+                    "3",
+                    "--max-new-tokens",
+                    "6",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     rows = _rows(out)
     assert rows and all(len(r["chosen"]) > len(r["rejected"]) and r["judge_p"] == 1.0 for r in rows)
     card = json.loads((tmp_path / "pairs.jsonl.card.json").read_text())
     assert card["judge"]["asked"] == 4 * 3 * 2 and card["dataset_type"] == "dpo"  # C(3,2) pairs, both orders
-    cfg, base = load_config(make_config(rows, rl="dpo", datasets=[{"path": str(out), "type": "dpo"}],
-                                        max_steps=1, micro_batch_size=2))
+    cfg, base = load_config(
+        make_config(rows, rl="dpo", datasets=[{"path": str(out), "type": "dpo"}], max_steps=1, micro_batch_size=2)
+    )
     assert (train(cfg, base) / "metrics.jsonl").is_file()
 
 
 def test_compare_writes_all_pairs_and_kto_rows(tiny_model, tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS[:2])
     with serving_judge() as url:
-        assert main(["data", "compare", str(prompts), "--teacher", str(tiny_model), "--judge", url, "--samples", "3",
-                     "--max-new-tokens", "6", "--out", str(tmp_path / "all.jsonl")]) == 0
-        assert main(["data", "rlaif", str(prompts), "--policy", str(tiny_model), "--judge", url, "--format", "kto",
-                     "--max-new-tokens", "6", "--out", str(tmp_path / "kto.jsonl")]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "compare",
+                    str(prompts),
+                    "--teacher",
+                    str(tiny_model),
+                    "--judge",
+                    url,
+                    "--samples",
+                    "3",
+                    "--max-new-tokens",
+                    "6",
+                    "--out",
+                    str(tmp_path / "all.jsonl"),
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "data",
+                    "rlaif",
+                    str(prompts),
+                    "--policy",
+                    str(tiny_model),
+                    "--judge",
+                    url,
+                    "--format",
+                    "kto",
+                    "--max-new-tokens",
+                    "6",
+                    "--out",
+                    str(tmp_path / "kto.jsonl"),
+                ]
+            )
+            == 0
+        )
     pairs = _rows(tmp_path / "all.jsonl")
     card = json.loads((tmp_path / "all.jsonl.card.json").read_text())
     ties = card["counts"].get("tie", 0)
@@ -135,20 +190,52 @@ def test_constitutional_pairs_revised_over_original(tmp_path):
 
 
 def test_generators_run_on_the_tiny_model(tiny_model, tmp_path):
-    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": "Name a fruit that is red"},
-                                                   {"instruction": "Translate hello into French"}])
+    seeds = write_jsonl(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": "Name a fruit that is red"}, {"instruction": "Translate hello into French"}],
+    )
     common = ["--model", str(tiny_model), "--max-new-tokens", "8"]
-    assert main(["data", "self-instruct", str(seeds), *common, "--count", "2", "--max-rounds", "2",
-                 "--out", str(tmp_path / "si.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "self-instruct",
+                str(seeds),
+                *common,
+                "--count",
+                "2",
+                "--max-rounds",
+                "2",
+                "--out",
+                str(tmp_path / "si.jsonl"),
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "si.jsonl.card.json").read_text())
     assert card["rows"] + sum(n for k, n in card["counts"].items() if k.startswith("dropped")) >= 1
     assert all(set(r) == {"instruction", "input", "output"} for r in _rows(tmp_path / "si.jsonl"))
-    assert main(["data", "evol-instruct", str(seeds), *common, "--operators", "deepen", "constraints",
-                 "--out", str(tmp_path / "evol.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "evol-instruct",
+                str(seeds),
+                *common,
+                "--operators",
+                "deepen",
+                "constraints",
+                "--out",
+                str(tmp_path / "evol.jsonl"),
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "evol.jsonl.card.json").read_text())
     assert sum(card["counts"].values()) == 2  # each instruction either evolved or dropped with a reason
     with pytest.raises(StropError, match="unknown operator"):
         from strop.datagen.instruct import evol_instruct
+
         evol_instruct(None, str(seeds), str(tmp_path / "x.jsonl"), ["sideways"])
 
 
@@ -177,19 +264,46 @@ def test_difficulty_filter_with_a_verifier(tmp_path):
 
 @pytest.mark.slow
 def test_data_filter_cli_output_trains(tmp_path, tiny_model, make_config, capsys):
-    topics = ["Name the capital of France", "Describe how bees make honey", "Explain why ice floats on water",
-              "Give a synonym for happy", "Summarise the plot of Hamlet briefly", "List two uses of copper wire"]
-    rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": f"{t}? Sure."}]}
-            for t in topics]
+    topics = [
+        "Name the capital of France",
+        "Describe how bees make honey",
+        "Explain why ice floats on water",
+        "Give a synonym for happy",
+        "Summarise the plot of Hamlet briefly",
+        "List two uses of copper wire",
+    ]
+    rows = [
+        {"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": f"{t}? Sure."}]} for t in topics
+    ]
     data = write_jsonl(tmp_path / "d.jsonl", rows + rows[:2])
     evals = write_jsonl(tmp_path / "eval.jsonl", [rows[5]])
     out = tmp_path / "clean.jsonl"
-    assert main(["data", "filter", str(data), "--out", str(out), "--exact-dedup", "--decontaminate", str(evals),
-                 "--contamination-ngram", "5", "--language", "en", "--rejects", str(tmp_path / "r.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "filter",
+                str(data),
+                "--out",
+                str(out),
+                "--exact-dedup",
+                "--decontaminate",
+                str(evals),
+                "--contamination-ngram",
+                "5",
+                "--language",
+                "en",
+                "--rejects",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert len(_rows(out)) == 5 and "exact duplicate: 2" in printed and "contaminated (eval.jsonl): 1" in printed
-    cfg, base = load_config(make_config(rows, datasets=[{"path": str(out), "type": "chat"}], max_steps=1,
-                                        micro_batch_size=2))
+    cfg, base = load_config(
+        make_config(rows, datasets=[{"path": str(out), "type": "chat"}], max_steps=1, micro_batch_size=2)
+    )
     assert (train(cfg, base) / "metrics.jsonl").is_file()
     assert main(["data", "filter", str(data), "--out", str(out)]) == 2  # no filter chosen
 
@@ -206,8 +320,7 @@ def test_bad_inputs_name_the_file_and_leave_nothing_behind(tmp_path, capsys):
     assert not out.exists()  # a resumable partial file may stay, hidden, for the corrected rerun
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["bad.jsonl", "d.jsonl"]
     assert main(["data", "traces", str(data), "--teacher", "x", "--reward", "{bad", "--out", str(out)]) == 2
-    assert main(["data", "rlaif", str(data), "--policy", "x", "--judge", "x", "--samples", "1",
-                 "--out", str(out)]) == 2
+    assert main(["data", "rlaif", str(data), "--policy", "x", "--judge", "x", "--samples", "1", "--out", str(out)]) == 2
     assert main(["data", "mix", f"{data}:-1", "--total", "3", "--out", str(out)]) == 2
     errors = capsys.readouterr().err
     assert "--reward {bad: malformed JSON" in errors and "--samples must be at least 2" in errors

@@ -11,19 +11,39 @@ from strop.errors import StropError
 from strop.judge import HttpBackend, LLMJudge, LocalBackend, parse_choice, parse_score, read_rubric
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Score: 7", 7.0), ("I'd give it 8/10.", 8.0), ("Rating = 3.5", 3.5), ("[[9]]", 9.0), ("**Score:** 6", 6.0),
-    ("9", 9.0), ("Score: 42", None), ("no idea", None), ("between 3 and 4", None), ("The score is 10", 10.0),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Score: 7", 7.0),
+        ("I'd give it 8/10.", 8.0),
+        ("Rating = 3.5", 3.5),
+        ("[[9]]", 9.0),
+        ("**Score:** 6", 6.0),
+        ("9", 9.0),
+        ("Score: 42", None),
+        ("no idea", None),
+        ("between 3 and 4", None),
+        ("The score is 10", 10.0),
+    ],
+)
 def test_parse_score(text, expected):
     assert parse_score(text, 1, 10) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Winner: A", "A"), ("[[B]]", "B"), ("Answer B is better.", "B"), ("B", "B"), ("(A)", "A"),
-    ("The better response is A", "A"), ("Winner: A or B, hard to say", None), ("both are fine", None),
-    ("Verdict: **B**", "B"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Winner: A", "A"),
+        ("[[B]]", "B"),
+        ("Answer B is better.", "B"),
+        ("B", "B"),
+        ("(A)", "A"),
+        ("The better response is A", "A"),
+        ("Winner: A or B, hard to say", None),
+        ("both are fine", None),
+        ("Verdict: **B**", "B"),
+    ],
+)
 def test_parse_choice(text, expected):
     assert parse_choice(text) == expected
 
@@ -132,11 +152,14 @@ def test_win_rate_evaluator_takes_the_llm_judge_over_http(tmp_path):
         def __call__(self, prompts, n, temperature, max_new_tokens):
             return [[{"a": "a long reply", "b": "s", "c": "four"}[p[-1]["content"]]] for p in prompts]
 
-    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "a", "base": "short"},
-                                                    {"prompt": "b", "base": "longer"}, {"prompt": "c", "base": "same"}])
+    data = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"prompt": "a", "base": "short"}, {"prompt": "b", "base": "longer"}, {"prompt": "c", "base": "same"}],
+    )
     with serving_judge() as url:
         options = EVALUATORS["win_rate"].options.model_validate(
-            {"type": "win_rate", "data": str(data), "baseline_field": "base", "judge_model": url})
+            {"type": "win_rate", "data": str(data), "baseline_field": "base", "judge_model": url}
+        )
         result = EVALUATORS["win_rate"].build(options, None)(Subject(None, None, Canned()))
         asked = len(JudgeHandler.seen)
     assert result.metrics == {"win_rate": 0.5, "wins": 1 / 3, "ties": 1 / 3, "losses": 1 / 3}

@@ -20,8 +20,10 @@ def adapter(tiny_model, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("adapter")
     torch.manual_seed(5)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     model.save_pretrained(folder)
     return folder
 
@@ -59,14 +61,18 @@ def test_eval_forgetting_against_the_adapters_base(tiny_model, adapter, tmp_path
     # the base side of the comparison is the base model's own perplexity
     base_only = tmp_path / "base.json"
     assert main(["eval", str(tiny_model), str(general), "--metric", "perplexity", "--out", str(base_only)]) == 0
-    assert json.loads(base_only.read_text())["metrics"]["perplexity/perplexity"] == pytest.approx(general_item["base"], rel=1e-6)
+    assert json.loads(base_only.read_text())["metrics"]["perplexity/perplexity"] == pytest.approx(
+        general_item["base"], rel=1e-6
+    )
     target = result["forgetting"]["target"]
     assert target["metric"] == "match/exact_match" and target["higher_is_better"]
     assert set(result["forgetting"]["samples"]["base"]) == {"match", "general"}
 
 
 def test_implicit_reward_of_a_model_without_adapter_needs_a_reference(tiny_model, tmp_path, capsys):
-    pairs = write_rows(tmp_path / "pairs.jsonl", [{"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "dog"}])
+    pairs = write_rows(
+        tmp_path / "pairs.jsonl", [{"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "dog"}]
+    )
     assert main(["eval", str(tiny_model), pairs, "--metric", "preference"]) == 2
     assert "set `reference` to the base model's folder" in capsys.readouterr().err
     assert main(["eval", str(tiny_model), pairs, "--metric", "preference", "--set", f"reference={tiny_model}"]) == 0

@@ -40,14 +40,19 @@ def canned(replies: dict[str, list[str]]) -> Subject:
 
 # ---------------------------------------------------------------- match --------------------------------
 
+
 def test_normalize_follows_squad():
     assert normalize("  The Cat, sat!  ") == "cat sat"
     assert normalize("An apple a day") == "apple day"
 
 
 def test_match_exact_and_normalised(tmp_path):
-    rows = [{"instruction": "q1", "output": "Paris"}, {"instruction": "q2", "output": "The cat."},
-            {"instruction": "q3", "output": "42"}, {"instruction": "q4", "output": "yes"}]
+    rows = [
+        {"instruction": "q1", "output": "Paris"},
+        {"instruction": "q2", "output": "The cat."},
+        {"instruction": "q3", "output": "42"},
+        {"instruction": "q4", "output": "yes"},
+    ]
     data = write_jsonl(tmp_path / "held.jsonl", rows)
     subject = canned({"q1": ["Paris"], "q2": ["cat"], "q3": ["41"], "q4": [" yes "]})
     [evaluator] = build_evaluators([{"type": "match", "data": str(data)}])
@@ -62,6 +67,7 @@ def test_score_replies_hand_values():
 
 
 # ---------------------------------------------------------------- pass@k -------------------------------
+
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
     """Share of all k-subsets of n samples (c correct) that hold at least one correct sample."""
@@ -92,8 +98,12 @@ def test_pass_at_k_hand_values_and_large_n():
 def test_pass_at_k_math_evaluator(tmp_path):
     rows = [{"prompt": "1+1?", "answer": "2"}, {"prompt": "3*3?", "answer": 9}]
     data = write_jsonl(tmp_path / "math.jsonl", rows)
-    subject = canned({"1+1?": ["The answer is 2", "3", "\\boxed{2}", "two"],  # 2 correct of 4
-                      "3*3?": ["6", "8", "7", "so 9"]})  # 1 correct of 4
+    subject = canned(
+        {
+            "1+1?": ["The answer is 2", "3", "\\boxed{2}", "two"],  # 2 correct of 4
+            "3*3?": ["6", "8", "7", "so 9"],
+        }
+    )  # 1 correct of 4
     [evaluator] = build_evaluators([{"type": "pass_at_k", "data": str(data), "n": 4, "k": [1, 2], "temperature": 0.7}])
     result = evaluator(subject)
     # pass@1 = mean(2/4, 1/4) = 0.375; pass@2 = mean(1 - C(2,2)/C(4,2), 1 - C(3,2)/C(4,2)) = mean(5/6, 1/2) = 2/3
@@ -107,8 +117,14 @@ def test_pass_at_k_code_evaluator_runs_the_sandbox(tmp_path):
     data = write_jsonl(tmp_path / "code.jsonl", rows)
     good, bad = "```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a - b"
     subject = canned({"write add": [good, bad, bad]})
-    spec = {"type": "pass_at_k", "data": str(data), "reward": "code", "n": 3, "k": [1, 3],
-            "reward_options": {"timeout_s": 3, "memory_mb": 256}}
+    spec = {
+        "type": "pass_at_k",
+        "data": str(data),
+        "reward": "code",
+        "n": 3,
+        "k": [1, 3],
+        "reward_options": {"timeout_s": 3, "memory_mb": 256},
+    }
     [evaluator] = build_evaluators([spec])
     # one of three samples passes both tests (the other passes one of two: not correct)
     assert evaluator(subject).metrics == {"pass_at_k/pass@1": pytest.approx(1 / 3), "pass_at_k/pass@3": 1.0}
@@ -121,6 +137,7 @@ def test_pass_at_k_k_above_n_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- preference ---------------------------
 
+
 def test_pair_metrics_hand_values():
     # margins 1, -1, 0 (a tie is not a win) → accuracy 1/3, mean margin 0; then 2 and 0.5 → 1, 1.25
     assert pair_metrics([2.0, 0.0, 1.0], [1.0, 1.0, 1.0]) == {"accuracy": pytest.approx(1 / 3), "margin": 0.0}
@@ -128,6 +145,7 @@ def test_pair_metrics_hand_values():
 
 
 # ---------------------------------------------------------------- win rate -----------------------------
+
 
 class AlwaysFirst:
     def compare(self, prompt, first, second):
@@ -148,12 +166,17 @@ def test_a_judge_that_always_picks_the_first_reply_gives_ties():
 
 
 def test_win_rate_both_orders_with_a_consistent_judge(tmp_path):
-    rows = [{"prompt": "a", "base": "x"}, {"prompt": "b", "base": "long baseline"},
-            {"prompt": "c", "base": "same"}, {"prompt": "d", "base": "y"}]
+    rows = [
+        {"prompt": "a", "base": "x"},
+        {"prompt": "b", "base": "long baseline"},
+        {"prompt": "c", "base": "same"},
+        {"prompt": "d", "base": "y"},
+    ]
     data = write_jsonl(tmp_path / "prompts.jsonl", rows)
     subject = canned({"a": ["longer"], "b": ["short"], "c": ["four"], "d": ["zz"]})
     options = EVALUATORS["win_rate"].options.model_validate(
-        {"type": "win_rate", "data": str(data), "baseline_field": "base", "reward_model": "unused"})
+        {"type": "win_rate", "data": str(data), "baseline_field": "base", "reward_model": "unused"}
+    )
     evaluate = EVALUATORS["win_rate"].build(options, None, judge=PrefersLonger())
     result = evaluate(subject)
     # a: win, b: loss, c: tie (4 = 4 chars), d: win → (2 + 0.5) / 4
@@ -179,6 +202,7 @@ def test_win_rate_needs_exactly_one_baseline():
 
 # ---------------------------------------------------------------- specs --------------------------------
 
+
 def test_unknown_option_names_the_closest(tmp_path):
     with pytest.raises(StropError, match=r"evaluators\[0\]: unknown option 'max_new_token' .*'max_new_tokens'"):
         check_specs([{"type": "match", "data": "x.jsonl", "max_new_token": 3}])
@@ -195,20 +219,39 @@ def test_missing_file_fails_at_build(tmp_path):
 
 # ---------------------------------------------------------------- forgetting ---------------------------
 
+
 def test_forgetting_compares_the_headline_metrics():
     from strop.evaluation import EvalResult
     from strop.evaluation.forgetting import compare, describe
 
-    base = {"task": EvalResult({"task/exact_match": 0.25, "task/normalized_match": 0.5}),
-            "general": EvalResult({"general/perplexity": 10.0})}
-    tuned = {"task": EvalResult({"task/exact_match": 0.75, "task/normalized_match": 0.75}),
-             "general": EvalResult({"general/perplexity": 12.5})}
+    base = {
+        "task": EvalResult({"task/exact_match": 0.25, "task/normalized_match": 0.5}),
+        "general": EvalResult({"general/perplexity": 10.0}),
+    }
+    tuned = {
+        "task": EvalResult({"task/exact_match": 0.75, "task/normalized_match": 0.75}),
+        "general": EvalResult({"general/perplexity": 12.5}),
+    }
     result = compare(base, tuned)
-    assert result["target"] == {"metric": "task/exact_match", "base": 0.25, "tuned": 0.75, "change": 0.5, "higher_is_better": True}
-    assert result["general"] == {"metric": "general/perplexity", "base": 10.0, "tuned": 12.5, "change": 2.5, "higher_is_better": False}
+    assert result["target"] == {
+        "metric": "task/exact_match",
+        "base": 0.25,
+        "tuned": 0.75,
+        "change": 0.5,
+        "higher_is_better": True,
+    }
+    assert result["general"] == {
+        "metric": "general/perplexity",
+        "base": 10.0,
+        "tuned": 12.5,
+        "change": 2.5,
+        "higher_is_better": False,
+    }
     assert result["metrics"]["task/normalized_match"]["change"] == 0.25
-    assert describe(result) == ["target: task/exact_match 0.25 -> 0.75 (change +0.5, better)",
-                                "general: general/perplexity 10 -> 12.5 (change +2.5, worse)"]
+    assert describe(result) == [
+        "target: task/exact_match 0.25 -> 0.75 (change +0.5, better)",
+        "general: general/perplexity 10 -> 12.5 (change +2.5, worse)",
+    ]
 
 
 def test_general_set_kind_is_recognised(tmp_path):
@@ -217,7 +260,12 @@ def test_general_set_kind_is_recognised(tmp_path):
     (tmp_path / "g.txt").write_text("text")
     assert general_spec(str(tmp_path / "g.txt"))["type"] == "perplexity"
     rows = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "q", "output": "a"}])
-    assert general_spec(str(rows)) | {"data": ""} == {"type": "match", "name": "general", "data": "", "format": "alpaca"}
+    assert general_spec(str(rows)) | {"data": ""} == {
+        "type": "match",
+        "name": "general",
+        "data": "",
+        "format": "alpaca",
+    }
     chat = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "q"}]}])
     assert general_spec(str(chat))["format"] == "chat"
     odd = write_jsonl(tmp_path / "o.jsonl", [{"question": "q"}])

@@ -13,10 +13,12 @@ from strop.cli import main
 
 pytest.importorskip("lm_eval")
 
-DOCS = [("What is two plus two?", ["Four.", "The lazy dog.", "hello"], 0),
-        ("Classify the sentiment of this review.", ["Sentiment: positive", "fox", "world"], 0),
-        ("The quick brown fox jumps over the", ["lazy dog.", "two", "review"], 0),
-        ("hello", ["world", "Sentiment: negative", "quick"], 1)]
+DOCS = [
+    ("What is two plus two?", ["Four.", "The lazy dog.", "hello"], 0),
+    ("Classify the sentiment of this review.", ["Sentiment: positive", "fox", "world"], 0),
+    ("The quick brown fox jumps over the", ["lazy dog.", "two", "review"], 0),
+    ("hello", ["world", "Sentiment: negative", "quick"], 1),
+]
 
 
 def write_task(folder):
@@ -25,8 +27,9 @@ def write_task(folder):
     (folder / "tiny_qa.yaml").write_text(
         f"task: tiny_qa\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
         "output_type: multiple_choice\ntest_split: test\n"
-        "doc_to_text: \"Question: {{question}}\\nAnswer:\"\ndoc_to_target: \"{{label}}\"\ndoc_to_choice: \"{{choices}}\"\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\nmetadata:\n  version: 1.0\n")
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_target: "{{label}}"\ndoc_to_choice: "{{choices}}"\n'
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\nmetadata:\n  version: 1.0\n"
+    )
 
 
 def choice_logp(model, tokenizer, context: str, continuation: str) -> float:
@@ -37,7 +40,7 @@ def choice_logp(model, tokenizer, context: str, continuation: str) -> float:
     ids = torch.tensor([whole])
     with torch.no_grad():
         logps = model(ids).logits[0, :-1].float().log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
-    return float(logps[n - 1:].sum())
+    return float(logps[n - 1 :].sum())
 
 
 @pytest.mark.slow  # imports the harness (seconds) and runs a task
@@ -47,18 +50,37 @@ def test_a_local_task_on_an_adapter_matches_its_own_log_likelihoods(tiny_model, 
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(11)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     model.save_pretrained(tmp_path / "adapter")
     write_task(tmp_path)
     out = tmp_path / "scores.json"
-    assert main(["eval", str(tmp_path / "adapter"), "--tasks", "tiny_qa", "--include-path", str(tmp_path),
-                 "--batch-size", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "adapter"),
+                "--tasks",
+                "tiny_qa",
+                "--include-path",
+                str(tmp_path),
+                "--batch-size",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     accuracy = json.loads(out.read_text())["tasks"]["tiny_qa"]["acc,none"]
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    picks = [max(range(3), key=lambda i: choice_logp(model, tokenizer, f"Question: {q}\nAnswer:", " " + c[i]))
-             for q, c, _ in DOCS]
+    picks = [
+        max(range(3), key=lambda i: choice_logp(model, tokenizer, f"Question: {q}\nAnswer:", " " + c[i]))
+        for q, c, _ in DOCS
+    ]
     assert accuracy == pytest.approx(sum(p == g for p, (_, _, g) in zip(picks, DOCS)) / len(DOCS))
 
 

@@ -68,10 +68,14 @@ def test_implicit_preference_reward_against_direct_log_probs(tiny_model, tmp_pat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     torch.manual_seed(3)
-    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    pairs = [{"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "The lazy dog."},
-             {"prompt": "Classify the sentiment of this review.", "chosen": "Sentiment: positive", "rejected": "hello"}]
+    policy = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    pairs = [
+        {"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "The lazy dog."},
+        {"prompt": "Classify the sentiment of this review.", "chosen": "Sentiment: positive", "rejected": "hello"},
+    ]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     [evaluator] = build_evaluators([{"type": "preference", "data": str(data), "beta": 0.5, "batch_size": 1}])
@@ -82,10 +86,10 @@ def test_implicit_preference_reward_against_direct_log_probs(tiny_model, tmp_pat
         prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reply}], tokenize=False)
         p_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([p_ids + tokenizer(full[len(prefix):], add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([p_ids + tokenizer(full[len(prefix) :], add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
             logps = model(ids).logits[0, :-1].float().log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
-        return float(logps[len(p_ids) - 1:].sum())
+        return float(logps[len(p_ids) - 1 :].sum())
 
     margins = []
     for pair in pairs:
@@ -109,4 +113,6 @@ def test_model_generator_batches_and_repeats(tiny_model):
     conversations = [[{"role": "user", "content": "hello"}], [{"role": "user", "content": "fox"}]]
     greedy = generate(conversations, n=2, temperature=0.0, max_new_tokens=4)
     assert [len(r) for r in greedy] == [2, 2] and greedy[0][0] == greedy[0][1]
-    assert generate(conversations, n=3, temperature=1.0, max_new_tokens=4) == generate(conversations, n=3, temperature=1.0, max_new_tokens=4)
+    assert generate(conversations, n=3, temperature=1.0, max_new_tokens=4) == generate(
+        conversations, n=3, temperature=1.0, max_new_tokens=4
+    )

@@ -16,21 +16,42 @@ from strop.evaluation.report.charts import line_chart
 
 def make_run(folder, lr, losses, exact, forgetting=None, reply="Sentiment: positive"):
     folder.mkdir(parents=True)
-    (folder / "strop_config.yml").write_text(yaml.safe_dump(
-        {"base_model": "tiny", "adapter": "lora", "learning_rate": lr, "lora_r": 4, "datasets": [{"path": "d.jsonl", "type": "alpaca"}]}))
-    records = [{"step": i + 1, "loss": loss, "tokens_per_s": 100.0 * (i + 1), "elapsed_s": float(i + 1)} for i, loss in enumerate(losses)]
+    (folder / "strop_config.yml").write_text(
+        yaml.safe_dump(
+            {
+                "base_model": "tiny",
+                "adapter": "lora",
+                "learning_rate": lr,
+                "lora_r": 4,
+                "datasets": [{"path": "d.jsonl", "type": "alpaca"}],
+            }
+        )
+    )
+    records = [
+        {"step": i + 1, "loss": loss, "tokens_per_s": 100.0 * (i + 1), "elapsed_s": float(i + 1)}
+        for i, loss in enumerate(losses)
+    ]
     records[-1] |= {"eval/match/exact_match": exact, "gpu_peak_gib": 1.5}
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (folder / "evals.json").write_text(json.dumps({"step": len(losses), "metrics": {}, "samples": {
-        "match": [{"prompt": "Great kettle.", "reference": "Sentiment: positive", "reply": reply}]}}))
+    (folder / "evals.json").write_text(
+        json.dumps(
+            {
+                "step": len(losses),
+                "metrics": {},
+                "samples": {"match": [{"prompt": "Great kettle.", "reference": "Sentiment: positive", "reply": reply}]},
+            }
+        )
+    )
     if forgetting:
         (folder / "forgetting.json").write_text(json.dumps(forgetting))
     return folder
 
 
-FORGETTING = {"target": {"metric": "match/exact_match", "base": 0.0, "tuned": 0.75, "change": 0.75, "higher_is_better": True},
-              "general": {"metric": "general/perplexity", "base": 20.0, "tuned": 23.0, "change": 3.0, "higher_is_better": False},
-              "samples": {"base": {"match": [{"prompt": "Great kettle.", "reply": "I love kettles!"}]}, "tuned": {}}}
+FORGETTING = {
+    "target": {"metric": "match/exact_match", "base": 0.0, "tuned": 0.75, "change": 0.75, "higher_is_better": True},
+    "general": {"metric": "general/perplexity", "base": 20.0, "tuned": 23.0, "change": 3.0, "higher_is_better": False},
+    "samples": {"base": {"match": [{"prompt": "Great kettle.", "reply": "I love kettles!"}]}, "tuned": {}},
+}
 
 
 def test_report_compares_two_runs(tmp_path):
@@ -50,7 +71,7 @@ def test_report_compares_two_runs(tmp_path):
     assert "| Great kettle. | Sentiment: positive | I love kettles! | Sentiment: positive | Sentiment: negative |" in md
     # self-contained: charts are inline SVG, nothing is fetched or scripted
     assert html.count("<svg") == 2 and "<script" not in html
-    assert not re.search(r'\b(src|href)=', html)
+    assert not re.search(r"\b(src|href)=", html)
     assert "loss" in html and "eval/match/exact_match" in html
 
 

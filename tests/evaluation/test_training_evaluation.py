@@ -15,12 +15,18 @@ from strop.train.loop import train
 @pytest.mark.slow  # trains 4 steps and evaluates base and tuned
 def test_evaluators_run_every_eval_steps_and_forgetting_at_the_end(make_config, tmp_path):
     held = tmp_path / "held.jsonl"
-    held.write_text("".join(json.dumps({"instruction": f"Say fox {i}", "output": "Sentiment: positive"}) + "\n" for i in range(3)))
+    held.write_text(
+        "".join(json.dumps({"instruction": f"Say fox {i}", "output": "Sentiment: positive"}) + "\n" for i in range(3))
+    )
     general = tmp_path / "general.txt"
     general.write_text("The quick brown fox jumps over the lazy dog.\n\nhello world hello world")
-    path = make_config(max_steps=4, eval_steps=2, learning_rate=5e-2,
-                       evaluators=[{"type": "match", "data": str(held), "max_new_tokens": 4}],
-                       eval_forgetting=str(general))
+    path = make_config(
+        max_steps=4,
+        eval_steps=2,
+        learning_rate=5e-2,
+        evaluators=[{"type": "match", "data": str(held), "max_new_tokens": 4}],
+        eval_forgetting=str(general),
+    )
     cfg, base = load_config(path)
     out = train(cfg, base)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -57,6 +63,14 @@ def test_a_missing_evaluator_file_fails_before_training(make_config, tmp_path):
 def test_evaluator_metrics_get_one_plot_panel_per_evaluator():
     from strop.train.tracking import _evaluator_curves
 
-    records = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "eval/match/exact_match": 0.5,
-                                          "eval/general/perplexity": 9.0, "eval/general/tokens": 40.0}]
+    records = [
+        {"step": 1, "loss": 2.0},
+        {
+            "step": 2,
+            "loss": 1.0,
+            "eval/match/exact_match": 0.5,
+            "eval/general/perplexity": 9.0,
+            "eval/general/tokens": 40.0,
+        },
+    ]
     assert _evaluator_curves(records) == {"match": {"exact_match": [(2, 0.5)]}, "general": {"perplexity": [(2, 9.0)]}}

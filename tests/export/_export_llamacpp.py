@@ -15,8 +15,9 @@ def load_llama(path: Path, n_ctx: int = 512):
     from llama_cpp import Llama
 
     # f32 KV cache (llama.cpp defaults to f16), so that an f32 export can be compared tightly
-    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=2, seed=0,
-                 type_k=0, type_v=0)
+    return Llama(
+        model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=2, seed=0, type_k=0, type_v=0
+    )
 
 
 def llama_logits(llm, ids: list[int]) -> np.ndarray:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _export_llamacpp import (
     HELD_OUT_TEXT,
     argmax_agreement,
@@ -32,6 +31,7 @@ from _export_llamacpp import (
     llama_logits,
     load_llama,
 )
+
 from strop.export.gguf_export import export_gguf
 
 pytest.importorskip("llama_cpp")
@@ -69,8 +69,10 @@ def test_llama_cpp_matches_transformers(tiny: Path, qtype: str, tmp_path: Path) 
     ref, got = hf_logits(model, ids), llama_logits(llm, ids)
     agreement = argmax_agreement(ref, got)
     rel_err = float(np.abs(ref - got).max() / ref.std())
-    print(f"\n{tiny.name} {qtype}: next-token agreement {agreement:.3f} over {len(ids)} tokens, "
-          f"max |logit diff| / logit std = {rel_err:.2e}, file {path.stat().st_size / 2**20:.1f} MiB")
+    print(
+        f"\n{tiny.name} {qtype}: next-token agreement {agreement:.3f} over {len(ids)} tokens, "
+        f"max |logit diff| / logit std = {rel_err:.2e}, file {path.stat().st_size / 2**20:.1f} MiB"
+    )
     assert agreement >= FLOORS[qtype]
     if qtype == "f32":
         assert rel_err < 1e-3
@@ -85,7 +87,9 @@ def test_llama_cpp_tokenizes_like_transformers(tiny: Path, tmp_path: Path) -> No
     the Qwen2 split regex (pre-tokenizer "qwen2"), for the Llama one SmolLM2's byte-level regex."""
     _, tok = _hf(tiny)
     llm = load_llama(export_gguf(tiny, tmp_path / "t.gguf", "q8_0", show_progress=False))
-    chat = tok.apply_chat_template([{"role": "user", "content": "Hi there! 2+2=?"}], tokenize=False, add_generation_prompt=True)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi there! 2+2=?"}], tokenize=False, add_generation_prompt=True
+    )
     for text in (HELD_OUT_TEXT, chat, "  leading spaces,\ttabs\n\nand ümlauts — 12345 😀"):
         expected = tok(text, add_special_tokens=False)["input_ids"]
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == expected, text[:40]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _export_llamacpp import HELD_OUT_TEXT, argmax_agreement, hf_logits, llama_logits, load_llama
+
 from strop.export.gguf_export import export_gguf
 
 pytestmark = pytest.mark.slow
@@ -22,10 +22,23 @@ def tiny_mixtral(smol_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFact
     from transformers import AutoModelForCausalLM, MixtralConfig
 
     out = tmp_path_factory.mktemp("tiny-mixtral-gguf")
-    config = MixtralConfig(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=49152, max_position_embeddings=1024, rms_norm_eps=1e-5,
-                           num_local_experts=4, num_experts_per_tok=2, initializer_range=0.06, rope_theta=100000.0,
-                           bos_token_id=1, eos_token_id=2, sliding_window=None)
+    config = MixtralConfig(
+        hidden_size=256,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        initializer_range=0.06,
+        rope_theta=100000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        sliding_window=None,
+    )
     config.architectures = ["MixtralForCausalLM"]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -60,7 +60,9 @@ def test_permutation_of_biases_and_bad_shapes() -> None:
 
 
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-QWEN2_RE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2_RE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 LLAMA3_RE = QWEN2_RE.replace(r"\p{N}|", r"\p{N}{1,3}|")
 
 
@@ -87,9 +89,18 @@ def test_unknown_pre_tokenizer_is_an_error() -> None:
 
 
 def test_llama3_rope_freqs_keep_high_and_scale_low_frequencies() -> None:
-    config = {"hidden_size": 4096, "num_attention_heads": 32, "rope_parameters": {
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+    config = {
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "rope_parameters": {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    }
     freqs = llama3_rope_freqs(config)
     assert freqs.shape == (64,) and freqs[0] == 1.0 and freqs[-1] == 8.0
     assert np.all(np.diff(freqs) >= 0)
@@ -158,7 +169,9 @@ def test_kquant_without_llama_cpp_is_a_clear_error(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.slow
-def test_cli_export_writes_gguf_and_modelfile(tiny_llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_writes_gguf_and_modelfile(
+    tiny_llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import argparse
 
     from strop.commands import export as command
@@ -189,7 +202,13 @@ def test_sentencepiece_style_vocab_types_and_scores() -> None:
     tj = {
         "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}]},
         "pre_tokenizer": None,
-        "model": {"type": "BPE", "byte_fallback": True, "unk_token": "<unk>", "vocab": vocab, "merges": [["▁", "a"], ["a", "b"]]},
+        "model": {
+            "type": "BPE",
+            "byte_fallback": True,
+            "unk_token": "<unk>",
+            "vocab": vocab,
+            "merges": [["▁", "a"], ["a", "b"]],
+        },
         "added_tokens": [{"id": 1, "content": "<s>", "special": True}, {"id": 2, "content": "</s>", "special": True}],
     }
     assert _is_sentencepiece_bpe(tj) and not _is_byte_level(tj)
@@ -203,8 +222,10 @@ def test_sentencepiece_style_vocab_types_and_scores() -> None:
 def test_kquant_fallback_note() -> None:
     from strop.export.kquant import _fallback_note
 
-    log = ("warning: blk.0.attn_q.weight - ncols 576 not divisible by 256 (required for type q4_K) -> falling back to q5_0\n"
-           "warning: blk.0.ffn_down.weight - ncols 576 not divisible by 256 (required for type q6_K) -> falling back to    q8_0\n")
+    log = (
+        "warning: blk.0.attn_q.weight - ncols 576 not divisible by 256 (required for type q4_K) -> falling back to q5_0\n"
+        "warning: blk.0.ffn_down.weight - ncols 576 not divisible by 256 (required for type q6_K) -> falling back to    q8_0\n"
+    )
     note = _fallback_note(log, "q4_k_m")
     assert "2 tensors" in note and "1 as q5_0" in note and "1 as q8_0" in note
     assert _fallback_note("all good", "q4_k_m") is None

@@ -41,7 +41,9 @@ MISTRAL_TEMPLATE = (
 def test_smollm2_template_becomes_chatml_with_default_system(tmp_path: Path) -> None:
     gguf = tmp_path / "smol-q4_k_m.gguf"
     gguf.write_bytes(b"")
-    path = write_modelfile(gguf, SMOLLM2_TEMPLATE, tmp_path / "Modelfile", ["<|im_end|>"], {"temperature": 0.2, "num_ctx": 2048})
+    path = write_modelfile(
+        gguf, SMOLLM2_TEMPLATE, tmp_path / "Modelfile", ["<|im_end|>"], {"temperature": 0.2, "num_ctx": 2048}
+    )
     text = path.read_text()
     assert text.splitlines()[1] == "FROM ./smol-q4_k_m.gguf"
     assert 'TEMPLATE """' in text and "<|im_start|>assistant\n{{ end }}" in text

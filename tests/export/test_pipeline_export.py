@@ -8,8 +8,11 @@ from strop.pipeline import run_pipeline
 
 
 def test_export_stage_writes_gguf_and_modelfile(tiny_llama, tmp_path):
-    spec = {"base_model": str(tiny_llama), "output_dir": str(tmp_path / "pipe"),
-            "stages": [{"name": "export", "kind": "export", "gguf": "f16"}]}
+    spec = {
+        "base_model": str(tiny_llama),
+        "output_dir": str(tmp_path / "pipe"),
+        "stages": [{"name": "export", "kind": "export", "gguf": "f16"}],
+    }
     path = tmp_path / "pipeline.yml"
     path.write_text(yaml.safe_dump(spec))
     report = run_pipeline(path)

@@ -13,8 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from _export_llamacpp import (
+    HELD_OUT_TEXT,
+    argmax_agreement,
+    hf_greedy,
+    hf_logits,
+    llama_greedy,
+    llama_logits,
+    load_llama,
+)
 
-from _export_llamacpp import HELD_OUT_TEXT, argmax_agreement, hf_greedy, hf_logits, llama_greedy, llama_logits, load_llama
 from strop.export.gguf_export import export_gguf
 
 pytest.importorskip("llama_cpp")
@@ -50,7 +58,9 @@ def test_f16_greedy_chat_answers_match_exactly(smollm2_dir: Path, tmp_path: Path
     llm = load_llama(path, n_ctx=1024)
     eos = {tok.eos_token_id}
     for prompt in CHAT_PROMPTS:
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
         expected = hf_greedy(model, ids, 48, eos)
@@ -68,6 +78,8 @@ def test_quantized_next_token_agreement(smollm2_dir: Path, qtype: str, tmp_path:
     seconds = time.perf_counter() - start
     ids = tok(HELD_OUT_TEXT, add_special_tokens=False)["input_ids"]
     agreement = argmax_agreement(hf_logits(model, ids), llama_logits(load_llama(path), ids))
-    print(f"\n{qtype}: export {seconds:.1f} s, {path.stat().st_size / 2**20:.1f} MiB, "
-          f"next-token agreement with fp32 transformers {agreement:.3f} over {len(ids)} tokens")
+    print(
+        f"\n{qtype}: export {seconds:.1f} s, {path.stat().st_size / 2**20:.1f} MiB, "
+        f"next-token agreement with fp32 transformers {agreement:.3f} over {len(ids)} tokens"
+    )
     assert agreement >= FLOORS[qtype]

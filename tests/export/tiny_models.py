@@ -19,9 +19,18 @@ def make_tiny_model(arch: str, tokenizer_dir: Path, out: Path, tied: bool = Fals
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     common = dict(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=49152, max_position_embeddings=1024, rms_norm_eps=1e-5,
-        tie_word_embeddings=tied, initializer_range=0.06, bos_token_id=1, eos_token_id=2,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        initializer_range=0.06,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     if arch == "llama":
         config = LlamaConfig(rope_theta=100000.0, **common)

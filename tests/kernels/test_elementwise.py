@@ -25,7 +25,7 @@ def test_rmsnorm_fallback_matches_transformers():
 def test_rmsnorm_hand_case():
     x = torch.tensor([[3.0, 4.0]])  # mean square 12.5
     y = rms_norm_reference(x, torch.ones(2), 0.0)
-    assert torch.allclose(y, x / 12.5 ** 0.5)
+    assert torch.allclose(y, x / 12.5**0.5)
 
 
 def test_swiglu_fallback():

@@ -20,23 +20,45 @@ def tiny_qlora_model(device: str, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=97, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=97,
+        max_position_embeddings=64,
+    )
     model = LlamaForCausalLM(cfg).to(dtype)
     for layer in model.model.layers:
         for parent in (layer.self_attn, layer.mlp):
             for name, lin in list(parent.named_children()):
                 if not isinstance(lin, torch.nn.Linear):
                     continue
-                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=dtype,
-                                      compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8, device="meta")
-                q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
-                                             quant_type="nf4", quant_storage=torch.uint8, module=q).to(device)
+                q = bnb.nn.Linear4bit(
+                    lin.in_features,
+                    lin.out_features,
+                    bias=False,
+                    compute_dtype=dtype,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    quant_storage=torch.uint8,
+                    device="meta",
+                )
+                q.weight = bnb.nn.Params4bit(
+                    lin.weight.data,
+                    requires_grad=False,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    quant_storage=torch.uint8,
+                    module=q,
+                ).to(device)
                 setattr(parent, name, q)
     model.to(device)
     model.is_loaded_in_4bit = True
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)  # non-zero B so the adapter path is exercised
@@ -65,8 +87,9 @@ def test_fused_4bit_lora_matches_peft_bnb(device, group):
     torch.testing.assert_close(loss, loss_ref, rtol=1e-4 if loose else 1e-5, atol=1e-6)
     assert g.keys() == g_ref.keys()
     for name in g:
-        torch.testing.assert_close(g[name], g_ref[name], rtol=1e-3 if loose else 1e-4, atol=1e-5 if loose else 1e-6,
-                                   msg=name)
+        torch.testing.assert_close(
+            g[name], g_ref[name], rtol=1e-3 if loose else 1e-4, atol=1e-5 if loose else 1e-6, msg=name
+        )
     weight = q_proj.base_layer.weight
     assert weight.dtype == torch.uint8 and weight.grad is None and torch.equal(weight.data, packed)
     if group:

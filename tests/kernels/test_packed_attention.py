@@ -18,7 +18,7 @@ def examples(lengths=(7, 13, 5, 21, 9, 3, 30, 17)):
     out = []
     for length in lengths:
         ids = torch.randint(3, 200, (length,), generator=gen).tolist()
-        out.append({"input_ids": ids, "labels": [IGNORE] * (length // 2) + ids[length // 2:]})
+        out.append({"input_ids": ids, "labels": [IGNORE] * (length // 2) + ids[length // 2 :]})
     return out
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from merge_helpers import write_config
 
 from strop.errors import StropError
 from strop.merge.config import load_config, resolve_param
 from strop.merge.engine import run_merge
-
-from merge_helpers import write_config
 
 
 def config_error(tmp_path, config: dict) -> str:

@@ -8,11 +8,10 @@ import shutil
 
 import pytest
 import torch
+from merge_helpers import load_state, write_config
 
 from strop.errors import StropError
 from strop.merge import run_merge
-
-from merge_helpers import load_state, write_config
 
 
 def merge(tmp_path, config: dict, **kwargs):

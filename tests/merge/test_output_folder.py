@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from merge_helpers import write_config
 
 from strop import manifest
 from strop.errors import StropError
 from strop.merge import run_merge
-
-from merge_helpers import write_config
 
 
 def _merge(tmp_path, models, out, **kwargs):

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from merge_helpers import write_config
 
 SMOLLM2_135M = dict(

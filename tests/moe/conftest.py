@@ -15,14 +15,24 @@ FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 def moe_config(family: str, vocab_size: int, tokens: dict, **overrides):
     from transformers import MixtralConfig, OlmoeConfig, Qwen2MoeConfig, Qwen3MoeConfig
 
-    common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  vocab_size=vocab_size, max_position_embeddings=512, num_experts_per_tok=2, **tokens)
+    common = dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        max_position_embeddings=512,
+        num_experts_per_tok=2,
+        **tokens,
+    )
     build = {
         "mixtral": lambda: MixtralConfig(intermediate_size=32, num_local_experts=4, **common),
-        "qwen2_moe": lambda: Qwen2MoeConfig(intermediate_size=64, moe_intermediate_size=32, num_experts=4,
-                                            shared_expert_intermediate_size=64, **common),
-        "qwen3_moe": lambda: Qwen3MoeConfig(intermediate_size=64, moe_intermediate_size=32, num_experts=4,
-                                            head_dim=16, **common),
+        "qwen2_moe": lambda: Qwen2MoeConfig(
+            intermediate_size=64, moe_intermediate_size=32, num_experts=4, shared_expert_intermediate_size=64, **common
+        ),
+        "qwen3_moe": lambda: Qwen3MoeConfig(
+            intermediate_size=64, moe_intermediate_size=32, num_experts=4, head_dim=16, **common
+        ),
         "olmoe": lambda: OlmoeConfig(intermediate_size=32, num_experts=4, **common),
     }[family]
     config = build()
@@ -50,7 +60,9 @@ def build_tiny_moe(folder: Path, tokenizer_folder: Path, family: str, seed: int 
 
 @pytest.fixture(scope="session")
 def tiny_moe_models(tmp_path_factory, tiny_model) -> dict[str, Path]:
-    return {family: build_tiny_moe(tmp_path_factory.mktemp(f"tiny-{family}"), tiny_model, family) for family in FAMILIES}
+    return {
+        family: build_tiny_moe(tmp_path_factory.mktemp(f"tiny-{family}"), tiny_model, family) for family in FAMILIES
+    }
 
 
 @pytest.fixture(scope="session", name="moe_config")

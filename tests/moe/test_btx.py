@@ -28,9 +28,16 @@ def fine_tune(tiny_model: Path, folder: Path, seed: int) -> Path:
 
 
 def write_build(tmp_path: Path, base: Path, experts: list[Path], **keys) -> Path:
-    cfg = {"base_model": str(base), "gate_mode": "hidden", "experts_per_token": 2,
-           "experts": [{"source_model": str(e), "positive_prompts": [f"Say {w} please" for w in ("fox", "dog")[i % 2:]]}
-                       for i, e in enumerate(experts)], **keys}
+    cfg = {
+        "base_model": str(base),
+        "gate_mode": "hidden",
+        "experts_per_token": 2,
+        "experts": [
+            {"source_model": str(e), "positive_prompts": [f"Say {w} please" for w in ("fox", "dog")[i % 2 :]]}
+            for i, e in enumerate(experts)
+        ],
+        **keys,
+    }
     path = tmp_path / "moe.yml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -61,8 +68,17 @@ def test_experts_are_the_fine_tunes_and_the_rest_is_averaged(tiny_model, tmp_pat
 def test_identical_experts_reproduce_the_dense_model(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    assert main(["moe", "build", str(write_build(tmp_path, tiny_model, [tiny_model, tiny_model], gate_mode="random")),
-                 str(tmp_path / "moe")]) == 0
+    assert (
+        main(
+            [
+                "moe",
+                "build",
+                str(write_build(tmp_path, tiny_model, [tiny_model, tiny_model], gate_mode="random")),
+                str(tmp_path / "moe"),
+            ]
+        )
+        == 0
+    )
     ids = torch.tensor([[5, 9, 3, 17, 8, 2]])
     dense = AutoModelForCausalLM.from_pretrained(tiny_model)(input_ids=ids).logits
     moe = AutoModelForCausalLM.from_pretrained(tmp_path / "moe")(input_ids=ids).logits
@@ -75,8 +91,17 @@ def test_router_training_runs_through_strop_train(tiny_model, tmp_path, make_con
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
     tunes = [fine_tune(tiny_model, tmp_path / f"ft{i}", i) for i in range(2)]
     assert main(["moe", "build", str(write_build(tmp_path, tiny_model, tunes)), str(tmp_path / "moe")]) == 0
-    assert main(["train", str(make_config(base_model=str(tmp_path / "moe"), moe_lora_targets=["attention", "router"],
-                                          max_steps=2))]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(
+                    make_config(base_model=str(tmp_path / "moe"), moe_lora_targets=["attention", "router"], max_steps=2)
+                ),
+            ]
+        )
+        == 0
+    )
     adapter = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert any(m.endswith("mlp.gate") for m in adapter["modules_to_save"])
 
@@ -91,8 +116,9 @@ def test_bad_config_names_the_field(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "moe").exists()
 
 
-@pytest.mark.parametrize("key,value,message", [("experts_per_token", 3, "experts_per_token 3 > 2"),
-                                               ("gate_mode", "cheap", "gate_mode")])
+@pytest.mark.parametrize(
+    "key,value,message", [("experts_per_token", 3, "experts_per_token 3 > 2"), ("gate_mode", "cheap", "gate_mode")]
+)
 def test_bad_values(tiny_model, tmp_path, capsys, key, value, message):
     path = write_build(tmp_path, tiny_model, [tiny_model, tiny_model], **{key: value})
     assert main(["moe", "build", str(path), str(tmp_path / "moe")]) != 0

@@ -22,7 +22,7 @@ def reference(layer: lora_experts.LoraExpertsLinear, x: torch.Tensor) -> torch.T
     else:
         gates = torch.ones(*x.shape[:-1], num_experts)
     for e in range(num_experts):
-        out = out + layer.scale * gates[..., e:e + 1] * (x @ layer.lora_A[e].T @ layer.lora_B[e].T)
+        out = out + layer.scale * gates[..., e : e + 1] * (x @ layer.lora_A[e].T @ layer.lora_B[e].T)
     return out
 
 
@@ -86,8 +86,11 @@ def test_trains_through_strop(make_config, monkeypatch, tmp_path):
     from strop.train import loop
 
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
-    out = loop.train(*load_config(make_config(adapter="moe_lora", moe_lora_experts=3, moe_lora_top_k=1, max_steps=2,
-                                              learning_rate=5e-2)))
+    out = loop.train(
+        *load_config(
+            make_config(adapter="moe_lora", moe_lora_experts=3, moe_lora_top_k=1, max_steps=2, learning_rate=5e-2)
+        )
+    )
     assert (out / lora_experts.CONFIG_FILE).is_file() and (out / lora_experts.WEIGHTS_FILE).is_file()
     from strop.models.saved import load_for_chat
 

@@ -25,7 +25,9 @@ def test_lora_count_matches_applied(make_config, tiny_moe_models, family, parts)
 def test_router_and_experts_cost_what_they_should(make_config, tiny_moe_models):
     """By hand for the tiny Mixtral (2 layers, E = 4, h = 64, f = 32, r = 4): experts r·E·((h + 2f) + (f + h))
     per layer, routers E·h per layer."""
-    cfg, _ = load_config(make_config(base_model=str(tiny_moe_models["mixtral"]), moe_lora_targets=["experts", "router"]))
+    cfg, _ = load_config(
+        make_config(base_model=str(tiny_moe_models["mixtral"]), moe_lora_targets=["experts", "router"])
+    )
     assert trainable_count("lora", cfg, shapes_of(skeleton(cfg))) == 2 * (4 * 4 * ((64 + 64) + (32 + 64)) + 4 * 64)
 
 
@@ -33,8 +35,11 @@ def test_router_and_experts_cost_what_they_should(make_config, tiny_moe_models):
 def test_moe_lora_count_matches_applied(make_config, top_k):
     from strop.train.loop import prepare
 
-    cfg, base = load_config(make_config(adapter="moe_lora", moe_lora_experts=3, moe_lora_top_k=top_k,
-                                        lora_target_modules=["q_proj", "down_proj"]))
+    cfg, base = load_config(
+        make_config(
+            adapter="moe_lora", moe_lora_experts=3, moe_lora_top_k=top_k, lora_target_modules=["q_proj", "down_proj"]
+        )
+    )
     run = prepare(cfg, base)
     run.model = run.strategy.apply(run.model, cfg)
     real, _ = run.strategy.count_parameters(run.model)

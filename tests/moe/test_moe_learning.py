@@ -17,12 +17,33 @@ def train_router(model: Path, tmp_path, aux: float) -> list[dict]:
     from strop.train import loop
 
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"Say {WORDS[i % 8]} {i}",
-                                        "output": f"Sentiment: {WORDS[(i * 3 + 1) % 8]} {WORDS[i % 5]}"}) + "\n"
-                            for i in range(64)))
-    cfg = {"base_model": str(model), "adapter": "full", "datasets": [{"path": str(data), "type": "alpaca"}],
-           "sequence_len": 64, "micro_batch_size": 8, "max_steps": 40, "learning_rate": 1e-2, "lr_scheduler": "constant",
-           "bf16": False, "seed": 3, "moe_aux_loss_coef": aux, "moe_z_loss_coef": 0.0, "output_dir": str(tmp_path / f"out{aux}")}
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"Say {WORDS[i % 8]} {i}",
+                    "output": f"Sentiment: {WORDS[(i * 3 + 1) % 8]} {WORDS[i % 5]}",
+                }
+            )
+            + "\n"
+            for i in range(64)
+        )
+    )
+    cfg = {
+        "base_model": str(model),
+        "adapter": "full",
+        "datasets": [{"path": str(data), "type": "alpaca"}],
+        "sequence_len": 64,
+        "micro_batch_size": 8,
+        "max_steps": 40,
+        "learning_rate": 1e-2,
+        "lr_scheduler": "constant",
+        "bf16": False,
+        "seed": 3,
+        "moe_aux_loss_coef": aux,
+        "moe_z_loss_coef": 0.0,
+        "output_dir": str(tmp_path / f"out{aux}"),
+    }
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(cfg))
     out = loop.train(*load_config(path))
@@ -39,8 +60,10 @@ def test_aux_loss_keeps_experts_balanced(top1_mixtral, tmp_path):
     dynamics at this learning rate are chaotic, so the band is wide."""
     balanced, free = train_router(top1_mixtral, tmp_path, 1.0), train_router(top1_mixtral, tmp_path, 0.0)
     tail = lambda records: sum(r["moe_load_entropy_min"] for r in records[-5:]) / 5  # noqa: E731
-    print(f"\nload entropy tail: balanced {tail(balanced):.3f}, free {tail(free):.3f}; "
-          f"loss {balanced[0]['loss']:.2f} -> {balanced[-1]['loss']:.2f}")
+    print(
+        f"\nload entropy tail: balanced {tail(balanced):.3f}, free {tail(free):.3f}; "
+        f"loss {balanced[0]['loss']:.2f} -> {balanced[-1]['loss']:.2f}"
+    )
     assert balanced[-1]["loss"] < balanced[0]["loss"] / 4
     assert tail(balanced) >= 0.9, tail(balanced)
     assert tail(free) <= tail(balanced) - 0.1, (tail(free), tail(balanced))

@@ -11,15 +11,18 @@ import math
 import pytest
 import torch
 import yaml
-
 from moe_rows import ROWS
 
 STRATEGIES = ("full", "lora", "qlora", "dora")
 #: bitsandbytes' CPU 4-bit inference path (DPO's reference pass) fails on linear layers with a bias, dense
 #: Qwen2 as well: "a view of a leaf Variable that requires grad is being used in an in-place operation".
 BNB_BIAS_BUG = pytest.mark.xfail(strict=True, raises=RuntimeError, reason="bitsandbytes CPU 4-bit + bias (not MoE)")
-GRID = [pytest.param(f, o, s, marks=BNB_BIAS_BUG) if (f, o, s) == ("qwen2_moe", "dpo", "qlora") else (f, o, s)
-        for f in ("mixtral", "qwen2_moe") for o in ("sft", "dpo") for s in STRATEGIES]
+GRID = [
+    pytest.param(f, o, s, marks=BNB_BIAS_BUG) if (f, o, s) == ("qwen2_moe", "dpo", "qlora") else (f, o, s)
+    for f in ("mixtral", "qwen2_moe")
+    for o in ("sft", "dpo")
+    for s in STRATEGIES
+]
 EVERY_FAMILY = [(f, "sft", "lora") for f in ("qwen3_moe", "olmoe")]
 ALL_PARTS = ["attention", "shared_experts", "experts", "router"]
 
@@ -40,10 +43,22 @@ def run_cell(tiny_moe_models, tmp_path, monkeypatch, family: str, objective: str
     kind = "dpo" if objective == "dpo" else "alpaca"
     data = tmp_path / f"{kind}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS[kind]))
-    cfg = {"base_model": str(tiny_moe_models[family]), "adapter": strategy, "rl": None if objective == "sft" else objective,
-           "datasets": [{"path": str(data), "type": kind}], "sequence_len": 64, "micro_batch_size": 2, "max_steps": 1,
-           "learning_rate": 1e-3, "bf16": False, "seed": 3, "lora_r": 4, "lora_alpha": 8,
-           "output_dir": str(tmp_path / "out"), **keys}
+    cfg = {
+        "base_model": str(tiny_moe_models[family]),
+        "adapter": strategy,
+        "rl": None if objective == "sft" else objective,
+        "datasets": [{"path": str(data), "type": kind}],
+        "sequence_len": 64,
+        "micro_batch_size": 2,
+        "max_steps": 1,
+        "learning_rate": 1e-3,
+        "bf16": False,
+        "seed": 3,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "output_dir": str(tmp_path / "out"),
+        **keys,
+    }
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(cfg))
     config, base = load_config(path)
@@ -69,8 +84,17 @@ def test_lora_on_every_expert_saves_and_reloads(tiny_moe_models, tmp_path, monke
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out, _ = run_cell(tiny_moe_models, tmp_path, monkeypatch, "qwen2_moe", "sft", "lora", moe_lora_targets=ALL_PARTS,
-                      max_steps=2, learning_rate=5e-2)
+    out, _ = run_cell(
+        tiny_moe_models,
+        tmp_path,
+        monkeypatch,
+        "qwen2_moe",
+        "sft",
+        "lora",
+        moe_lora_targets=ALL_PARTS,
+        max_steps=2,
+        learning_rate=5e-2,
+    )
     config = json.loads((out / "adapter_config.json").read_text())
     assert any(p.endswith("experts.gate_up_proj") for p in config["target_parameters"])
     assert any(m.endswith("mlp.gate") for m in config["modules_to_save"])
@@ -91,8 +115,9 @@ def test_dora_refuses_fused_experts(tiny_moe_models, tmp_path, monkeypatch):
 
 def test_packed_rows(tiny_moe_models, tmp_path, monkeypatch):
     """Packed rows: the router losses see the real tokens of every packed example and no filler."""
-    _, record = run_cell(tiny_moe_models, tmp_path, monkeypatch, "olmoe", "sft", "lora", sample_packing=True,
-                         micro_batch_size=1)
+    _, record = run_cell(
+        tiny_moe_models, tmp_path, monkeypatch, "olmoe", "sft", "lora", sample_packing=True, micro_batch_size=1
+    )
     assert record["moe_aux_loss"] >= 1.0 - 1e-4 and record["tokens_seen"] > 0
 
 
@@ -101,6 +126,7 @@ def test_every_objective_on_an_moe(objective, tiny_moe_models, tmp_path, monkeyp
     """Every registered objective trains a LoRA step on the tiny Qwen2-MoE (shared experts, routed experts
     and router adapted), with the matrix test's sample data and per-objective keys."""
     import test_matrix as matrix  # tests/ is on sys.path (its conftest)
+
     from strop.config import load_config
     from strop.objectives import OBJECTIVES
     from strop.train import loop
@@ -112,11 +138,27 @@ def test_every_objective_on_an_moe(objective, tiny_moe_models, tmp_path, monkeyp
     model = str(tiny_moe_models["qwen2_moe"])
     data = tmp_path / f"{kind}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for k, rows in matrix.SAMPLE_DATASETS if k == kind for r in rows))
-    extra = {k: v.replace("{model}", model) if isinstance(v, str) else v for k, v in matrix.OBJECTIVE_KEYS.get(objective, {}).items()}
-    cfg = {"base_model": model, "adapter": "lora", "lora_r": 4, "lora_alpha": 8, "moe_lora_targets": ALL_PARTS, **extra,
-           "rl": None if objective == "sft" else objective, "datasets": [{"path": str(data), "type": kind}],
-           "sequence_len": 64, "micro_batch_size": 2, "max_steps": 1, "learning_rate": 1e-3, "bf16": False, "seed": 3,
-           "output_dir": str(tmp_path / "out")}
+    extra = {
+        k: v.replace("{model}", model) if isinstance(v, str) else v
+        for k, v in matrix.OBJECTIVE_KEYS.get(objective, {}).items()
+    }
+    cfg = {
+        "base_model": model,
+        "adapter": "lora",
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "moe_lora_targets": ALL_PARTS,
+        **extra,
+        "rl": None if objective == "sft" else objective,
+        "datasets": [{"path": str(data), "type": kind}],
+        "sequence_len": 64,
+        "micro_batch_size": 2,
+        "max_steps": 1,
+        "learning_rate": 1e-3,
+        "bf16": False,
+        "seed": 3,
+        "output_dir": str(tmp_path / "out"),
+    }
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(cfg))
     out = loop.train(*load_config(path))

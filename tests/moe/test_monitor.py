@@ -46,8 +46,9 @@ def test_padding_and_packing_filler_change_nothing(mixtral):
         plain_health = monitor.finish_step(lambda *a: None)
         padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
         mask = torch.tensor([[1] * 6 + [0] * 3])
-        loss, metrics = recorded(monitor, mixtral, {"input_ids": padded, "attention_mask": mask},
-                                 input_ids=padded, attention_mask=mask)
+        loss, metrics = recorded(
+            monitor, mixtral, {"input_ids": padded, "attention_mask": mask}, input_ids=padded, attention_mask=mask
+        )
         assert float(loss) == pytest.approx(float(plain_loss), rel=1e-5)
         assert float(metrics["moe_aux_loss"]) == pytest.approx(float(plain["moe_aux_loss"]), rel=1e-5)
         for layer, reference in zip(monitor.finish_step(lambda *a: None)["moe_layers"], plain_health["moe_layers"]):
@@ -56,7 +57,9 @@ def test_padding_and_packing_filler_change_nothing(mixtral):
         segments = torch.tensor([[0, 0, 0, 1, 1, 1, -1, -1, -1]])  # packed row: the forward sees no 2-D mask
         loss, _ = recorded(monitor, mixtral, {"input_ids": padded, "segment_ids": segments}, input_ids=padded)
         assert float(loss) == pytest.approx(float(plain_loss), rel=1e-5)
-        assert float(plain_loss) == pytest.approx(0.5 * float(plain["moe_aux_loss"]) + 0.25 * float(plain["moe_z_loss"]))
+        assert float(plain_loss) == pytest.approx(
+            0.5 * float(plain["moe_aux_loss"]) + 0.25 * float(plain["moe_z_loss"])
+        )
     finally:
         monitor.remove()
 
@@ -84,4 +87,6 @@ def test_warns_once_per_collapse(mixtral):
         monitor._add_health(1, balanced, torch.tensor(0.0), 16)
         health = monitor.finish_step(messages.append)
     assert health["moe_starved_experts"] == 2 and health["moe_load_entropy_min"] < 0.5
-    assert len(messages) == 2 and all("router collapse in MoE layer 0" in m for m in messages)  # again only after recovery
+    assert len(messages) == 2 and all(
+        "router collapse in MoE layer 0" in m for m in messages
+    )  # again only after recovery

@@ -24,7 +24,7 @@ def test_load_balancing_loss_by_hand():
 
 def test_z_loss_by_hand():
     lse = 2 + math.log(1 + math.exp(-2))
-    assert float(losses.z_loss(LOGITS, MASK)) == pytest.approx(lse ** 2, rel=1e-6)
+    assert float(losses.z_loss(LOGITS, MASK)) == pytest.approx(lse**2, rel=1e-6)
 
 
 def test_balanced_routing_scores_one_and_collapse_scores_e():

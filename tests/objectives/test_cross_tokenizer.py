@@ -9,11 +9,11 @@ import string
 
 import pytest
 import torch
+from tests.conftest import CHATML, alpaca_rows
 
 from strop.config import load_config
 from strop.objectives.cross_tokenizer import aligned_positions, token_ends, uld_distance
 from strop.train.loop import train
-from tests.conftest import CHATML, alpaca_rows
 
 
 def test_uld_by_hand_with_different_vocabulary_sizes():
@@ -56,7 +56,9 @@ def test_token_ends_follow_the_decoded_text(tiny_model):
     text, ends = token_ends(tok, ids)
     assert ends[-1] == len(text) and ends == sorted(ends)
     for k in range(len(ids)):
-        assert text[: ends[k]] == tok.decode(ids[: k + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        assert text[: ends[k]] == tok.decode(
+            ids[: k + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,18 @@ def char_teacher(tmp_path_factory):
     fast.chat_template = CHATML
     fast.save_pretrained(folder)
     torch.manual_seed(3)
-    config = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(fast), max_position_embeddings=1024,
-                         pad_token_id=1, eos_token_id=1, bos_token_id=1)
+    config = LlamaConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(fast),
+        max_position_embeddings=1024,
+        pad_token_id=1,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -88,9 +99,20 @@ def _metrics(out):
 @pytest.mark.slow
 def test_auto_distils_across_tokenizers_and_lowers_uld(make_config, char_teacher):
     """Four rows in one micro-batch: every step sees the same batch, so the ULD term must fall."""
-    cfg, base = load_config(make_config(alpaca_rows(4), rl="distill", distill_teacher=str(char_teacher),
-                                        adapter="full", distill_alpha=0.0, distill_temperature=1.0,
-                                        micro_batch_size=4, max_steps=8, learning_rate=1e-2, warmup_steps=0))
+    cfg, base = load_config(
+        make_config(
+            alpaca_rows(4),
+            rl="distill",
+            distill_teacher=str(char_teacher),
+            adapter="full",
+            distill_alpha=0.0,
+            distill_temperature=1.0,
+            micro_batch_size=4,
+            max_steps=8,
+            learning_rate=1e-2,
+            warmup_steps=0,
+        )
+    )
     records = _metrics(train(cfg, base))
     assert len(records) == 8
     # `aligned` is the share of response positions compared: a character-level teacher ends a token at
@@ -104,8 +126,15 @@ def test_auto_distils_across_tokenizers_and_lowers_uld(make_config, char_teacher
 def test_same_tokenizer_stays_on_kl_unless_uld_is_asked(make_config, tiny_model):
     cfg, base = load_config(make_config(rl="distill", distill_teacher=str(tiny_model), max_steps=1))
     assert "aligned" not in _metrics(train(cfg, base))[0]
-    cfg, base = load_config(make_config(rl="distill", distill_teacher=str(tiny_model), max_steps=1,
-                                        distill_cross_tokenizer="uld", output_dir=str(base / "uld")))
+    cfg, base = load_config(
+        make_config(
+            rl="distill",
+            distill_teacher=str(tiny_model),
+            max_steps=1,
+            distill_cross_tokenizer="uld",
+            output_dir=str(base / "uld"),
+        )
+    )
     first = _metrics(train(cfg, base))[0]
     # same tokenizer: every response position aligns with itself, and ULD of equal models is 0
     assert first["aligned"] == pytest.approx(1.0) and first["divergence"] == pytest.approx(0.0, abs=1e-6)

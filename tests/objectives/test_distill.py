@@ -29,7 +29,10 @@ def reference(student, teacher, t, kind, beta=0.5):
 @pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
 def test_divergence_matches_reference_odd_shape(kind):
     gen = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(7, 13, generator=gen, dtype=torch.float64), torch.randn(7, 13, generator=gen, dtype=torch.float64)
+    student, teacher = (
+        torch.randn(7, 13, generator=gen, dtype=torch.float64),
+        torch.randn(7, 13, generator=gen, dtype=torch.float64),
+    )
     got = token_divergence(student, teacher, 2.0, kind, 0.3).double()
     torch.testing.assert_close(got, reference(student, teacher, 2.0, kind, 0.3), rtol=1e-5, atol=1e-6)
     assert token_divergence(student, student, 2.0, kind).abs().max() < 1e-9
@@ -57,8 +60,9 @@ def test_loss_weights_and_gradcheck():
 
 @pytest.mark.parametrize("adapter", ["lora", "full"])
 def test_distill_run_from_yaml(make_config, tiny_model, adapter):
-    cfg, base = load_config(make_config(rl="distill", distill_teacher=str(tiny_model), adapter=adapter,
-                                        max_steps=2, distill_loss="jsd"))
+    cfg, base = load_config(
+        make_config(rl="distill", distill_teacher=str(tiny_model), adapter=adapter, max_steps=2, distill_loss="jsd")
+    )
     out = train(cfg, base)
     first = (out / "metrics.jsonl").read_text().splitlines()[0]
     assert '"divergence"' in first
@@ -70,8 +74,16 @@ def test_teacher_with_other_vocabulary_is_refused(make_config, tmp_path):
     from strop.errors import StropError
 
     other = tmp_path / "other"
-    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                 num_key_value_heads=1, vocab_size=77)).save_pretrained(other)
+    LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=77,
+        )
+    ).save_pretrained(other)
     cfg, base = load_config(make_config(rl="distill", distill_teacher=str(other), distill_cross_tokenizer="off"))
     with pytest.raises(StropError, match="share a tokenizer"):
         train(cfg, base)

@@ -15,13 +15,13 @@ from strop.train import loop
 
 PROMPTS = [{"prompt": f"Say {w} {i}", "target": w} for i, w in enumerate(["fox", "dog", "world", "review"] * 4)]
 
-REWARDS_MODULE = '''
+REWARDS_MODULE = """
 def by_length(prompts, completions, rows):
     return [float(len(c) % 5) for c in completions]
 
 def short(prompts, completions, rows):
     return [-float(len(c)) / 10 for c in completions]
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +40,19 @@ def rl_config(make_config, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
 
     def make(function: str = "by_length", **overrides):
-        keys = {"rl": "grpo", "rewards": [{"type": "function", "function": f"my_rewards.py:{function}"}],
-                "num_generations": 4, "max_completion_length": 8, "micro_batch_size": 2, "max_steps": 2,
-                "sequence_len": 64, "temperature": 1.0, "log_completions_steps": 1,
-                "datasets": [{"path": str(data), "type": "prompt"}], **overrides}
+        keys = {
+            "rl": "grpo",
+            "rewards": [{"type": "function", "function": f"my_rewards.py:{function}"}],
+            "num_generations": 4,
+            "max_completion_length": 8,
+            "micro_batch_size": 2,
+            "max_steps": 2,
+            "sequence_len": 64,
+            "temperature": 1.0,
+            "log_completions_steps": 1,
+            "datasets": [{"path": str(data), "type": "prompt"}],
+            **overrides,
+        }
         return load_config(make_config(**keys))
 
     return make
@@ -70,11 +79,13 @@ def test_logged_loss_matches_a_hand_computation_from_the_rollouts(rl_config, los
     assert len(metrics) == 2 and len(rollouts) == 2 * 2 * 2 * 4  # steps × accumulation × prompts × G
     for step, logged in enumerate(metrics):
         rows = [r for r in rollouts if r["step"] == step]
-        adv = [a for g in range(0, len(rows), 4) for a in advantages([r["reward"] for r in rows[g:g + 4]])]
+        adv = [a for g in range(0, len(rows), 4) for a in advantages([r["reward"] for r in rows[g : g + 4]])]
         lengths = [r["tokens"] for r in rows]
-        expected = {"grpo": -statistics.fmean(adv),
-                    "dapo": -sum(a * n for a, n in zip(adv, lengths)) / sum(lengths),
-                    "dr_grpo": -sum(a * n for a, n in zip(adv, lengths)) / (len(rows) * 8)}[loss_type]
+        expected = {
+            "grpo": -statistics.fmean(adv),
+            "dapo": -sum(a * n for a, n in zip(adv, lengths)) / sum(lengths),
+            "dr_grpo": -sum(a * n for a, n in zip(adv, lengths)) / (len(rows) * 8),
+        }[loss_type]
         assert logged["loss"] == pytest.approx(expected, abs=1e-5)
         assert logged["reward"] == pytest.approx(statistics.fmean(r["reward"] for r in rows))
         assert logged["completion_length"] == pytest.approx(statistics.fmean(lengths))
@@ -94,17 +105,27 @@ def test_several_iterations_reuse_the_rollouts_and_clip(rl_config):
 
 def test_grpo_learns_to_raise_a_simple_reward(rl_config):
     """Reward −len(completion)/10: the tiny model learns to end its replies sooner."""
-    cfg, base = rl_config("short", max_steps=12, num_generations=8, learning_rate=2e-2, max_completion_length=12,
-                          adapter="full", warmup_steps=0, lr_scheduler="constant")
+    cfg, base = rl_config(
+        "short",
+        max_steps=12,
+        num_generations=8,
+        learning_rate=2e-2,
+        max_completion_length=12,
+        adapter="full",
+        warmup_steps=0,
+        lr_scheduler="constant",
+    )
     metrics = records(loop.train(cfg, base) / "metrics.jsonl")
     first, last = [statistics.fmean(m["reward"] for m in part) for part in (metrics[:3], metrics[-3:])]
     assert last > first + 0.2, (first, last)
 
 
 def test_dapo_drops_constant_groups_and_refills(rl_config, tmp_path):
-    (tmp_path / "half.py").write_text("def half(prompts, completions, rows):\n"
-                                      "    return [1.0 if r['target'] in ('fox', 'dog') else float(len(c) % 3)\n"
-                                      "            for c, r in zip(completions, rows)]\n")
+    (tmp_path / "half.py").write_text(
+        "def half(prompts, completions, rows):\n"
+        "    return [1.0 if r['target'] in ('fox', 'dog') else float(len(c) % 3)\n"
+        "            for c, r in zip(completions, rows)]\n"
+    )
     cfg, base = rl_config(rl="dapo", rewards=[{"type": "function", "function": "half.py:half"}], max_steps=2)
     metrics = records(loop.train(cfg, base) / "metrics.jsonl")
     assert any(m["zero_variance_groups"] > 0 for m in metrics)
@@ -155,13 +176,25 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(rl_config, tmp_path)
 def test_ppo_scores_with_a_reward_model_trained_by_strop(rl_config, make_config, tmp_path):
     """RLHF end to end on the tiny model: `rl: reward` on pairs, then PPO whose reward is that model."""
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Say {w}", "chosen": f"{w} indeed", "rejected": "no"}) + "\n"
-                             for w in ["fox", "dog", "world", "review"] * 2))
-    reward_cfg, base = load_config(make_config(rl="reward", datasets=[{"path": str(pairs), "type": "dpo"}],
-                                               max_steps=1, output_dir=str(tmp_path / "rm")))
+    pairs.write_text(
+        "".join(
+            json.dumps({"prompt": f"Say {w}", "chosen": f"{w} indeed", "rejected": "no"}) + "\n"
+            for w in ["fox", "dog", "world", "review"] * 2
+        )
+    )
+    reward_cfg, base = load_config(
+        make_config(
+            rl="reward", datasets=[{"path": str(pairs), "type": "dpo"}], max_steps=1, output_dir=str(tmp_path / "rm")
+        )
+    )
     reward_model = loop.train(reward_cfg, base)
-    cfg, base = rl_config(rl="ppo", rewards=[{"type": "reward_model", "path": str(reward_model)}], num_generations=2,
-                          max_steps=1, output_dir=str(tmp_path / "ppo"))
+    cfg, base = rl_config(
+        rl="ppo",
+        rewards=[{"type": "reward_model", "path": str(reward_model)}],
+        num_generations=2,
+        max_steps=1,
+        output_dir=str(tmp_path / "ppo"),
+    )
     metrics = records(loop.train(cfg, base) / "metrics.jsonl")
     assert metrics[0]["reward/reward_model_std"] > 0  # real, varying scores from the reward model
     assert math.isfinite(metrics[0]["loss"]) and metrics[0]["grad_norm"] > 0

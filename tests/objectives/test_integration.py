@@ -11,8 +11,9 @@ def test_dpo_lora_smollm2_gains_held_out_preference_accuracy(tmp_path):
     from strop.train.loop import prepare, train
 
     try:
-        cfg, base = load_config(HERE / "dpo.yml", [f"output_dir={tmp_path / 'dpo'}", "max_steps=12",
-                                                   "sample_prompts=null"])
+        cfg, base = load_config(
+            HERE / "dpo.yml", [f"output_dir={tmp_path / 'dpo'}", "max_steps=12", "sample_prompts=null"]
+        )
         run = prepare(cfg, base)
     except Exception as err:  # noqa: BLE001 - the default model is not installed here
         pytest.skip(f"SmolLM2 not available: {err}")

@@ -37,6 +37,7 @@ def test_registry_holds_every_objective():
 
 # ------------------------------------------------------------------ DPO family ------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("variant", ["sigmoid", "ipo", "hinge", "robust"])
 def test_dpo_variants_match_reference(variant, dtype):
@@ -65,7 +66,9 @@ def test_dpo_hand_worked():
     assert case("sigmoid", eps=0.1) == pytest.approx(0.9 * 0.47407698418010663 + 0.1 * 0.9740769841801067, abs=1e-12)
     assert case("ipo", beta=0.25) == pytest.approx(1.0, abs=1e-12)  # (1 - 1/(2·0.25))²
     assert case("hinge") == pytest.approx(0.5, abs=1e-12)  # max(0, 1 - 0.5)
-    assert case("robust", eps=0.1) == pytest.approx((0.9 * 0.47407698418010663 - 0.1 * 0.9740769841801067) / 0.8, abs=1e-12)
+    assert case("robust", eps=0.1) == pytest.approx(
+        (0.9 * 0.47407698418010663 - 0.1 * 0.9740769841801067) / 0.8, abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("variant", ["sigmoid", "ipo", "hinge", "robust"])
@@ -76,9 +79,12 @@ def test_dpo_gradcheck(variant):
 
 # ------------------------------------------------------------------ ORPO ------------------------------
 
+
 def test_log1mexp_is_accurate_on_both_sides():
     x = torch.tensor([-1e-6, -0.1, -0.69, -0.7, -5.0, -40.0], dtype=torch.float64)
-    torch.testing.assert_close(log1mexp(x), torch.tensor([math.log(-math.expm1(v)) for v in x.tolist()], dtype=torch.float64))
+    torch.testing.assert_close(
+        log1mexp(x), torch.tensor([math.log(-math.expm1(v)) for v in x.tolist()], dtype=torch.float64)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -94,8 +100,9 @@ def test_orpo_matches_reference(dtype):
 
 def test_orpo_hand_worked():
     # P_c = 1/2 (odds 1), P_r = 1/4 (odds 1/3): log odds ratio = log 3; −log σ(log 3) = log(4/3)
-    loss, metrics = orpo_loss(torch.tensor([math.log(0.5)], dtype=torch.float64),
-                              torch.tensor([math.log(0.25)], dtype=torch.float64), 0.1)
+    loss, metrics = orpo_loss(
+        torch.tensor([math.log(0.5)], dtype=torch.float64), torch.tensor([math.log(0.25)], dtype=torch.float64), 0.1
+    )
     assert float(metrics["log_odds_ratio"]) == pytest.approx(math.log(3), abs=1e-12)
     assert float(loss) == pytest.approx(math.log(2) + 0.1 * math.log(4 / 3), abs=1e-12)
 
@@ -106,6 +113,7 @@ def test_orpo_gradcheck():
 
 
 # ------------------------------------------------------------------ SimPO / CPO -----------------------
+
 
 def test_simpo_reference_hand_worked_and_gradcheck():
     c, r = mean_logps(0), mean_logps(1)
@@ -136,12 +144,15 @@ def test_cpo_reference_hand_worked_and_gradcheck():
     torch.testing.assert_close(cpo_loss(c, r, lengths, 0.2, 0.5)[0], expected, **TOL[torch.float64])
     # β=0.1, α=1: −log σ(0.1·(−4 − −6)) + 4/2 = log(1 + e^−0.2) + 2
     one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
-    assert float(cpo_loss(one(-4.0), one(-6.0), one(2.0), 0.1, 1.0)[0]) == pytest.approx(0.598138869381592 + 2, abs=1e-12)
+    assert float(cpo_loss(one(-4.0), one(-6.0), one(2.0), 0.1, 1.0)[0]) == pytest.approx(
+        0.598138869381592 + 2, abs=1e-12
+    )
     inputs = [logps(s).requires_grad_() for s in range(2)]
     assert torch.autograd.gradcheck(lambda a, b: cpo_loss(a, b, lengths, 0.1, 1.0)[0], inputs)
 
 
 # ------------------------------------------------------------------ KTO -------------------------------
+
 
 def test_kto_reference_hand_worked_and_gradcheck():
     policy, ref = logps(0), logps(1)
@@ -153,8 +164,13 @@ def test_kto_reference_hand_worked_and_gradcheck():
     torch.testing.assert_close(losses, expected, **TOL[torch.float64])
     assert torch.isnan(metrics["rewards/chosen"][1]) and not torch.isnan(metrics["rewards/chosen"][0])
     # r = [0.5, −0.5], z₀ = 0.2, β = 1: 1 − σ(0.3) and 1 − σ(0.7)
-    hand, _ = kto_loss(torch.tensor([-1.0, -2.0], dtype=torch.float64), torch.tensor([-1.5, -1.5], dtype=torch.float64),
-                       torch.tensor([True, False]), torch.tensor(0.2, dtype=torch.float64), 1.0)
+    hand, _ = kto_loss(
+        torch.tensor([-1.0, -2.0], dtype=torch.float64),
+        torch.tensor([-1.5, -1.5], dtype=torch.float64),
+        torch.tensor([True, False]),
+        torch.tensor(0.2, dtype=torch.float64),
+        1.0,
+    )
     torch.testing.assert_close(hand, torch.tensor([1 - 0.574442516811659, 1 - 0.6681877721681662], dtype=torch.float64))
     inputs = [logps(s).requires_grad_() for s in range(2)]
     assert torch.autograd.gradcheck(lambda p, q: kto_loss(p, q, desirable, kl, 0.4, 1.5, 0.5)[0], inputs)
@@ -163,16 +179,20 @@ def test_kto_reference_hand_worked_and_gradcheck():
 def test_kto_reference_point_is_clamped_and_detached():
     policy = torch.tensor([0.1, -0.3], dtype=torch.float64, requires_grad=True)
     assert float(kto_reference_point(policy, torch.zeros(2, dtype=torch.float64))) == 0.0
-    z = kto_reference_point(torch.tensor([0.5, 0.1], dtype=torch.float64, requires_grad=True), torch.zeros(2, dtype=torch.float64))
+    z = kto_reference_point(
+        torch.tensor([0.5, 0.1], dtype=torch.float64, requires_grad=True), torch.zeros(2, dtype=torch.float64)
+    )
     assert float(z) == pytest.approx(0.3) and not z.requires_grad
 
 
 # ------------------------------------------------------------------ reward model ----------------------
 
+
 def test_bradley_terry_reference_hand_worked_and_gradcheck():
     c, r = logps(0), logps(1)
     torch.testing.assert_close(bradley_terry_loss(c, r)[0], -torch.log(sig(c - r)), **TOL[torch.float64])
-    assert float(bradley_terry_loss(torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))[0]) \
-        == pytest.approx(0.31326168751822286, abs=1e-12)  # log(1 + e^−1)
+    assert float(
+        bradley_terry_loss(torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))[0]
+    ) == pytest.approx(0.31326168751822286, abs=1e-12)  # log(1 + e^−1)
     inputs = [logps(s).requires_grad_() for s in range(2)]
     assert torch.autograd.gradcheck(lambda a, b: bradley_terry_loss(a, b)[0], inputs)

@@ -21,13 +21,16 @@ def test_group_advantages_by_hand():
     assert group_advantages(rewards, 4, scale=False)[:4].tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25])
 
 
-@pytest.mark.parametrize("ratio, advantage, loss, cut", [
-    (1.5, 1.0, -1.2, True),    # above 1 + ε with a positive advantage: clipped, no gradient through ρ
-    (1.5, -1.0, 1.5, False),   # a negative advantage keeps the larger penalty
-    (0.5, 1.0, -0.5, False),
-    (0.5, -1.0, 0.8, True),    # below 1 − ε with a negative advantage: clipped
-    (1.25, 1.0, -1.25, False),  # inside a clip-higher bound of 0.28
-])
+@pytest.mark.parametrize(
+    "ratio, advantage, loss, cut",
+    [
+        (1.5, 1.0, -1.2, True),  # above 1 + ε with a positive advantage: clipped, no gradient through ρ
+        (1.5, -1.0, 1.5, False),  # a negative advantage keeps the larger penalty
+        (0.5, 1.0, -0.5, False),
+        (0.5, -1.0, 0.8, True),  # below 1 − ε with a negative advantage: clipped
+        (1.25, 1.0, -1.25, False),  # inside a clip-higher bound of 0.28
+    ],
+)
 def test_clipped_surrogate_by_hand(ratio, advantage, loss, cut):
     eps_high = 0.28 if ratio == 1.25 else 0.2
     logps = torch.tensor([[math.log(ratio)]])
@@ -55,8 +58,9 @@ def test_k3_kl_is_zero_at_the_reference_and_positive_elsewhere():
     assert k3_kl(logps, logps).tolist() == [0.0, 0.0]
     delta = 0.5  # ref − logp
     assert float(k3_kl(torch.tensor([-1.0]), torch.tensor([-0.5]))) == pytest.approx(math.exp(delta) - delta - 1)
-    _, _, kl = grpo_token_loss(torch.tensor([[-1.0]]), torch.tensor([[-1.0]]), torch.tensor([0.0]), 0.2, 0.2,
-                               torch.tensor([[-0.5]]), beta=0.1)
+    _, _, kl = grpo_token_loss(
+        torch.tensor([[-1.0]]), torch.tensor([[-1.0]]), torch.tensor([0.0]), 0.2, 0.2, torch.tensor([[-0.5]]), beta=0.1
+    )
     assert float(kl) == pytest.approx(math.exp(delta) - delta - 1)
 
 

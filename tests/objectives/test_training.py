@@ -14,15 +14,27 @@ from strop.config import load_config
 from strop.objectives import preference_common
 from strop.train.loop import prepare, train, train_step
 
-PAIR_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-             "logps/chosen", "logps/rejected"}
+PAIR_KEYS = {
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+}
 
 
 def pair_rows(n: int = 12) -> list[dict]:
     words = ["fox", "dog", "world", "review", "quick", "lazy"]
-    return [{"prompt": f"Classify the sentiment of this review. {words[i % 6]} {i}",
-             "chosen": "Sentiment: positive" if i % 2 else "Sentiment: negative",
-             "rejected": f"Sentiment: {'negative' if i % 2 else 'positive'} {words[i % 3]}"} for i in range(n)]
+    return [
+        {
+            "prompt": f"Classify the sentiment of this review. {words[i % 6]} {i}",
+            "chosen": "Sentiment: positive" if i % 2 else "Sentiment: negative",
+            "rejected": f"Sentiment: {'negative' if i % 2 else 'positive'} {words[i % 3]}",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -31,6 +43,7 @@ def pref_config(make_config, tmp_path):
         data = {"path": str(tmp_path / "data.jsonl"), "type": kind}
         overrides.setdefault("max_steps", 2)
         return make_config(rows or pair_rows(), rl=rl, datasets=[data], **overrides)
+
     return make
 
 
@@ -45,8 +58,11 @@ def test_objective_trains_with_strategy(pref_config, rl, adapter):
     out = train(cfg, base)
     logged = records(out)
     assert len(logged) == 2 and all(math.isfinite(r["loss"]) for r in logged)
-    keys = {"loss", "rewards/chosen", "rewards/rejected", "kl"} if rl == "kto" else PAIR_KEYS - (
-        {"logps/chosen", "logps/rejected"} if rl == "reward" else set())
+    keys = (
+        {"loss", "rewards/chosen", "rewards/rejected", "kl"}
+        if rl == "kto"
+        else PAIR_KEYS - ({"logps/chosen", "logps/rejected"} if rl == "reward" else set())
+    )
     assert keys <= set(logged[-1]) and "eval_loss" in logged[-1]
     assert (out / ("adapter_model.safetensors" if adapter == "lora" else "model.safetensors")).is_file()
     assert (out / "reference_logps.safetensors").is_file() == (rl in ("dpo", "ipo", "kto"))
@@ -54,8 +70,9 @@ def test_objective_trains_with_strategy(pref_config, rl, adapter):
 
 def test_dpo_starts_at_log_two_and_learns(pref_config):
     """Policy = reference at step 0, so the sigmoid loss is exactly log 2; training widens the margin."""
-    cfg, base = load_config(pref_config("dpo", adapter="full", max_steps=6, learning_rate=3e-3, micro_batch_size=6,
-                                        rl_beta=0.5))
+    cfg, base = load_config(
+        pref_config("dpo", adapter="full", max_steps=6, learning_rate=3e-3, micro_batch_size=6, rl_beta=0.5)
+    )
     logged = records(train(cfg, base))
     assert logged[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert logged[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
@@ -88,7 +105,9 @@ def test_live_reference_with_adapter_off_equals_precomputed(pref_config):
     """LoRA's reference computed live (adapter disabled) gives the same first steps as the cache."""
     path = pref_config("dpo", lora_dropout=0.0, learning_rate=5e-2)
     cached = records(train(*load_config(path, ["output_dir=" + str(path.parent / "cached")])))
-    live = records(train(*load_config(path, ["output_dir=" + str(path.parent / "live"), "precompute_ref_log_probs=false"])))
+    live = records(
+        train(*load_config(path, ["output_dir=" + str(path.parent / "live"), "precompute_ref_log_probs=false"]))
+    )
     for a, b in zip(cached, live):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
         assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], abs=1e-5)
@@ -123,9 +142,19 @@ def test_reference_cache_is_reused_on_resume(pref_config, monkeypatch):
 def test_orpo_survey_config_runs_unchanged(tmp_path, tiny_model, monkeypatch):
     """../shared/survey/orpo_config.yml: `type: orpo` + `orpo_alpha`, no `rl` key; only model and data swapped."""
     survey = Path(__file__).resolve().parents[3] / "shared" / "survey" / "orpo_config.yml"
-    raw = yaml.safe_load(survey.read_text()) if survey.exists() else {
-        "base_model": "x", "adapter": "lora", "lora_r": 16, "lora_alpha": 32, "output_dir": "./orpo-model",
-        "datasets": [{"path": "domain_orpo.jsonl", "type": "orpo"}], "orpo_alpha": 0.1}
+    raw = (
+        yaml.safe_load(survey.read_text())
+        if survey.exists()
+        else {
+            "base_model": "x",
+            "adapter": "lora",
+            "lora_r": 16,
+            "lora_alpha": 32,
+            "output_dir": "./orpo-model",
+            "datasets": [{"path": "domain_orpo.jsonl", "type": "orpo"}],
+            "orpo_alpha": 0.1,
+        }
+    )
     assert raw["datasets"][0]["type"] == "orpo" and raw["orpo_alpha"] == 0.1 and "rl" not in raw
     (tmp_path / "domain_orpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pair_rows(4)))
     raw["base_model"] = str(tiny_model)
@@ -157,8 +186,10 @@ def test_reward_model_saves_head_and_scores_from_the_cli(pref_config, tmp_path, 
     assert json.loads((out / "reward_head.json").read_text())["hidden_size"] == 64
     assert not any("reward_head" in k for k in load_file(out / "model.safetensors"))
     AutoModelForCausalLM.from_pretrained(out)  # still a plain causal LM
-    rows = [{"prompt": "Classify the sentiment of this review. fox 1", "response": r}
-            for r in ("Sentiment: positive", "Sentiment: negative fox")]
+    rows = [
+        {"prompt": "Classify the sentiment of this review. fox 1", "response": r}
+        for r in ("Sentiment: positive", "Sentiment: negative fox")
+    ]
     (tmp_path / "score.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["reward-score", str(out), str(tmp_path / "score.jsonl"), "-o", str(tmp_path / "scored.jsonl")]) == 0
     scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]

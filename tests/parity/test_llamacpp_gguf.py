@@ -43,8 +43,11 @@ TEXTS = [
 ]
 SPACE_THEN_UNICODE_DIGIT = "x² ½ ١٢٣ and ²"
 
-pytestmark = pytest.mark.skipif(not CONVERTER.is_file(), reason=f"llama.cpp's converter is not at {CONVERTER}: run "
-                                "`make test` (or python tools/fetch_llamacpp_converter.py .venv/llama.cpp)")
+pytestmark = pytest.mark.skipif(
+    not CONVERTER.is_file(),
+    reason=f"llama.cpp's converter is not at {CONVERTER}: run "
+    "`make test` (or python tools/fetch_llamacpp_converter.py .venv/llama.cpp)",
+)
 
 
 def field_value(field):
@@ -76,8 +79,12 @@ def both_files(smol_tiny_llama, tmp_path_factory) -> tuple[Path, Path]:
     """(strop's file, the converter's file) for the same model folder."""
     out = tmp_path_factory.mktemp("gguf")
     theirs = out / "llamacpp.gguf"
-    run = subprocess.run([sys.executable, str(CONVERTER), str(smol_tiny_llama), "--outtype", "f16", "--outfile", str(theirs)],
-                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    run = subprocess.run(
+        [sys.executable, str(CONVERTER), str(smol_tiny_llama), "--outtype", "f16", "--outfile", str(theirs)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return export_gguf(smol_tiny_llama, out / "strop.gguf", "f16", show_progress=False), theirs
 
@@ -121,4 +128,6 @@ def test_llamacpp_tokenizes_like_transformers(both_files, smol_tiny_llama):
         assert tokens(ours, text) == hf(text, add_special_tokens=False)["input_ids"], text
     for text in TEXTS:
         assert tokens(theirs, text) == hf(text, add_special_tokens=False)["input_ids"], text
-    assert tokens(theirs, SPACE_THEN_UNICODE_DIGIT) != hf(SPACE_THEN_UNICODE_DIGIT, add_special_tokens=False)["input_ids"]
+    assert (
+        tokens(theirs, SPACE_THEN_UNICODE_DIGIT) != hf(SPACE_THEN_UNICODE_DIGIT, add_special_tokens=False)["input_ids"]
+    )

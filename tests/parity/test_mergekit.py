@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from merge_helpers import load_state, write_config
 
 from strop.merge import run_merge
-
-from merge_helpers import load_state, write_config
 
 REASON = "mergekit is a test-only reference: `make test` installs it"
 mergekit_merge = pytest.importorskip("mergekit.merge", reason=REASON)
@@ -27,18 +26,35 @@ CASES = {
     "model_soup": ("model_soup", "linear", None, [("a", {}), ("b", {})], {}),  # mergekit: linear, equal weights
     "slerp": ("slerp", "slerp", "a", [("a", {}), ("b", {})], {"t": 0.3}),
     "task_arithmetic": ("task_arithmetic", "task_arithmetic", *TASK, {"lambda": 1.5}),
-    "ties": ("ties", "ties", "base", [("a", {"weight": 0.6, "density": 0.4}), ("b", {"weight": 1.0, "density": 0.7})], {}),
-    "ties_unnormalized": ("ties", "ties", "base", [("a", {"weight": 0.6, "density": 0.5}), ("b", {"weight": 1.0, "density": 0.8})],
-                          {"normalize": False}),
+    "ties": (
+        "ties",
+        "ties",
+        "base",
+        [("a", {"weight": 0.6, "density": 0.4}), ("b", {"weight": 1.0, "density": 0.7})],
+        {},
+    ),
+    "ties_unnormalized": (
+        "ties",
+        "ties",
+        "base",
+        [("a", {"weight": 0.6, "density": 0.5}), ("b", {"weight": 1.0, "density": 0.8})],
+        {"normalize": False},
+    ),
     "dare_linear": ("dare_linear", "dare_linear", *TASK, {"lambda": 0.7}),
     "dare_ties": ("dare_ties", "dare_ties", "base", [("a", {"weight": 0.6}), ("b", {"weight": 1.0})], {}),
 }
 
 
-def both(tmp_path, merge_models, strop_method: str, mergekit_method: str, base, models, parameters) -> tuple[dict, dict]:
+def both(
+    tmp_path, merge_models, strop_method: str, mergekit_method: str, base, models, parameters
+) -> tuple[dict, dict]:
     """Run the same config through strop and mergekit; returns (strop's tensors, mergekit's tensors)."""
-    config = {"merge_method": strop_method, "models": [{"model": str(merge_models[m]), "parameters": p} for m, p in models],
-              "dtype": "float32", "seed": 3}
+    config = {
+        "merge_method": strop_method,
+        "models": [{"model": str(merge_models[m]), "parameters": p} for m, p in models],
+        "dtype": "float32",
+        "seed": 3,
+    }
     if base:
         config["base_model"] = str(merge_models[base])
     if parameters:
@@ -67,7 +83,9 @@ def test_matches_mergekit(tmp_path, merge_models, case):
 def test_dare_drop_statistics_match_mergekit(tmp_path, merge_models):
     """One model, density 0.4: both keep ~40 % of the task vector and scale survivors by ~1/0.4."""
     density = 0.4
-    ours, theirs = both(tmp_path, merge_models, "dare_linear", "dare_linear", "base", [("a", {"weight": 1.0, "density": density})], {})
+    ours, theirs = both(
+        tmp_path, merge_models, "dare_linear", "dare_linear", "base", [("a", {"weight": 1.0, "density": density})], {}
+    )
     base, tuned = load_state(merge_models["base"]), load_state(merge_models["a"])
     stats = {}
     for tool, state in (("strop", ours), ("mergekit", theirs)):

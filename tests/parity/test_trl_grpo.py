@@ -21,10 +21,12 @@ import torch.nn.functional as F
 
 from strop.objectives.grpo import GRPOObjective
 
-grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only reference: `make test` installs it")
+grpo_trainer = pytest.importorskip(
+    "trl.trainer.grpo_trainer", reason="TRL is a test-only reference: `make test` installs it"
+)
 
 PROMPT, WIDTH, VOCAB, PAD = 3, 6, 11, 0
-LENGTHS = [6, 2, 5, 6, 3, 1, 6, 4]        # completion lengths; 6 = max_completion_length: truncated
+LENGTHS = [6, 2, 5, 6, 3, 1, 6, 4]  # completion lengths; 6 = max_completion_length: truncated
 ATOL = 1e-5
 
 
@@ -43,22 +45,46 @@ class _Accelerator:
         return x
 
 
-def trl_loss(loss_type: str, logps: torch.Tensor, old: torch.Tensor, completion_mask: torch.Tensor,
-             advantages: torch.Tensor, eps_low: float, eps_high: float) -> torch.Tensor:
+def trl_loss(
+    loss_type: str,
+    logps: torch.Tensor,
+    old: torch.Tensor,
+    completion_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+) -> torch.Tensor:
     """TRL 1.x's GRPO loss on given per-token log-probs (B, C)."""
     entropies = torch.zeros_like(logps)
     stub = SimpleNamespace(
-        loss_type=loss_type, epsilon_low=eps_low, epsilon_high=eps_high, beta=0.0, top_entropy_quantile=1.0,
-        off_policy_mask_threshold=None, importance_sampling_level="token", use_vllm=False, aux_loss_enabled=False,
-        _entropy_bonus_enabled=False, max_completion_length=WIDTH, current_gradient_accumulation_steps=1,
-        model=SimpleNamespace(training=True), accelerator=_Accelerator(), _metrics={"train": defaultdict(list)},
+        loss_type=loss_type,
+        epsilon_low=eps_low,
+        epsilon_high=eps_high,
+        beta=0.0,
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        use_vllm=False,
+        aux_loss_enabled=False,
+        _entropy_bonus_enabled=False,
+        max_completion_length=WIDTH,
+        current_gradient_accumulation_steps=1,
+        model=SimpleNamespace(training=True),
+        accelerator=_Accelerator(),
+        _metrics={"train": defaultdict(list)},
         args=SimpleNamespace(delta=None, use_bias_correction_kl=False, steps_per_generation=1),
         _get_per_token_logps_and_entropies=lambda *a, **k: (logps, entropies, None),
     )
     batch = len(logps)
-    inputs = {"prompt_ids": torch.ones(batch, PROMPT, dtype=torch.long), "prompt_mask": torch.ones(batch, PROMPT, dtype=torch.long),
-              "completion_ids": torch.ones(batch, WIDTH, dtype=torch.long), "completion_mask": completion_mask,
-              "advantages": advantages, "old_per_token_logps": old, "num_items_in_batch": completion_mask.sum()}
+    inputs = {
+        "prompt_ids": torch.ones(batch, PROMPT, dtype=torch.long),
+        "prompt_mask": torch.ones(batch, PROMPT, dtype=torch.long),
+        "completion_ids": torch.ones(batch, WIDTH, dtype=torch.long),
+        "completion_mask": completion_mask,
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "num_items_in_batch": completion_mask.sum(),
+    }
     return grpo_trainer.GRPOTrainer._compute_loss(stub, None, inputs)
 
 
@@ -70,15 +96,24 @@ def strop_objective(loss_type: str, eps_low: float, eps_high: float) -> GRPOObje
     return objective
 
 
-def strop_loss(objective: GRPOObjective, logits: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor,
-               masked: list[bool]) -> torch.Tensor:
-    rows = [{"input_ids": [1] * PROMPT + [2] * n, "prompt_len": PROMPT, "advantage": float(a), "weight": 0.0 if m else 1.0,
-             "old_logps": old[i, :n].tolist()} for i, (n, a, m) in enumerate(zip(LENGTHS, advantages, masked))]
+def strop_loss(
+    objective: GRPOObjective, logits: torch.Tensor, old: torch.Tensor, advantages: torch.Tensor, masked: list[bool]
+) -> torch.Tensor:
+    rows = [
+        {
+            "input_ids": [1] * PROMPT + [2] * n,
+            "prompt_len": PROMPT,
+            "advantage": float(a),
+            "weight": 0.0 if m else 1.0,
+            "old_logps": old[i, :n].tolist(),
+        }
+        for i, (n, a, m) in enumerate(zip(LENGTHS, advantages, masked))
+    ]
     batch = objective.collate(rows, PAD)
     batch["old_logps"] = batch["old_logps"].double()
-    batch["old_logps"][:, PROMPT - 1:] = old  # full float64 precision, not the rows' float32 round trip
+    batch["old_logps"][:, PROMPT - 1 :] = old  # full float64 precision, not the rows' float32 round trip
     batch["advantages"] = advantages
-    model = lambda **kwargs: SimpleNamespace(logits=logits[:, :batch["input_ids"].shape[1]])  # noqa: E731
+    model = lambda **kwargs: SimpleNamespace(logits=logits[:, : batch["input_ids"].shape[1]])  # noqa: E731
     loss, _ = objective.loss(model, batch, objective.count(batch))
     return loss
 
@@ -88,7 +123,7 @@ def inputs(seed: int):
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(len(LENGTHS), PROMPT + WIDTH, VOCAB, generator=generator, dtype=torch.float64)
     targets = torch.full((len(LENGTHS), WIDTH), 2)
-    fresh = torch.gather(logits[:, PROMPT - 1:-1].log_softmax(-1), 2, targets[..., None])[..., 0]
+    fresh = torch.gather(logits[:, PROMPT - 1 : -1].log_softmax(-1), 2, targets[..., None])[..., 0]
     old = fresh + 0.3 * torch.randn(fresh.shape, generator=generator, dtype=torch.float64)  # ratios beyond the clip
     advantages = torch.randn(len(LENGTHS), generator=generator, dtype=torch.float64)
     return logits, old, advantages
@@ -104,7 +139,7 @@ def test_grpo_losses_and_gradients_match_trl(loss_type: str, mask_truncated: boo
 
     theirs_logits = logits.clone().requires_grad_()
     targets = torch.full((len(LENGTHS), WIDTH), 2)
-    logps = torch.gather(F.log_softmax(theirs_logits[:, PROMPT - 1:-1], -1), 2, targets[..., None])[..., 0]
+    logps = torch.gather(F.log_softmax(theirs_logits[:, PROMPT - 1 : -1], -1), 2, targets[..., None])[..., 0]
     theirs = trl_loss(loss_type, logps, old, completion_mask, advantages, eps_low, eps_high)
     theirs.backward()
 

@@ -55,25 +55,28 @@ def pair_data(seed: int, chosen: list[int] = CHOSEN):
     ids = torch.randint(1, VOCAB, (len(lengths), WIDTH), generator=generator)
     reply = torch.zeros(len(lengths), WIDTH, dtype=torch.long)
     for i, n in enumerate(lengths):
-        ids[i, PROMPT + n:] = PAD
-        reply[i, PROMPT:PROMPT + n] = 1
-    ids[len(chosen):, :PROMPT] = ids[:len(chosen), :PROMPT]  # a pair shares its prompt
+        ids[i, PROMPT + n :] = PAD
+        reply[i, PROMPT : PROMPT + n] = 1
+    ids[len(chosen) :, :PROMPT] = ids[: len(chosen), :PROMPT]  # a pair shares its prompt
     logits = torch.randn(len(lengths), WIDTH, VOCAB, generator=generator, dtype=torch.float64)
     return logits, ids, reply
 
 
 def logits_model(logits: torch.Tensor, ids: torch.Tensor | None = None):
     """A model that returns fixed logits: all of them, or (given the full ids) the rows of the ids it is fed."""
+
     def forward(input_ids=None, **kwargs):
         if ids is None:
             return SimpleNamespace(logits=logits)
-        start = next(i for i in range(len(ids)) if torch.equal(ids[i:i + len(input_ids)], input_ids))
-        return SimpleNamespace(logits=logits[start:start + len(input_ids)])
+        start = next(i for i in range(len(ids)) if torch.equal(ids[i : i + len(input_ids)], input_ids))
+        return SimpleNamespace(logits=logits[start : start + len(input_ids)])
+
     return forward
 
 
-def strop_pair_loss(objective, cfg: dict, logits: torch.Tensor, ids: torch.Tensor, reply: torch.Tensor,
-                    ref: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def strop_pair_loss(
+    objective, cfg: dict, logits: torch.Tensor, ids: torch.Tensor, reply: torch.Tensor, ref: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """strop's objective loss() on the batch its collate_pairs would build for these sequences."""
     attention = (ids != PAD) | (torch.arange(WIDTH) < PROMPT)
     labels = ids.masked_fill(reply == 0, -100)
@@ -89,14 +92,27 @@ def trl_pair_batch(ids: torch.Tensor, reply: torch.Tensor) -> dict[str, torch.Te
     n = len(ids) // 2
     attention = ((ids != PAD) | (torch.arange(WIDTH) < PROMPT)).long()
     labels = ids.masked_fill(reply == 0, -100)
-    return {"chosen_input_ids": ids[:n], "chosen_attention_mask": attention[:n], "chosen_labels": labels[:n],
-            "rejected_input_ids": ids[n:], "rejected_attention_mask": attention[n:], "rejected_labels": labels[n:]}
+    return {
+        "chosen_input_ids": ids[:n],
+        "chosen_attention_mask": attention[:n],
+        "chosen_labels": labels[:n],
+        "rejected_input_ids": ids[n:],
+        "rejected_attention_mask": attention[n:],
+        "rejected_labels": labels[n:],
+    }
 
 
 def trl_cpo_like(trainer_cls, logits, ids, reply, **attrs) -> tuple[torch.Tensor, dict[str, float]]:
     """TRL's CPOTrainer / ORPOTrainer get_batch_loss_metrics through a stub self and a logits model."""
-    stub = SimpleNamespace(is_encoder_decoder=False, padding_value=PAD, pad_token_id=PAD, aux_loss_enabled=False,
-                           accelerator=_Accelerator(), label_pad_token_id=-100, **attrs)
+    stub = SimpleNamespace(
+        is_encoder_decoder=False,
+        padding_value=PAD,
+        pad_token_id=PAD,
+        aux_loss_enabled=False,
+        accelerator=_Accelerator(),
+        label_pad_token_id=-100,
+        **attrs,
+    )
     stub.concatenated_inputs = trainer_cls.concatenated_inputs
     stub.get_batch_logps = trainer_cls.get_batch_logps
     stub.concatenated_forward = lambda model, batch: trainer_cls.concatenated_forward(stub, model, batch)
@@ -107,7 +123,9 @@ def trl_cpo_like(trainer_cls, logits, ids, reply, **attrs) -> tuple[torch.Tensor
 
 
 def cpo_attrs(loss_type: str, alpha: float, beta: float, gamma: float = 0.5, smoothing: float = 0.0) -> dict:
-    return dict(loss_type=loss_type, cpo_alpha=alpha, beta=beta, simpo_gamma=gamma, label_smoothing=smoothing, alpha=0.0)
+    return dict(
+        loss_type=loss_type, cpo_alpha=alpha, beta=beta, simpo_gamma=gamma, label_smoothing=smoothing, alpha=0.0
+    )
 
 
 # ------------------------------------------------------------------ DPO family
@@ -120,12 +138,29 @@ def trl_dpo(logits, ids, reply, ref, loss_type: str, beta: float, smoothing: flo
     zeros = torch.zeros_like(logps)
     outputs = SimpleNamespace(log_probs=logps, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
     n = len(ids) // 2
-    stub = SimpleNamespace(model=SimpleNamespace(training=True), accelerator=_Accelerator(), aux_loss_enabled=False,
-                           ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-                           loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=smoothing,
-                           use_weighting=False, _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": reply,
-              "ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:]}
+    stub = SimpleNamespace(
+        model=SimpleNamespace(training=True),
+        accelerator=_Accelerator(),
+        aux_loss_enabled=False,
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        loss_types=[loss_type],
+        loss_weights=[1.0],
+        beta=beta,
+        label_smoothing=smoothing,
+        use_weighting=False,
+        _metrics={"train": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "completion_mask": reply,
+        "ref_chosen_logps": ref[:n],
+        "ref_rejected_logps": ref[n:],
+    }
     return dpo_trainer.DPOTrainer._compute_loss(stub, lambda **kwargs: outputs, inputs, return_outputs=False)
 
 
@@ -136,8 +171,14 @@ def test_dpo_variants_match_trl(variant: str, smoothing: float) -> None:
     beta = 0.3
     theirs_logits, ours_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
     theirs = trl_dpo(theirs_logits, ids, reply, ref, variant, beta, smoothing)
-    ours, _ = strop_pair_loss(DPOObjective(), {"rl_beta": beta, "dpo_loss_type": variant, "dpo_label_smoothing": smoothing},
-                              ours_logits, ids, reply, ref)
+    ours, _ = strop_pair_loss(
+        DPOObjective(),
+        {"rl_beta": beta, "dpo_loss_type": variant, "dpo_label_smoothing": smoothing},
+        ours_logits,
+        ids,
+        reply,
+        ref,
+    )
     theirs.backward()
     ours.backward()
     assert abs(ours.item() - theirs.item()) < ATOL
@@ -174,21 +215,45 @@ def test_kto_with_its_kl_reference_point_matches_trl() -> None:
         rows = slice(0, n) if torch.equal(input_ids, ids[:n]) else slice(n, 2 * n)
         return fused_head(theirs_logits[rows], ids[rows], reply[rows])
 
-    stub = SimpleNamespace(model=SimpleNamespace(training=True), accelerator=_Accelerator(), aux_loss_enabled=False,
-                           calculate_KL=True, precompute_ref_logps=True, loss_type="kto", beta=0.2,
-                           desirable_weight=1.3, undesirable_weight=0.8, _metrics={"train": defaultdict(list)},
-                           _total_train_tokens=0, _tp_size=1)
+    stub = SimpleNamespace(
+        model=SimpleNamespace(training=True),
+        accelerator=_Accelerator(),
+        aux_loss_enabled=False,
+        calculate_KL=True,
+        precompute_ref_logps=True,
+        loss_type="kto",
+        beta=0.2,
+        desirable_weight=1.3,
+        undesirable_weight=0.8,
+        _metrics={"train": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
     stub._compute_kl_logps = lambda model, batch: kto_trainer.KTOTrainer._compute_kl_logps(stub, model, batch)
-    inputs = {"input_ids": ids[:n], "attention_mask": torch.ones_like(ids[:n]), "completion_mask": reply[:n],
-              "KL_input_ids": ids[n:], "KL_attention_mask": torch.ones_like(ids[n:]), "KL_completion_mask": reply[n:],
-              "label": desirable, "ref_logps": ref[:n], "ref_KL_logps": ref[n:]}
+    inputs = {
+        "input_ids": ids[:n],
+        "attention_mask": torch.ones_like(ids[:n]),
+        "completion_mask": reply[:n],
+        "KL_input_ids": ids[n:],
+        "KL_attention_mask": torch.ones_like(ids[n:]),
+        "KL_completion_mask": reply[n:],
+        "label": desirable,
+        "ref_logps": ref[:n],
+        "ref_KL_logps": ref[n:],
+    }
     theirs = kto_trainer.KTOTrainer._compute_loss(stub, trl_model, inputs, return_outputs=False)
 
     objective = KTOObjective()
-    objective.cfg = SimpleNamespace(rl_beta=0.2, dpo_beta=None, precompute_ref_log_probs=True,
-                                    kto_desirable_weight=1.3, kto_undesirable_weight=0.8)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.masked_fill(reply == 0, -100),
-             "desirable": desirable, "ref_logps": ref}
+    objective.cfg = SimpleNamespace(
+        rl_beta=0.2, dpo_beta=None, precompute_ref_log_probs=True, kto_desirable_weight=1.3, kto_undesirable_weight=0.8
+    )
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": ids.masked_fill(reply == 0, -100),
+        "desirable": desirable,
+        "ref_logps": ref,
+    }
     ours, metrics = objective.loss(logits_model(ours_logits, ids), batch, n)  # called once per half
     theirs.backward()
     ours.backward()
@@ -205,9 +270,12 @@ def test_simpo_and_cpo_simpo_match_trl(nll_alpha: float) -> None:
     """simpo_nll_alpha = TRL's cpo_alpha with loss_type="simpo". With an NLL term the chosen replies have
     equal lengths, where the per-reply and per-batch-token NLL means agree (see the next test)."""
     logits, ids, reply = pair_data(seed=2, chosen=[4] * 4 if nll_alpha else CHOSEN)
-    theirs, metrics = trl_cpo_like(cpo_trainer.CPOTrainer, logits, ids, reply, **cpo_attrs("simpo", nll_alpha, 2.0, 0.7))
-    ours, _ = strop_pair_loss(SimPOObjective(), {"simpo_gamma": 0.7, "rl_beta": 2.0, "simpo_nll_alpha": nll_alpha},
-                              logits, ids, reply)
+    theirs, metrics = trl_cpo_like(
+        cpo_trainer.CPOTrainer, logits, ids, reply, **cpo_attrs("simpo", nll_alpha, 2.0, 0.7)
+    )
+    ours, _ = strop_pair_loss(
+        SimPOObjective(), {"simpo_gamma": 0.7, "rl_beta": 2.0, "simpo_nll_alpha": nll_alpha}, logits, ids, reply
+    )
     assert abs(ours.item() - theirs.item()) < ATOL
     assert nll_alpha == 0 or metrics["nll_loss"] > 0
 
@@ -255,6 +323,8 @@ def test_distillation_divergences_match_trl_gkd(kind: str, trl_beta: float) -> N
     generator = torch.Generator().manual_seed(6)
     student = torch.randn(3, 5, 17, generator=generator, dtype=torch.float64)
     teacher = torch.randn(3, 5, 17, generator=generator, dtype=torch.float64)
-    theirs = gkd_trainer.GKDTrainer.generalized_jsd_loss(student, teacher, beta=trl_beta, temperature=1.7, reduction="none").sum(-1)
+    theirs = gkd_trainer.GKDTrainer.generalized_jsd_loss(
+        student, teacher, beta=trl_beta, temperature=1.7, reduction="none"
+    ).sum(-1)
     ours = token_divergence(student, teacher, 1.7, kind, beta=trl_beta if kind == "jsd" else 0.5)
     assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)

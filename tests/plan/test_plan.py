@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from tests.conftest import alpaca_rows, write_jsonl
 
 from strop.errors import StropError
-from strop.train.estimate import GIB, shapes_of
 from strop.plan import make_plan, parse_gpu, profile_file, write_pipeline
 from strop.plan.hardware import Hardware
 from strop.plan.planner import plan_stages
-from tests.conftest import alpaca_rows, write_jsonl
+from strop.train.estimate import GIB, shapes_of
 
 
 def sft_rows(n: int) -> list[dict]:
-    return [{"instruction": f"Say word {i}", "output": "one two three four five six seven eight nine ten"} for i in range(n)]
+    return [
+        {"instruction": f"Say word {i}", "output": "one two three four five six seven eight nine ten"} for i in range(n)
+    ]
 
 
 def math_rows(n: int) -> list[dict]:
@@ -29,6 +31,7 @@ def pair_rows(n: int) -> list[dict]:
 def files(tmp_path):
     def make(name: str, rows: list[dict]):
         return profile_file(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)))
+
     return make
 
 
@@ -41,15 +44,33 @@ def meta_shapes(**sizes):
         return shapes_of(LlamaForCausalLM(LlamaConfig(**sizes)))
 
 
-LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                num_key_value_heads=8, vocab_size=128256)
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=300)
+LLAMA_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=300,
+)
 
 
 def test_profile_formats_lengths_and_verifiable_answers(files):
     sft = files("sft", sft_rows(20))
-    assert (sft.format, sft.rows, sft.pairs, sft.reward, sft.counted_with) == ("alpaca", 20, False, None, "word estimate")
+    assert (sft.format, sft.rows, sft.pairs, sft.reward, sft.counted_with) == (
+        "alpaca",
+        20,
+        False,
+        None,
+        "word estimate",
+    )
     # "Say word 0" + 10 words = 13 words → ceil(13 × 1.3) = 17 tokens, plus 5 per message × 2
     assert sft.lengths[0] == 17 + 10
     assert files("math", math_rows(5)).reward == ("math", "answer")
@@ -58,7 +79,12 @@ def test_profile_formats_lengths_and_verifiable_answers(files):
     assert code.reward == ("code", "tests")
     assert files("alpaca_math", [{"instruction": "2+2?", "output": "4"}]).reward == ("math", "output")
     assert files("words", [{"prompt": "name a colour", "answer": "red"}]).reward is None  # not a number
-    assert files("chat", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]).format == "chat"
+    assert (
+        files(
+            "chat", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+        ).format
+        == "chat"
+    )
 
 
 def test_profile_refuses_bad_rows_with_file_and_line(tmp_path):
@@ -115,7 +141,11 @@ def test_large_data_on_big_gpu_is_full_fine_tuning(files):
 def test_stages_follow_the_data(files):
     shapes, gpu = meta_shapes(**TINY), parse_gpu("24GB")
     names = lambda profiles: [s.name for s in plan_stages(profiles, gpu, "reasoning", shapes, {})]  # noqa: E731
-    assert names([files("s", sft_rows(30)), files("p", pair_rows(30)), files("m", math_rows(30))]) == ["sft", "dpo", "grpo"]
+    assert names([files("s", sft_rows(30)), files("p", pair_rows(30)), files("m", math_rows(30))]) == [
+        "sft",
+        "dpo",
+        "grpo",
+    ]
     assert names([files("p", pair_rows(30))]) == ["orpo"]
     grpo = plan_stages([files("m", math_rows(30))], gpu, "reasoning", shapes, {})[0]
     assert grpo.config["rewards"] == [{"type": "math", "field": "answer"}]
@@ -135,8 +165,13 @@ def test_nothing_fits_is_a_clear_error(files):
 
 
 def test_partial_config_keys_are_kept(files):
-    (sft,) = plan_stages([files("s", sft_rows(50))], parse_gpu("24GB"), "chat", meta_shapes(**TINY),
-                         {"adapter": "dora", "learning_rate": 3e-4, "lora_target_modules": ["q_proj"]})
+    (sft,) = plan_stages(
+        [files("s", sft_rows(50))],
+        parse_gpu("24GB"),
+        "chat",
+        meta_shapes(**TINY),
+        {"adapter": "dora", "learning_rate": 3e-4, "lora_target_modules": ["q_proj"]},
+    )
     assert (sft.strategy, sft.config["learning_rate"], sft.config["lora_target_modules"]) == ("dora", 3e-4, ["q_proj"])
 
 
@@ -150,8 +185,20 @@ def test_cli_writes_a_pipeline_strop_pipeline_loads(tmp_path, tiny_model):
     math = write_jsonl(tmp_path / "data" / "math.jsonl", math_rows(20))
     out = tmp_path / "plan" / "pipeline.yml"
     out.parent.mkdir()
-    args = ["plan", "--data", str(data), str(math), "--gpu", "cpu", "--goal", "reasoning", "--model", str(tiny_model),
-            "--out", str(out)]
+    args = [
+        "plan",
+        "--data",
+        str(data),
+        str(math),
+        "--gpu",
+        "cpu",
+        "--goal",
+        "reasoning",
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     spec = load_pipeline(out)
     assert [s.name for s in spec.stages] == ["sft", "grpo", "export"]
@@ -223,8 +270,8 @@ def test_time_comes_from_a_measured_throughput_only(files):
 
 def test_pairs_count_twice_in_the_memory_check(files):
     """A preference micro-batch holds chosen and rejected: its activations are those of 2 × micro rows."""
-    from strop.train.estimate import estimate
     from strop.plan.planner import validated
+    from strop.train.estimate import estimate
 
     shapes = meta_shapes(**TINY)
     dpo = plan_stages([files("s", sft_rows(30)), files("p", pair_rows(30))], parse_gpu("24GB"), "chat", shapes, {})[1]

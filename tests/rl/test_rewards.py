@@ -25,41 +25,77 @@ class RunConfig(BaseModel):
 
 
 def test_registry_holds_the_built_in_types():
-    assert set(REWARDS) == {"math", "match", "code", "format", "json_schema", "length", "reward_model", "function",
-                            "trl_function"}
+    assert set(REWARDS) == {
+        "math",
+        "match",
+        "code",
+        "format",
+        "json_schema",
+        "length",
+        "reward_model",
+        "function",
+        "trl_function",
+    }
 
 
-@pytest.mark.parametrize("text, answer", [
-    (r"so the result is \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),
-    (r"first \boxed{3}, then \boxed{\frac{\sqrt{2}}{2}}", r"\frac{\sqrt{2}}{2}"),
-    (r"\boxed{{a}{b}}", "{a}{b}"),
-    ("Adding up, the answer is 42. That was easy.", "42"),
-    ("Answer: 3.5.\nDone", "3.5"),
-    ("The final answer is: $x+1$", "$x+1$"),
-    ("7 apples and 1,234 pears, then 5 left", "5"),
-    ("we get 3/4", "3/4"),
-    ("no numbers here", None),
-])
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        (r"so the result is \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),
+        (r"first \boxed{3}, then \boxed{\frac{\sqrt{2}}{2}}", r"\frac{\sqrt{2}}{2}"),
+        (r"\boxed{{a}{b}}", "{a}{b}"),
+        ("Adding up, the answer is 42. That was easy.", "42"),
+        ("Answer: 3.5.\nDone", "3.5"),
+        ("The final answer is: $x+1$", "$x+1$"),
+        ("7 apples and 1,234 pears, then 5 left", "5"),
+        ("we get 3/4", "3/4"),
+        ("no numbers here", None),
+    ],
+)
 def test_math_extraction(text, answer):
     assert extract_answer(text) == answer
 
 
-@pytest.mark.parametrize("left, right, same", [
-    ("1/2", "0.5", True), (r"\frac{1}{2}", "0.5", True), (r"\dfrac{1}{2}", "1/2", True), ("1,000", "1000", True),
-    ("$5", "5", True), ("50%", "50", True), ("x = 5", "5", True), ("0.3333333", "1/3", True),
-    ("x+1", "1+x", True), ("2x", "x*2", True), ("(x-1)(x+1)", "x^2-1", True), (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", True),
-    ("Yes", "yes", True), ("0.5", "0.6", False), ("x+2", "x+1", False), ("3", "", False),
-    ("9^9^9", "1", False), ("__import__('os').system('true')", "0", False), ("x" * 500, "x", False),
-    ("pi.n(1000000)", "3", False), ("1.5x", "3x/2", True),
-])
+@pytest.mark.parametrize(
+    "left, right, same",
+    [
+        ("1/2", "0.5", True),
+        (r"\frac{1}{2}", "0.5", True),
+        (r"\dfrac{1}{2}", "1/2", True),
+        ("1,000", "1000", True),
+        ("$5", "5", True),
+        ("50%", "50", True),
+        ("x = 5", "5", True),
+        ("0.3333333", "1/3", True),
+        ("x+1", "1+x", True),
+        ("2x", "x*2", True),
+        ("(x-1)(x+1)", "x^2-1", True),
+        (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", True),
+        ("Yes", "yes", True),
+        ("0.5", "0.6", False),
+        ("x+2", "x+1", False),
+        ("3", "", False),
+        ("9^9^9", "1", False),
+        ("__import__('os').system('true')", "0", False),
+        ("x" * 500, "x", False),
+        ("pi.n(1000000)", "3", False),
+        ("1.5x", "3x/2", True),
+    ],
+)
 def test_math_equivalence(left, right, same):
     assert equivalent(left, right) is same
 
 
 def test_math_reward():
     fn = reward("math")
-    completions = [r"... \boxed{\frac{3}{4}}", "so the answer is 0.75.", "I think 3/4", "the answer is 0.7", "idk",
-                   "the answer is 3/4 of the cake"]
+    completions = [
+        r"... \boxed{\frac{3}{4}}",
+        "so the answer is 0.75.",
+        "I think 3/4",
+        "the answer is 0.7",
+        "idk",
+        "the answer is 3/4 of the cake",
+    ]
     assert scores(fn, completions, {"answer": "3/4"}) == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
     assert scores(fn, ["5 + 7 = 12, so 72 in total"], {"answer": "Reasoning... #### 72"}) == [1.0]
     assert scores(fn, ["it is 12"], {"answer": 12}) == [1.0]
@@ -73,13 +109,22 @@ def test_math_reward_without_the_reference_field_is_a_config_error():
 
 def test_format_pattern_and_tags():
     pattern = reward("format", pattern=r"<think>.*</think>\s*<answer>.*</answer>")
-    assert scores(pattern, ["  <think>a\nb</think>\n<answer>4</answer>\n", "<answer>4</answer>", "x <think></think><answer>4</answer>"]) \
-        == [1.0, 0.0, 0.0]
+    assert scores(
+        pattern,
+        ["  <think>a\nb</think>\n<answer>4</answer>\n", "<answer>4</answer>", "x <think></think><answer>4</answer>"],
+    ) == [1.0, 0.0, 0.0]
     tags = reward("format", tags=["think", "answer"])
-    assert scores(tags, ["<think>a</think> <answer>4</answer>", "<answer>4</answer><think>a</think>",
-                         "<think>a</think><think>b</think><answer>4</answer>", "<think>a<answer>4</answer></think>",
-                         "<think>a</think>", "preamble <think>a</think> middle <answer>4</answer> end"]) \
-        == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert scores(
+        tags,
+        [
+            "<think>a</think> <answer>4</answer>",
+            "<answer>4</answer><think>a</think>",
+            "<think>a</think><think>b</think><answer>4</answer>",
+            "<think>a<answer>4</answer></think>",
+            "<think>a</think>",
+            "preamble <think>a</think> middle <answer>4</answer> end",
+        ],
+    ) == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     both = reward("format", pattern=r"<think>.*", tags=["think", "answer"])
     assert scores(both, ["<think>a</think><answer>4</answer>", "x<think>a</think><answer>4</answer>"]) == [1.0, 0.0]
 
@@ -87,8 +132,13 @@ def test_format_pattern_and_tags():
 def test_json_schema_inline_and_from_row():
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     inline = reward("json_schema", schema=schema)
-    assert scores(inline, ['{"n": 3}', '{"n": "3"}', "{n: 3}", 'Sure:\n```json\n{"n": 1}\n```', "[]"]) \
-        == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert scores(inline, ['{"n": 3}', '{"n": "3"}', "{n: 3}", 'Sure:\n```json\n{"n": 1}\n```', "[]"]) == [
+        1.0,
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+    ]
     from_row = reward("json_schema")
     rows = [{"schema": schema}, {"schema": '{"type": "array"}'}]
     assert scores(from_row, ['{"n": 3}', '{"n": 3}'], rows) == [1.0, 0.0]
@@ -105,8 +155,11 @@ def test_length_formula_default_target_is_half(chars, expected):
 
 
 def test_length_with_target():
-    assert scores(reward("length", max_chars=100, target_chars=20), ["x" * 20, "x" * 60, "x" * 99]) \
-        == [0.0, pytest.approx(-0.5), pytest.approx(-79 / 80)]
+    assert scores(reward("length", max_chars=100, target_chars=20), ["x" * 20, "x" * 60, "x" * 99]) == [
+        0.0,
+        pytest.approx(-0.5),
+        pytest.approx(-79 / 80),
+    ]
 
 
 def write_module(folder, body: str):
@@ -115,14 +168,20 @@ def write_module(folder, body: str):
 
 
 def test_function_from_a_file_relative_to_base_dir(tmp_path):
-    write_module(tmp_path, "def brevity(prompts, completions, rows):\n    return [1.0 / (1 + len(c)) for c in completions]\n"
-                           "def wrong_length(prompts, completions, rows):\n    return [1.0]\n"
-                           "def not_numbers(prompts, completions, rows):\n    return ['high' for c in completions]\n"
-                           "def picky(prompts, completions, rows):\n    return [float(c) for c in completions]\n"
-                           "def broken(prompts, completions, rows):\n    raise KeyError('oops')\n")
+    write_module(
+        tmp_path,
+        "def brevity(prompts, completions, rows):\n    return [1.0 / (1 + len(c)) for c in completions]\n"
+        "def wrong_length(prompts, completions, rows):\n    return [1.0]\n"
+        "def not_numbers(prompts, completions, rows):\n    return ['high' for c in completions]\n"
+        "def picky(prompts, completions, rows):\n    return [float(c) for c in completions]\n"
+        "def broken(prompts, completions, rows):\n    raise KeyError('oops')\n",
+    )
     fn = reward("function", tmp_path, function="sub/my_rewards.py:brevity")
     assert scores(fn, ["", "abc"]) == [1.0, 0.25]
-    assert scores(reward("function", tmp_path, function="sub/my_rewards.py:picky"), ["1.5", "not a number"]) == [1.5, 0.0]
+    assert scores(reward("function", tmp_path, function="sub/my_rewards.py:picky"), ["1.5", "not a number"]) == [
+        1.5,
+        0.0,
+    ]
     with pytest.raises(StropError, match="wrong_length.*2 numbers"):
         scores(reward("function", tmp_path, function="sub/my_rewards.py:wrong_length"), ["a", "b"])
     with pytest.raises(StropError, match="not_numbers.*'high'"):
@@ -149,15 +208,23 @@ def test_reward_model_missing_folder(tmp_path):
 
 
 def test_score_rewards_weights_and_names():
-    specs = [RewardSpec(type="math", weight=2.0), RewardSpec(type="format", tags=["answer"], weight=0.5),
-             RewardSpec(type="math", field="other"), RewardSpec(type="length", max_chars=40, name="short")]
+    specs = [
+        RewardSpec(type="math", weight=2.0),
+        RewardSpec(type="format", tags=["answer"], weight=0.5),
+        RewardSpec(type="math", field="other"),
+        RewardSpec(type="length", max_chars=40, name="short"),
+    ]
     rewards = build_rewards(specs)
     assert [r.name for r in rewards] == ["math", "format", "math_2", "short"]
     completions = ["<answer>4</answer>", "the answer is 5" + " " * 15]  # 18 and 30 characters
     rows = [{"answer": "4", "other": "5"}, {"answer": "4", "other": "5"}]
     total, per_reward = score_rewards(rewards, [None, None], completions, rows)
-    assert per_reward == {"math": [1.0, 0.0], "format": [1.0, 0.0], "math_2": [0.0, 1.0],
-                          "short": [0.0, pytest.approx(-0.5)]}
+    assert per_reward == {
+        "math": [1.0, 0.0],
+        "format": [1.0, 0.0],
+        "math_2": [0.0, 1.0],
+        "short": [0.0, pytest.approx(-0.5)],
+    }
     assert total == [pytest.approx(2.5), pytest.approx(0.5)]
 
 
@@ -168,17 +235,23 @@ def test_name_collisions():
         build_rewards([RewardSpec(type="math", name="a"), RewardSpec(type="format", tags=["x"], name="a")])
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"type": "maths"}, "unknown reward type 'maths' (known: code, format, function"),
-    ({"type": "format", "patern": "x"}, "unknown option 'patern' for reward type 'format'; did you mean 'pattern'?"),
-    ({"type": "code", "timeout": 3}, "did you mean 'timeout_s'?"),
-    ({"type": "format"}, "give `pattern` and/or `tags`"),
-    ({"type": "format", "pattern": "("}, "pattern: pattern is not a valid regular expression"),
-    ({"type": "length", "max_chars": 10, "target_chars": 10}, "target_chars (10) must be below max_chars (10)"),
-    ({"type": "length"}, "max_chars: Field required"),
-    ({"type": "json_schema", "schema": {"type": 5}}, "not a valid JSON Schema"),
-    ({"type": "math", "weight": "heavy"}, "weight"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"type": "maths"}, "unknown reward type 'maths' (known: code, format, function"),
+        (
+            {"type": "format", "patern": "x"},
+            "unknown option 'patern' for reward type 'format'; did you mean 'pattern'?",
+        ),
+        ({"type": "code", "timeout": 3}, "did you mean 'timeout_s'?"),
+        ({"type": "format"}, "give `pattern` and/or `tags`"),
+        ({"type": "format", "pattern": "("}, "pattern: pattern is not a valid regular expression"),
+        ({"type": "length", "max_chars": 10, "target_chars": 10}, "target_chars (10) must be below max_chars (10)"),
+        ({"type": "length"}, "max_chars: Field required"),
+        ({"type": "json_schema", "schema": {"type": 5}}, "not a valid JSON Schema"),
+        ({"type": "math", "weight": "heavy"}, "weight"),
+    ],
+)
 def test_config_errors(spec, message):
     with pytest.raises(ValidationError) as err:
         RunConfig.model_validate({"rewards": [{"type": "math"}, spec]})

@@ -29,9 +29,14 @@ def test_greedy_matches_transformers_generate(model_and_tokenizer):
     prompts = encode(tok, PROMPTS)  # different lengths: left padding and positions must be right
     ours = sample(model, tok, prompts, SamplingParams(max_new_tokens=12, temperature=0))
     for prompt, completion in zip(prompts, ours):
-        reference = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[0, len(prompt):].tolist()
-        assert completion.ids == reference[:len(completion.ids)]
+        reference = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=12,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )[0, len(prompt) :].tolist()
+        assert completion.ids == reference[: len(completion.ids)]
         assert completion.finished == (tok.eos_token_id in reference)
         assert len(completion.ids) == 12 or completion.finished
 
@@ -51,8 +56,13 @@ def test_top_k_one_is_greedy(model_and_tokenizer):
     model, tok = model_and_tokenizer
     prompts = encode(tok, PROMPTS)
     greedy = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, temperature=0))
-    top1 = sample(model, tok, prompts, SamplingParams(max_new_tokens=8, temperature=1.0, top_k=1),
-                  generator=torch.Generator().manual_seed(0))
+    top1 = sample(
+        model,
+        tok,
+        prompts,
+        SamplingParams(max_new_tokens=8, temperature=1.0, top_k=1),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert [c.ids for c in greedy] == [c.ids for c in top1]
 
 
@@ -81,10 +91,18 @@ def test_prompt_tuning_samples_through_generate(tiny_model, model_and_tokenizer)
     from transformers import AutoModelForCausalLM
 
     _, tok = model_and_tokenizer
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                                PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
-    out = sample(peft_model, tok, encode(tok, PROMPTS[:2]), SamplingParams(max_new_tokens=5, temperature=1.0), n=2,
-                 generator=torch.Generator().manual_seed(0))
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+    )
+    out = sample(
+        peft_model,
+        tok,
+        encode(tok, PROMPTS[:2]),
+        SamplingParams(max_new_tokens=5, temperature=1.0),
+        n=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(out) == 4 and all(1 <= len(c.ids) <= 5 for c in out)
 
 

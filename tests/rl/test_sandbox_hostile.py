@@ -41,14 +41,30 @@ def native(tmp_path_factory) -> str:
     if gcc is None:
         pytest.fail("the hostile suite needs a C compiler (apt-get install gcc)")
     built = tmp_path_factory.mktemp("native") / "hostile.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-O1", "-s", f"-I{sysconfig.get_paths()['include']}",
-                    str(NATIVE_SOURCE), "-o", str(built)], check=True)
+    subprocess.run(
+        [
+            gcc,
+            "-shared",
+            "-fPIC",
+            "-O1",
+            "-s",
+            f"-I{sysconfig.get_paths()['include']}",
+            str(NATIVE_SOURCE),
+            "-o",
+            str(built),
+        ],
+        check=True,
+    )
     return LOADER.format(blob=base64.b64encode(built.read_bytes()).decode())
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): (os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file()
-                                         else b"<dir>") for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (
+            os.readlink(p).encode() if p.is_symlink() else p.read_bytes() if p.is_file() else b"<dir>"
+        )
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def _sandbox_processes() -> list[str]:
@@ -114,7 +130,7 @@ PROCESSES = {
     "subprocess_shell": "import subprocess\nassert subprocess.run(['/bin/sh', '-c', 'true']).returncode == 0\n",
     "os_system": "import os\nassert os.system('true') == 0\n",
     "multiprocessing": "import multiprocessing\np = multiprocessing.Process(target=print)\np.start()\np.join()\n"
-                       "assert p.exitcode == 0\n",
+    "assert p.exitcode == 0\n",
     "posix_spawn": "import os\npid = os.posix_spawn('/bin/sh', ['sh', '-c', 'true'], {})\nassert os.waitpid(pid, 0)[1] == 0\n",
     "pty_spawn": "import pty\nassert pty.spawn(['/bin/sh', '-c', 'true']) == 0\n",
     "exec_interpreter": "import os, sys\nos.execv(sys.executable, [sys.executable, '-c', 'pass'])\n",
@@ -122,7 +138,7 @@ PROCESSES = {
     "native_fork_exec_shell": "@NATIVE@\nassert native.spawn(b'/bin/sh') == 0\n",
     "native_fork_exec_python": "@NATIVE@\nimport sys\nassert native.spawn(sys.executable.encode()) in (0, 1, 2)\n",
     "native_raw_clone": "@NATIVE@\npid = native.syscall(56, 17, 0, 0, 0, 0)\nif pid == 0:\n    native.syscall(60, 0)\n"
-                        "assert pid > 0\n",
+    "assert pid > 0\n",
 }
 
 
@@ -137,8 +153,8 @@ SECRETS = {
     "parent_environ": "import os\nassert b'@SECRET@' in open(f'/proc/{os.getppid()}/environ', 'rb').read()\n",
     "native_trainer_environ": "@NATIVE@\nassert b'@SECRET@' in native.read(b'/proc/@PID@/environ')\n",
     "native_every_environ": "@NATIVE@\nimport os\nfound = [p for p in os.listdir('/proc') if p.isdigit()\n"
-                            "         and b'@SECRET@' in (lambda r: r if isinstance(r, bytes) else b'')"
-                            "(native.read(f'/proc/{p}/environ'.encode()))]\nassert found\n",
+    "         and b'@SECRET@' in (lambda r: r if isinstance(r, bytes) else b'')"
+    "(native.read(f'/proc/{p}/environ'.encode()))]\nassert found\n",
     "shadow": "assert 'root:' in open('/etc/shadow').read()\n",
     "passwd_stdlib": "import pwd\nassert pwd.getpwnam('root').pw_uid == 0\n",
     "native_shadow": "@NATIVE@\nassert native.read(b'/etc/shadow').startswith(b'root:')\n",
@@ -159,9 +175,9 @@ FILES = {
     "native_root_write": "@NATIVE@\nassert native.write(b'/pwned.txt', b'pwned') == 5\n",
     "native_unlink": "@NATIVE@\nassert native.syscall(87, id(b'@HOST@/keep.txt') + 32) == 0\n",
     "native_mount": "@NATIVE@\nimport os\nos.mkdir('m')\nargs = (b'none', b'm', b'tmpfs')\n"
-                    "assert native.syscall(165, *(id(a) + 32 for a in args), 0, 0) == 0\n",
+    "assert native.syscall(165, *(id(a) + 32 for a in args), 0, 0) == 0\n",
     "native_chroot": "@NATIVE@\nassert native.syscall(161, id(b'.') + 32) == 0\n",
-    "native_read_source_tree": f"@NATIVE@\nassert native.read({str(Path(__file__).resolve()).encode()!r})[:3] == b'\"\"\"'\n",
+    "native_read_source_tree": f'@NATIVE@\nassert native.read({str(Path(__file__).resolve()).encode()!r})[:3] == b\'"""\'\n',
 }
 
 
@@ -223,9 +239,9 @@ VERDICT_TESTS = ("assert f(1) == 2", "assert f(2) == 4", "assert f(3) == 6")
 FORGERIES = {
     "print_results": "print('0 0 1\\n0 1 1\\n0 2 1')\n",
     "write_every_fd": "import os\nfor fd in range(3, 64):\n    for i in range(3):\n        try:\n"
-                      "            os.write(fd, f'0 {i} 1\\n'.encode())\n        except OSError:\n            pass\n",
+    "            os.write(fd, f'0 {i} 1\\n'.encode())\n        except OSError:\n            pass\n",
     "native_write_every_fd": "@NATIVE@\nfor fd in range(3, 64):\n    for i in range(3):\n"
-                             "        native.syscall(1, fd, id(f'x {i} 1\\n'.encode()) + 32, 6)\n",
+    "        native.syscall(1, fd, id(f'x {i} 1\\n'.encode()) + 32, 6)\n",
     "exit_early": "import os\nos._exit(0)\n",
     "patch_builtins": "import builtins\nbuiltins.BaseException = int\nbuiltins.exec = lambda *a: None\n",
 }
@@ -240,7 +256,7 @@ TIME = {
     "busy_loop": "while True:\n    pass\n",
     "sleep": "import time\ntime.sleep(60)\n",
     "ignore_signals": "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):\n"
-                      "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass\n",
+    "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass\n",
     "new_session": "import os\nos.setsid()\nwhile True:\n    pass\n",
     "native_sleep": "@NATIVE@\nnative.syscall(35, id(b'\\x3c' + bytes(15)) + 32, 0)\n",
 }

@@ -34,9 +34,11 @@ def lines(result) -> list[str]:
 
 @as_root
 def test_drop_user_alone_leaves_an_unused_uid_without_groups_or_capabilities():
-    code = ("import os\nprint(os.getresuid(), os.getresgid(), os.getgroups())\n"
-            "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
-            "print(*(int(status[k], 16) for k in ('CapEff', 'CapPrm', 'CapAmb')))\n")
+    code = (
+        "import os\nprint(os.getresuid(), os.getresgid(), os.getgroups())\n"
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "print(*(int(status[k], 16) for k in ('CapEff', 'CapPrm', 'CapAmb')))\n"
+    )
     ids, caps = lines(run_python(code, layers=only(namespaces=True, drop_user=True)))
     uid, gid = isolation.unused_ids()
     assert ids == f"({uid}, {uid}, {uid}) ({gid}, {gid}, {gid}) []"
@@ -48,13 +50,15 @@ def test_namespaces_alone_show_a_minimal_read_only_root_and_nothing_of_the_host(
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    code = (f"import os, socket\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
-            f"print(os.uname().nodename, [name for _, name in socket.if_nameindex()])\n"
-            f"print(os.path.exists('/etc'), os.path.exists('/home'), os.path.exists({str(tmp_path)!r}))\n"
-            f"try:\n    socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=1)\n"
-            f"except OSError as error:\n    print(error.errno)\n"
-            f"try:\n    open('/new', 'w')\nexcept OSError as error:\n    print(error.errno)\n"
-            f"stats = os.statvfs('.')\nprint(stats.f_blocks * stats.f_frsize)\n")
+    code = (
+        f"import os, socket\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        f"print(os.uname().nodename, [name for _, name in socket.if_nameindex()])\n"
+        f"print(os.path.exists('/etc'), os.path.exists('/home'), os.path.exists({str(tmp_path)!r}))\n"
+        f"try:\n    socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=1)\n"
+        f"except OSError as error:\n    print(error.errno)\n"
+        f"try:\n    open('/new', 'w')\nexcept OSError as error:\n    print(error.errno)\n"
+        f"stats = os.statvfs('.')\nprint(stats.f_blocks * stats.f_frsize)\n"
+    )
     try:
         pids, names, visible, connect, write, size = lines(run_python(code, file_mb=4, layers=only(namespaces=True)))
     finally:
@@ -65,18 +69,28 @@ def test_namespaces_alone_show_a_minimal_read_only_root_and_nothing_of_the_host(
     assert int(size) == 4 * 1024 * 1024
 
 
-SYSCALLS_X86_64 = {"ptrace": (101, 0x4206, 1, 0, 0), "process_vm_readv": (310, 1, 0, 0, 0, 0, 0), "mount": (165, 0, 0, 0, 0, 0),
-                   "keyctl": (250, 0), "bpf": (321, 0, 0, 0), "perf_event_open": (298, 0, 0, 0, 0, 0),
-                   "unshare": (272, 0x20000), "fork": (57,), "socket_inet": (41, 2, 1, 0)}
+SYSCALLS_X86_64 = {
+    "ptrace": (101, 0x4206, 1, 0, 0),
+    "process_vm_readv": (310, 1, 0, 0, 0, 0, 0),
+    "mount": (165, 0, 0, 0, 0, 0),
+    "keyctl": (250, 0),
+    "bpf": (321, 0, 0, 0),
+    "perf_event_open": (298, 0, 0, 0, 0, 0),
+    "unshare": (272, 0x20000),
+    "fork": (57,),
+    "socket_inet": (41, 2, 1, 0),
+}
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="raw system call numbers of x86_64")
 def test_seccomp_alone_refuses_the_deny_list_to_native_calls():
-    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
-            f"for name, args in {SYSCALLS_X86_64!r}.items():\n    result = libc.syscall(*args)\n"
-            "    if result == 0 and name == 'fork':\n        os._exit(0)\n"
-            "    print(name, ctypes.get_errno() if result < 0 else 'allowed')\n"
-            "print('Seccomp', open('/proc/self/status').read().split('Seccomp:')[1].split()[0])\n")
+    code = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+        f"for name, args in {SYSCALLS_X86_64!r}.items():\n    result = libc.syscall(*args)\n"
+        "    if result == 0 and name == 'fork':\n        os._exit(0)\n"
+        "    print(name, ctypes.get_errno() if result < 0 else 'allowed')\n"
+        "print('Seccomp', open('/proc/self/status').read().split('Seccomp:')[1].split()[0])\n"
+    )
     refused = dict(line.split() for line in lines(run_python(code, layers=only(namespaces=True, seccomp=True))))
     assert refused.pop("Seccomp") == "2"
     assert refused.pop("socket_inet") == "97"  # EAFNOSUPPORT
@@ -90,18 +104,28 @@ def test_seccomp_alone_refuses_the_deny_list_to_native_calls():
 
 
 def test_rlimits_alone():
-    code = ("import resource\nfor name in ('AS', 'CPU', 'FSIZE', 'NOFILE', 'CORE', 'NPROC'):\n"
-            "    print(name, *resource.getrlimit(getattr(resource, 'RLIMIT_' + name)))\n")
+    code = (
+        "import resource\nfor name in ('AS', 'CPU', 'FSIZE', 'NOFILE', 'CORE', 'NPROC'):\n"
+        "    print(name, *resource.getrlimit(getattr(resource, 'RLIMIT_' + name)))\n"
+    )
     limits = lines(run_python(code, timeout_s=2, memory_mb=128, file_mb=2, layers=only(rlimits=True)))
-    assert limits == [f"AS {128 << 20} {128 << 20}", "CPU 3 3", f"FSIZE {2 << 20} {2 << 20}", "NOFILE 64 64",
-                      "CORE 0 0", "NPROC 0 0"]
+    assert limits == [
+        f"AS {128 << 20} {128 << 20}",
+        "CPU 3 3",
+        f"FSIZE {2 << 20} {2 << 20}",
+        "NOFILE 64 64",
+        "CORE 0 0",
+        "NPROC 0 0",
+    ]
     bomb = run_python("x = bytearray(1024 ** 3)\n", memory_mb=128, layers=only(rlimits=True))
     assert "MemoryError" in bomb.stderr
 
 
-FORK_COUNT = ("import os, time\ncount = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n"
-              "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
-              "    count += 1\nprint(count)\n")
+FORK_COUNT = (
+    "import os, time\ncount = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n"
+    "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
+    "    count += 1\nprint(count)\n"
+)
 
 
 @as_root
@@ -164,9 +188,12 @@ def test_the_audit_hook_alone_contains_the_basics(tmp_path):
     hook = only(audit_hook=True, rlimits=True)
     try:
         port = listener.getsockname()[1]
-        for attack in (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
-                       "import os\nos.fork()", f"open({str(secret)!r}).read()",
-                       f"open({str(tmp_path / 'pwned.txt')!r}, 'w').write('x')"):
+        for attack in (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
+            "import os\nos.fork()",
+            f"open({str(secret)!r}).read()",
+            f"open({str(tmp_path / 'pwned.txt')!r}, 'w').write('x')",
+        ):
             assert run_tests(attack, ["assert True"], layers=hook).passed == [False]
         with pytest.raises(socket.timeout):
             listener.accept()
@@ -178,8 +205,9 @@ def test_the_audit_hook_alone_contains_the_basics(tmp_path):
 
 @pytest.fixture
 def no_bubblewrap(monkeypatch):
-    monkeypatch.setattr(isolation, "namespaces_unavailable",
-                        lambda: f"bubblewrap (bwrap) is not installed; {isolation.INSTALL_BWRAP}")
+    monkeypatch.setattr(
+        isolation, "namespaces_unavailable", lambda: f"bubblewrap (bwrap) is not installed; {isolation.INSTALL_BWRAP}"
+    )
 
 
 def test_strict_mode_refuses_and_says_what_to_install(no_bubblewrap):
@@ -232,10 +260,34 @@ def test_every_hostile_case_scores_0_as_an_ordinary_user():
     repo = Path(__file__).resolve().parents[2]
     needed = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, repo)})
     user = isolation.unused_ids()[0] - 1000
-    command = ["bwrap", "--dev-bind", "/", "/", *_readable_to_others(needed), "--die-with-parent", "--",
-               "setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--",
-               sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(repo / "tests/rl/test_sandbox_hostile.py")]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": str(repo / "src")}
+    command = [
+        "bwrap",
+        "--dev-bind",
+        "/",
+        "/",
+        *_readable_to_others(needed),
+        "--die-with-parent",
+        "--",
+        "setpriv",
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--clear-groups",
+        "--",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(repo / "tests/rl/test_sandbox_hostile.py"),
+    ]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(repo / "src"),
+    }
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd="/tmp")
-    assert run.returncode == 0 and run.stdout.splitlines()[-1].startswith("53 passed"), run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.returncode == 0 and run.stdout.splitlines()[-1].startswith("53 passed"), (
+        run.stdout[-3000:] + run.stderr[-2000:]
+    )

@@ -6,10 +6,17 @@ from strop.config import load_config
 from strop.train.estimate import ALTERNATIVES, estimates_for, shapes_of, skeleton, spectrum_count, trainable_count
 
 CASES = {
-    "full": {}, "lora": {"lora_r": 4}, "dora": {"lora_r": 4}, "rslora": {"lora_r": 8},
+    "full": {},
+    "lora": {"lora_r": 4},
+    "dora": {"lora_r": 4},
+    "rslora": {"lora_r": 8},
     "lora-targets": {"adapter": "lora", "lora_target_modules": ["q_proj", "v_proj"]},
-    "ia3": {}, "prompt_tuning": {"num_virtual_tokens": 5}, "prefix_tuning": {"num_virtual_tokens": 5},
-    "lisa": {"lisa_n_layers": 1}, "spectrum": {"spectrum_top_fraction": 0.5}, "galore": {},
+    "ia3": {},
+    "prompt_tuning": {"num_virtual_tokens": 5},
+    "prefix_tuning": {"num_virtual_tokens": 5},
+    "lisa": {"lisa_n_layers": 1},
+    "spectrum": {"spectrum_top_fraction": 0.5},
+    "galore": {},
 }
 
 
@@ -21,9 +28,15 @@ def test_counts_match_the_applied_strategy(prepared, case):
     model = skeleton(run.cfg)
     assert all(p.device.type == "meta" for p in model.parameters())  # nothing loaded
     shapes = shapes_of(model)
-    predicted = spectrum_count(model, run.cfg) if run.cfg.strategy == "spectrum" else trainable_count(run.cfg.strategy, run.cfg, shapes)
+    predicted = (
+        spectrum_count(model, run.cfg)
+        if run.cfg.strategy == "spectrum"
+        else trainable_count(run.cfg.strategy, run.cfg, shapes)
+    )
     assert predicted == real
-    assert shapes.total == total - (real if run.cfg.strategy in ("lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning") else 0)
+    assert shapes.total == total - (
+        real if run.cfg.strategy in ("lora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning") else 0
+    )
 
 
 def test_bitfit_count(prepared, tiny_qwen2):

@@ -30,8 +30,13 @@ def test_full_rank_equals_adamw(shape):
     w0 = torch.randn(shape)
     grads = _grads(shape, 4)
     expected, _ = _run(lambda p: torch.optim.AdamW([p], lr=1e-2, weight_decay=0.1), w0, grads)
-    got, _ = _run(lambda p: GaLoreAdamW([{"params": [p], "rank": min(shape), "scale": 0.25, "update_proj_gap": 1}],
-                                        lr=1e-2, weight_decay=0.1), w0, grads)
+    got, _ = _run(
+        lambda p: GaLoreAdamW(
+            [{"params": [p], "rank": min(shape), "scale": 0.25, "update_proj_gap": 1}], lr=1e-2, weight_decay=0.1
+        ),
+        w0,
+        grads,
+    )
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
 
@@ -51,8 +56,13 @@ def test_low_rank_steps_match_reference(shape):
     rank, scale, lr, wd, (b1, b2), eps = 3, 0.25, 1e-2, 0.1, (0.9, 0.999), 1e-8
     w0 = torch.randn(shape)
     grads = _grads(shape, 2, seed=3)
-    got, opt = _run(lambda p: GaLoreAdamW([{"params": [p], "rank": rank, "scale": scale, "update_proj_gap": 10}],
-                                          lr=lr, weight_decay=wd), w0, grads)
+    got, opt = _run(
+        lambda p: GaLoreAdamW(
+            [{"params": [p], "rank": rank, "scale": scale, "update_proj_gap": 10}], lr=lr, weight_decay=wd
+        ),
+        w0,
+        grads,
+    )
     w = w0.clone()
     u, _, vh = torch.linalg.svd(grads[0], full_matrices=False)
     left = shape[0] < shape[1]
@@ -62,7 +72,7 @@ def test_low_rank_steps_match_reference(shape):
         r = P.T @ g if left else g @ P
         m = b1 * m + (1 - b1) * r
         v = b2 * v + (1 - b2) * r * r
-        n = (m / (1 - b1 ** t)) / (torch.sqrt(v / (1 - b2 ** t)) + eps)
+        n = (m / (1 - b1**t)) / (torch.sqrt(v / (1 - b2**t)) + eps)
         w = w * (1 - lr * wd) - lr * scale * (P @ n if left else n @ P.T)
     torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
     state = opt.state[opt.param_groups[0]["params"][0]]

@@ -37,8 +37,10 @@ def test_keys_default_and_validate(make_config):
         load_config(make_config(kernels="sometimes"))
 
 
-@pytest.mark.parametrize("mode,gradient_checkpointing,want", [
-    ("auto", False, None), ("auto", True, "gpu"), ("none", True, None), ("offload", False, "offload")])
+@pytest.mark.parametrize(
+    "mode,gradient_checkpointing,want",
+    [("auto", False, None), ("auto", True, "gpu"), ("none", True, None), ("offload", False, "offload")],
+)
 def test_checkpoint_mode(make_config, mode, gradient_checkpointing, want):
     cfg, _ = load_config(make_config(kernel_checkpoint=mode, gradient_checkpointing=gradient_checkpointing))
     assert wiring.checkpoint_mode(cfg) == want
@@ -108,8 +110,10 @@ def test_patched_run_hands_checkpointing_over(prepared, as_if_cuda):
     assert not any(getattr(layer, "gradient_checkpointing", False) for layer in base.model.layers)
 
 
-@pytest.mark.parametrize("overrides", [{"gradient_checkpointing": True}, {"adapter": "full"},
-                                       {"sample_packing": True, "kernel_checkpoint": "gpu"}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{"gradient_checkpointing": True}, {"adapter": "full"}, {"sample_packing": True, "kernel_checkpoint": "gpu"}],
+)
 def test_patched_training_matches_library_path(make_config, tmp_path, as_if_cuda, overrides):
     on = train(load_config(make_config(output_dir=str(tmp_path / "on"), **overrides))[0])
     off = train(load_config(make_config(output_dir=str(tmp_path / "off"), kernels=False, **overrides))[0])

@@ -54,8 +54,14 @@ def test_eval_no_grad_and_generation_are_clean(prepared):
 def test_installed_for_every_strategy(prepared, strategy):
     if strategy in ("qlora",):
         pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
-    run = prepared(adapter=strategy, neftune_noise_alpha=5, num_virtual_tokens=2, lisa_n_layers=1,
-                   spectrum_top_fraction=0.5, galore_rank=4)
+    run = prepared(
+        adapter=strategy,
+        neftune_noise_alpha=5,
+        num_virtual_tokens=2,
+        lisa_n_layers=1,
+        spectrum_top_fraction=0.5,
+        galore_rank=4,
+    )
     assert getattr(input_embeddings(run.model), _HOOK_ATTR, None) is not None
 
 

@@ -49,7 +49,7 @@ def test_saved_adapter_reloads_and_merges_identically(prepared, tmp_path, case):
     reloaded = PeftModel.from_pretrained(load_model(run.model_path), tmp_path)
     reloaded_logits = _logits(reloaded)
     if reloaded_logits.shape[1] != IDS.shape[1]:  # a plain PeftModel returns the virtual positions too
-        reloaded_logits = reloaded_logits[:, -IDS.shape[1]:]
+        reloaded_logits = reloaded_logits[:, -IDS.shape[1] :]
     torch.testing.assert_close(reloaded_logits, trained, rtol=1e-5, atol=1e-5)
     if case in MERGEABLE:
         merged = reloaded.merge_and_unload()

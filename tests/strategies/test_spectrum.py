@@ -50,7 +50,10 @@ def test_select_top_per_layer_type():
     results = [m(f"model.layers.{i}.mlp.down_proj.weight", s) for i, s in enumerate([0.1, 0.9, 0.5, 0.3])]
     results += [m(f"model.layers.{i}.self_attn.q_proj.weight", s) for i, s in enumerate([0.7, 0.2, 0.1, 0.8])]
     results += [m("model.embed_tokens.weight", 5.0)]
-    assert select_top(results, 0.25) == ["model.layers.1.mlp.down_proj.weight", "model.layers.3.self_attn.q_proj.weight"]
+    assert select_top(results, 0.25) == [
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.3.self_attn.q_proj.weight",
+    ]
     assert "model.embed_tokens.weight" in select_top(results, 0.5)
 
 

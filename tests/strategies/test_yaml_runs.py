@@ -4,14 +4,30 @@ import pytest
 
 from strop.strategies import STRATEGIES
 
-KEYS = {"prompt_tuning": {"num_virtual_tokens": 3}, "prefix_tuning": {"num_virtual_tokens": 3},
-        "galore": {"galore_rank": 4, "galore_update_proj_gap": 1}, "spectrum": {"spectrum_top_fraction": 0.5},
-        "lisa": {"lisa_n_layers": 1, "lisa_step_interval": 1}}
+KEYS = {
+    "prompt_tuning": {"num_virtual_tokens": 3},
+    "prefix_tuning": {"num_virtual_tokens": 3},
+    "galore": {"galore_rank": 4, "galore_update_proj_gap": 1},
+    "spectrum": {"spectrum_top_fraction": 0.5},
+    "lisa": {"lisa_n_layers": 1, "lisa_step_interval": 1},
+}
 
 
 def test_registry_holds_the_expected_names():
-    assert set(STRATEGIES) >= {"full", "lora", "qlora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning",
-                               "bitfit", "galore", "spectrum", "lisa"}
+    assert set(STRATEGIES) >= {
+        "full",
+        "lora",
+        "qlora",
+        "dora",
+        "rslora",
+        "ia3",
+        "prompt_tuning",
+        "prefix_tuning",
+        "bitfit",
+        "galore",
+        "spectrum",
+        "lisa",
+    }
     assert all(s.name == name for name, s in STRATEGIES.items())
 
 
@@ -27,7 +43,9 @@ def test_strategy_runs_from_yaml(strategy, make_config, tiny_model, tiny_qwen2, 
 
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
     base = tiny_qwen2 if strategy == "bitfit" else tiny_model
-    path = make_config(adapter=strategy, base_model=str(base), max_steps=1, micro_batch_size=2, **KEYS.get(strategy, {}))
+    path = make_config(
+        adapter=strategy, base_model=str(base), max_steps=1, micro_batch_size=2, **KEYS.get(strategy, {})
+    )
     assert main(["train", str(path)]) == 0
     out = path.parent / "out"
     x = torch.randint(3, 250, (1, 7))

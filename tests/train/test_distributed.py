@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from strop.config import load_config
 from strop.errors import StropError
-from strop.train import checkpoint as ckpt
 from strop.runtime import distributed
+from strop.train import checkpoint as ckpt
 from strop.train.loop import train
 
 COMMON = dict(lr_scheduler="constant", learning_rate=1e-2, max_grad_norm=1.0)
@@ -45,8 +45,19 @@ def _launch(argv: list[str]) -> None:
 
 
 def _torchrun(config: Path, *extra: str) -> None:
-    _launch(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "strop", "train",
-             str(config), *extra])
+    _launch(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "strop",
+            "train",
+            str(config),
+            *extra,
+        ]
+    )
 
 
 def _losses(out: Path, key: str = "loss") -> list[float]:
@@ -66,6 +77,7 @@ def _assert_same_weights(expected: dict[str, torch.Tensor], got: dict[str, torch
 
 
 # --- fast ------------------------------------------------------------------------------------------------
+
 
 def test_fsdp_section_is_validated(make_config):
     cfg, _ = load_config(make_config(fsdp={"sharding": "no_shard", "activation_checkpointing": True}))
@@ -114,6 +126,7 @@ def test_strategies_that_cannot_shard_are_refused(make_config, monkeypatch):
 
 # --- torchrun, 2 processes on the CPU ------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_lora_two_processes_match_one_then_resume_in_one(make_config):
     """LoRA, full_shard: 2 × 2 rows equals 1 × 4 rows; the sharded checkpoint-2 resumes in one process."""
@@ -136,16 +149,17 @@ def test_lora_two_processes_match_one_then_resume_in_one(make_config):
 
 
 def _rows(n: int) -> list[dict]:
-    return [{"instruction": f"Say word {i}", "input": "", "output": f"Sentiment: {'positive' if i % 2 else 'negative'} {i}"}
-            for i in range(n)]
+    return [
+        {"instruction": f"Say word {i}", "input": "", "output": f"Sentiment: {'positive' if i % 2 else 'negative'} {i}"}
+        for i in range(n)
+    ]
 
 
 @pytest.mark.slow
 def test_full_finetuning_two_processes_match_one_with_an_empty_rank(make_config):
     """Full fine-tuning with accumulation. 5 rows, global micro-batch 2 × 2: the third micro-batch holds
     one row, so rank 1 runs a zero-weight filler; the update must still equal one process × 4 rows."""
-    path = make_config(rows=_rows(5), adapter="full", max_steps=2, gradient_accumulation_steps=2,
-                       learning_rate=1e-3)
+    path = make_config(rows=_rows(5), adapter="full", max_steps=2, gradient_accumulation_steps=2, learning_rate=1e-3)
     one = _run_in_process(_variant(path, "one", micro_batch_size=2, adapter="full", learning_rate=1e-3))
     _torchrun(_variant(path, "two", micro_batch_size=1, adapter="full", learning_rate=1e-3))
     two = path.parent / "two"

@@ -77,8 +77,14 @@ def test_lora_run_saves_peft_adapter_that_reloads(make_config, tiny_model):
     path = make_config(max_steps=4, learning_rate=5e-2, val_set_size=4, eval_steps=2)
     cfg, base = load_config(path)
     out = train(cfg, base)
-    for name in ("adapter_config.json", "adapter_model.safetensors", "strop_config.yml", "metrics.jsonl",
-                 "loss.png", "tokenizer.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "strop_config.yml",
+        "metrics.jsonl",
+        "loss.png",
+        "tokenizer.json",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "final.tmp").exists()
     adapter = load_file(out / "adapter_model.safetensors")
@@ -133,8 +139,12 @@ def test_existing_output_needs_resume_or_overwrite(make_config):
 
 def _strop(config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "strop", "train", str(config), *extra], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "strop", "train", str(config), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow

@@ -125,12 +125,22 @@ def test_cut_log_keeps_earlier_records_byte_for_byte(tmp_path, capsys):
 
 def test_resumed_grpo_run_logs_each_steps_rollouts_once(make_config, tmp_path):
     """Issue #24, item 3: completions.jsonl is cut back to the resumed step too."""
-    (tmp_path / "rewards.py").write_text("def r(prompts, completions, rows):\n    return [float(len(c)) for c in completions]\n")
+    (tmp_path / "rewards.py").write_text(
+        "def r(prompts, completions, rows):\n    return [float(len(c)) for c in completions]\n"
+    )
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Say {i}"}) + "\n" for i in range(8)))
-    keys = {"rl": "grpo", "rewards": [{"type": "function", "function": "rewards.py:r"}], "num_generations": 2,
-            "max_completion_length": 4, "micro_batch_size": 2, "max_steps": 2, "save_steps": 1, "sequence_len": 64,
-            "datasets": [{"path": str(data), "type": "prompt"}]}
+    keys = {
+        "rl": "grpo",
+        "rewards": [{"type": "function", "function": "rewards.py:r"}],
+        "num_generations": 2,
+        "max_completion_length": 4,
+        "micro_batch_size": 2,
+        "max_steps": 2,
+        "save_steps": 1,
+        "sequence_len": 64,
+        "datasets": [{"path": str(data), "type": "prompt"}],
+    }
     cfg, base = load_config(make_config(**keys))
     out = loop.train(cfg, base)
     (out / "checkpoint-2").rename(out / "gone")  # killed after step 1's rollouts, before its checkpoint
@@ -153,7 +163,9 @@ def _enospc_on(name: str, step: str):
 
 
 @pytest.mark.slow
-def test_full_disk_during_a_checkpoint_is_one_line_and_resume_finishes_the_run(make_config, tmp_path, monkeypatch, capsys):
+def test_full_disk_during_a_checkpoint_is_one_line_and_resume_finishes_the_run(
+    make_config, tmp_path, monkeypatch, capsys
+):
     """Issue #24, item 4: the previous checkpoint stays intact; after space is freed --resume ends with
     the weights of a run that never failed."""
     config = make_config(max_steps=6, save_steps=2, save_total_limit=2, output_dir=str(tmp_path / "whole"))
@@ -246,8 +258,11 @@ def test_a_real_full_disk_on_a_small_tmpfs(make_config, tmp_path, monkeypatch):
 
         monkeypatch.setattr(ckpt, "_commit", commit_then_fill)
         cfg, base = load_config(make_config(max_steps=4, save_steps=2, output_dir=str(disk / "run")))
-        with pytest.raises(StropError, match=r"^no space left on the device writing .*: \d+ B free of 4.0 MiB, about "
-                                             r".* needed; checkpoint-2 is intact"):
+        with pytest.raises(
+            StropError,
+            match=r"^no space left on the device writing .*: \d+ B free of 4.0 MiB, about "
+            r".* needed; checkpoint-2 is intact",
+        ):
             loop.train(cfg, base)
         assert (disk / "run" / "checkpoint-2" / "trainer_state.json").is_file()
         (disk / "ballast").unlink()

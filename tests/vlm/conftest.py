@@ -31,10 +31,20 @@ def vision_config(tmp_path, tiny_llava):
     """Write a config for the tiny LLaVA; keyword arguments override keys."""
 
     def make(**overrides) -> Path:
-        cfg = {"base_model": str(tiny_llava), "adapter": "lora", "lora_r": 4, "lora_alpha": 8,
-               "datasets": [{"path": str(SHAPES / "train.jsonl"), "type": "vision_chat"}], "sequence_len": 256,
-               "micro_batch_size": 4, "max_steps": 2, "learning_rate": 1e-2, "bf16": False,
-               "output_dir": str(tmp_path / "out"), "seed": 1}
+        cfg = {
+            "base_model": str(tiny_llava),
+            "adapter": "lora",
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "datasets": [{"path": str(SHAPES / "train.jsonl"), "type": "vision_chat"}],
+            "sequence_len": 256,
+            "micro_batch_size": 4,
+            "max_steps": 2,
+            "learning_rate": 1e-2,
+            "bf16": False,
+            "output_dir": str(tmp_path / "out"),
+            "seed": 1,
+        }
         cfg.update(overrides)
         path = tmp_path / "config.yml"
         path.write_text(yaml.safe_dump(cfg))

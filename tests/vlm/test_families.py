@@ -29,9 +29,11 @@ def idefics3(tmp_path_factory):
 
 
 #: family → (image token, tokens an image at 56 px, image tensor key, batch shape of it)
-FAMILIES = {"idefics3": ("<image>", 4, "pixel_values", (2, 2, 3, 56, 56)),
-            "gemma3": ("<image_soft_token>", 4, "pixel_values", (3, 3, 56, 56)),
-            "llava": ("<image>", 4, "pixel_values", (3, 3, 28, 28))}
+FAMILIES = {
+    "idefics3": ("<image>", 4, "pixel_values", (2, 2, 3, 56, 56)),
+    "gemma3": ("<image_soft_token>", 4, "pixel_values", (3, 3, 56, 56)),
+    "llava": ("<image>", 4, "pixel_values", (3, 3, 28, 28)),
+}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -42,13 +44,29 @@ def test_mixed_image_counts_batch_equals_rows(tmp_path_factory, idefics3, family
     token, per_image, key, shape = FAMILIES[family]
     encoder = Encoder(processor, [SHIPPED], allow_urls=False)
     image = {"type": "image", "path": "images/green_square_0.png"}
-    rows = [encode_conversation(encoder, parse_conversation(
-        {"messages": [{"role": "user", "content": [image] * count + [{"type": "text", "text": "What colour?"}]},
-                      {"role": "assistant", "content": "green"}]}, "d.jsonl:1"), "d.jsonl:1", False) for count in (2, 1, 0)]
+    rows = [
+        encode_conversation(
+            encoder,
+            parse_conversation(
+                {
+                    "messages": [
+                        {"role": "user", "content": [image] * count + [{"type": "text", "text": "What colour?"}]},
+                        {"role": "assistant", "content": "green"},
+                    ]
+                },
+                "d.jsonl:1",
+            ),
+            "d.jsonl:1",
+            False,
+        )
+        for count in (2, 1, 0)
+    ]
     # Rows keep image bytes; collation's image processor remakes exactly the processor's own tensors.
-    own = processor(text=[encoder.render(parse_conversation({"messages": [{"role": "user", "content": [image] * 2}]}, "x"))],
-                    images=[encoder.images(parse_conversation({"messages": [{"role": "user", "content": [image] * 2}]}, "x"), "x")],
-                    return_tensors="pt")
+    own = processor(
+        text=[encoder.render(parse_conversation({"messages": [{"role": "user", "content": [image] * 2}]}, "x"))],
+        images=[encoder.images(parse_conversation({"messages": [{"role": "user", "content": [image] * 2}]}, "x"), "x")],
+        return_tensors="pt",
+    )
     remade = image_tensors(processor, rows[0])
     assert remade and all(torch.equal(v, own[k.removeprefix("vision.")]) for k, v in remade.items())
     image_id = processor.tokenizer.convert_tokens_to_ids(token)
@@ -56,7 +74,10 @@ def test_mixed_image_counts_batch_equals_rows(tmp_path_factory, idefics3, family
     batch = collate_sft(rows, processor.tokenizer.pad_token_id, processor)
     assert batch[f"vision.{key}"].shape == shape
     if family == "idefics3":  # the one-image row's second image is padding
-        assert batch["vision.pixel_values"][1, 1].abs().sum() == 0 and batch["vision.pixel_attention_mask"][1, 1].sum() == 0
+        assert (
+            batch["vision.pixel_values"][1, 1].abs().sum() == 0
+            and batch["vision.pixel_attention_mask"][1, 1].sum() == 0
+        )
     if family == "gemma3":  # per-token image marks, padded with 0
         assert batch["vision.token_type_ids"].sum() == 3 * per_image
     model.eval()

@@ -39,13 +39,26 @@ def _row(image_size: int, ids: dict, seed: int) -> dict:
     grid = image_size // 14
     tokens = grid * grid // 4
     text = [5, 6, 7]
-    input_ids = [ids["bos"], *text, ids["vision_start_token_id"], *[ids["image_token_id"]] * tokens,
-                 ids["vision_end_token_id"], 8, 9, ids["eos"]]
+    input_ids = [
+        ids["bos"],
+        *text,
+        ids["vision_start_token_id"],
+        *[ids["image_token_id"]] * tokens,
+        ids["vision_end_token_id"],
+        8,
+        9,
+        ids["eos"],
+    ]
     labels = [IGNORE] * (len(input_ids) - 3) + [8, 9, ids["eos"]]
     mm = [1 if t == ids["image_token_id"] else 0 for t in input_ids]
     pixels = torch.randn(grid * grid, 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(seed))
-    return {"input_ids": input_ids, "labels": labels, "vision.pixel_values": pixels,
-            "vision.image_grid_thw": torch.tensor([[1, grid, grid]]), "vision_tokens.mm_token_type_ids": mm}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "vision.pixel_values": pixels,
+        "vision.image_grid_thw": torch.tensor([[1, grid, grid]]),
+        "vision_tokens.mm_token_type_ids": mm,
+    }
 
 
 def test_batch_of_two_image_sizes_and_a_text_row(qwen):
@@ -66,6 +79,9 @@ def test_batch_of_two_image_sizes_and_a_text_row(qwen):
     assert model.model.visual.blocks[0].attn.qkv.weight.grad is None  # frozen tower
     assert model.model.visual.merger.mlp[0].weight.grad is not None  # the projector learns
     # The batch equals its rows one by one: padding and the text row change nothing for the image rows.
-    alone = summed_nll(model, collate_sft(rows[:1], ids["pad"])) + summed_nll(model, collate_sft(rows[1:2], ids["pad"])) \
+    alone = (
+        summed_nll(model, collate_sft(rows[:1], ids["pad"]))
+        + summed_nll(model, collate_sft(rows[1:2], ids["pad"]))
         + summed_nll(model, collate_sft(rows[2:], ids["pad"]))
+    )
     torch.testing.assert_close(loss, alone, atol=1e-4, rtol=1e-4)

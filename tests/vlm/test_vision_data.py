@@ -29,8 +29,12 @@ def user(*parts) -> dict:
 
 
 def test_labels_are_the_assistant_text_only(llava_processor):
-    row = {"messages": [user({"type": "image", "path": IMAGE}, {"type": "text", "text": "What colour is the shape?"}),
-                        {"role": "assistant", "content": "red"}]}
+    row = {
+        "messages": [
+            user({"type": "image", "path": IMAGE}, {"type": "text", "text": "What colour is the shape?"}),
+            {"role": "assistant", "content": "red"},
+        ]
+    }
     example = encode(llava_processor, row)
     tok = llava_processor.tokenizer
     labelled = [t for t in example["labels"] if t != IGNORE]
@@ -42,11 +46,18 @@ def test_labels_are_the_assistant_text_only(llava_processor):
 
 
 def test_several_images_and_turns_image_tokens_never_trained(llava_processor):
-    row = {"messages": [user({"type": "image", "path": IMAGE}, {"type": "image", "path": IMAGE},
-                             {"type": "text", "text": "Describe the image."}),
-                        {"role": "assistant", "content": "a red circle"},
-                        user({"type": "image", "path": IMAGE}, "What shape is this?"),
-                        {"role": "assistant", "content": "circle"}]}
+    row = {
+        "messages": [
+            user(
+                {"type": "image", "path": IMAGE},
+                {"type": "image", "path": IMAGE},
+                {"type": "text", "text": "Describe the image."},
+            ),
+            {"role": "assistant", "content": "a red circle"},
+            user({"type": "image", "path": IMAGE}, "What shape is this?"),
+            {"role": "assistant", "content": "circle"},
+        ]
+    }
     image_id = llava_processor.tokenizer.convert_tokens_to_ids("<image>")
     for train_on_inputs in (False, True):
         example = encode(llava_processor, row, train_on_inputs)
@@ -59,16 +70,20 @@ def test_several_images_and_turns_image_tokens_never_trained(llava_processor):
 
 def test_base64_image_equals_the_file(llava_processor):
     data = base64.b64encode(Path(IMAGE).read_bytes()).decode()
-    rows = [{"messages": [user({"type": "image", **source}, "Describe the image."), {"role": "assistant", "content": "x"}]}
-            for source in ({"path": IMAGE}, {"base64": data}, {"url": f"data:image/png;base64,{data}"})]
+    rows = [
+        {"messages": [user({"type": "image", **source}, "Describe the image."), {"role": "assistant", "content": "x"}]}
+        for source in ({"path": IMAGE}, {"base64": data}, {"url": f"data:image/png;base64,{data}"})
+    ]
     first, *others = [encode(llava_processor, row) for row in rows]
     for other in others:
         assert first["vision_images"] == other["vision_images"]
 
 
 def test_collate_concatenates_images_and_pads_text(llava_processor):
-    with_image = encode(llava_processor, {"messages": [user({"type": "image", "path": IMAGE}, "Hi"),
-                                                       {"role": "assistant", "content": "red"}]})
+    with_image = encode(
+        llava_processor,
+        {"messages": [user({"type": "image", "path": IMAGE}, "Hi"), {"role": "assistant", "content": "red"}]},
+    )
     text_only = encode(llava_processor, {"messages": [user("Say hello."), {"role": "assistant", "content": "hello"}]})
     batch = collate_sft([with_image, text_only, with_image], 0, llava_processor)
     assert batch["input_ids"].shape == (3, len(with_image["input_ids"]))
@@ -90,19 +105,41 @@ def test_text_mix_ratio(ratio, text_rows, expected_text):
 
 def _row(tmp_path: Path, content) -> Path:
     path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"messages": [{"role": "user", "content": content},
-                                             {"role": "assistant", "content": "red"}]}) + "\n")
+    path.write_text(
+        json.dumps({"messages": [{"role": "user", "content": content}, {"role": "assistant", "content": "red"}]}) + "\n"
+    )
     return path
 
 
-@pytest.mark.parametrize("part,message", [
-    ({"type": "image", "path": "missing.png"}, r"d.jsonl:1: messages\[0\].content\[0\]: image file not found: missing.png"),
-    ({"type": "image", "path": "not_an_image.png"}, r"d.jsonl:1: messages\[0\].content\[0\]: image file .*not_an_image.png is not a readable image"),
-    ({"type": "image", "base64": "%%%"}, r"d.jsonl:1: messages\[0\].content\[0\]: field 'base64' is not valid base64"),
-    ({"type": "image", "url": "https://example.com/a.png"}, r"d.jsonl:1: messages\[0\].content\[0\]: image URL .* set allow_image_urls: true"),
-    ({"type": "image"}, r"d.jsonl:1: messages\[0\].content\[0\]: an image part needs exactly one of 'path', 'url' or 'base64'"),
-    ({"type": "video", "path": "a.mp4"}, r"d.jsonl:1: messages\[0\].content\[0\]: a part must be an object with type text, image"),
-])
+@pytest.mark.parametrize(
+    "part,message",
+    [
+        (
+            {"type": "image", "path": "missing.png"},
+            r"d.jsonl:1: messages\[0\].content\[0\]: image file not found: missing.png",
+        ),
+        (
+            {"type": "image", "path": "not_an_image.png"},
+            r"d.jsonl:1: messages\[0\].content\[0\]: image file .*not_an_image.png is not a readable image",
+        ),
+        (
+            {"type": "image", "base64": "%%%"},
+            r"d.jsonl:1: messages\[0\].content\[0\]: field 'base64' is not valid base64",
+        ),
+        (
+            {"type": "image", "url": "https://example.com/a.png"},
+            r"d.jsonl:1: messages\[0\].content\[0\]: image URL .* set allow_image_urls: true",
+        ),
+        (
+            {"type": "image"},
+            r"d.jsonl:1: messages\[0\].content\[0\]: an image part needs exactly one of 'path', 'url' or 'base64'",
+        ),
+        (
+            {"type": "video", "path": "a.mp4"},
+            r"d.jsonl:1: messages\[0\].content\[0\]: a part must be an object with type text, image",
+        ),
+    ],
+)
 def test_bad_image_rows_name_file_line_and_field(capsys, tmp_path, vision_config, part, message):
     from strop.cli import main
 
@@ -118,14 +155,17 @@ def test_bad_image_rows_name_file_line_and_field(capsys, tmp_path, vision_config
 
 def test_assistant_image_and_packing_refused(llava_processor, tmp_path):
     with pytest.raises(StropError, match=r"d.jsonl:1: messages\[1\]: an assistant turn holds an image"):
-        parse_conversation({"messages": [user("hi"), {"role": "assistant", "content": [{"type": "image", "path": IMAGE}]}]},
-                           "d.jsonl:1")
+        parse_conversation(
+            {"messages": [user("hi"), {"role": "assistant", "content": [{"type": "image", "path": IMAGE}]}]},
+            "d.jsonl:1",
+        )
     from strop.config import load_config
     from strop.vlm.data import build_vision_sft_data
 
     path = tmp_path / "c.yml"
-    path.write_text(json.dumps({"datasets": [{"path": str(SHAPES / "train.jsonl"), "type": "vision_chat"}],
-                                "sample_packing": True}))
+    path.write_text(
+        json.dumps({"datasets": [{"path": str(SHAPES / "train.jsonl"), "type": "vision_chat"}], "sample_packing": True})
+    )
     cfg, base = load_config(path)
     with pytest.raises(StropError, match="sample_packing: image conversations are not packed"):
         build_vision_sft_data(cfg, llava_processor, base)

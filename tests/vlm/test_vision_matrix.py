@@ -16,9 +16,22 @@ VISION = sorted(name for name in OBJECTIVES if name.startswith("vision_"))
 
 
 def _pairs(tmp_path):
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "image", "path": str(SHIPPED / "images" / f"{c}_circle_0.png")},
-                                                     {"type": "text", "text": "What colour is the shape?"}]}],
-             "chosen": c, "rejected": w} for c, w in (("red", "blue"), ("blue", "red"), ("green", "yellow"), ("yellow", "green"))]
+    rows = [
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "path": str(SHIPPED / "images" / f"{c}_circle_0.png")},
+                        {"type": "text", "text": "What colour is the shape?"},
+                    ],
+                }
+            ],
+            "chosen": c,
+            "rejected": w,
+        }
+        for c, w in (("red", "blue"), ("blue", "red"), ("green", "yellow"), ("yellow", "green"))
+    ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -28,8 +41,11 @@ def _pairs(tmp_path):
 @pytest.mark.parametrize("objective", VISION)
 def test_every_vision_objective_with_lora(tmp_path, vision_config, objective):
     rl = objective.removeprefix("vision_")
-    data = ({"path": str(SHIPPED / "train.jsonl"), "type": "vision_chat"} if rl == "sft"
-            else {"path": str(_pairs(tmp_path)), "type": "vision_dpo"})
+    data = (
+        {"path": str(SHIPPED / "train.jsonl"), "type": "vision_chat"}
+        if rl == "sft"
+        else {"path": str(_pairs(tmp_path)), "type": "vision_dpo"}
+    )
     config = vision_config(rl=None if rl == "sft" else rl, datasets=[data], max_steps=1, micro_batch_size=2)
     assert main(["train", str(config)]) == 0
     assert (tmp_path / "out" / "adapter_config.json").is_file()

@@ -18,9 +18,18 @@ def image_batch(processor):
     from strop.vlm.data import Encoder
 
     encoder = Encoder(processor, [SHAPES], allow_urls=False)
-    messages = [{"role": "user", "content": [{"type": "image", "path": "images/blue_square_3.png"},
-                                             {"type": "text", "text": "What colour is the shape?"}]}]
-    return dict(processor(text=[encoder.render(messages, True)], images=encoder.images(messages, "t"), return_tensors="pt"))
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "path": "images/blue_square_3.png"},
+                {"type": "text", "text": "What colour is the shape?"},
+            ],
+        }
+    ]
+    return dict(
+        processor(text=[encoder.render(messages, True)], images=encoder.images(messages, "t"), return_tensors="pt")
+    )
 
 
 def logits(model, batch) -> torch.Tensor:
@@ -55,8 +64,11 @@ def test_lora_adapter_reloads_and_merges_with_identical_outputs(tmp_path, vision
 
 
 def test_projector_only_changes_the_projector_alone(tmp_path, vision_config, tiny_llava):
-    config = vision_config(adapter=None, train_projector_only=True,
-                           datasets=[{"path": str(SHAPES / "captions.jsonl"), "type": "vision_chat"}])
+    config = vision_config(
+        adapter=None,
+        train_projector_only=True,
+        datasets=[{"path": str(SHAPES / "captions.jsonl"), "type": "vision_chat"}],
+    )
     assert main(["train", str(config)]) == 0
     before, after = load_file(tiny_llava / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
     assert before.keys() == after.keys()
@@ -82,9 +94,21 @@ def _pairs(tmp_path: Path) -> Path:
     rows = []
     for colour, wrong in (("red", "blue"), ("green", "yellow"), ("blue", "red"), ("yellow", "green")):
         for shape in ("circle", "square"):
-            rows.append({"prompt": [{"role": "user", "content": [
-                {"type": "image", "path": str(SHAPES / "images" / f"{colour}_{shape}_0.png")},
-                {"type": "text", "text": "What colour is the shape?"}]}], "chosen": colour, "rejected": wrong})
+            rows.append(
+                {
+                    "prompt": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image", "path": str(SHAPES / "images" / f"{colour}_{shape}_0.png")},
+                                {"type": "text", "text": "What colour is the shape?"},
+                            ],
+                        }
+                    ],
+                    "chosen": colour,
+                    "rejected": wrong,
+                }
+            )
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -103,9 +127,22 @@ def test_image_pair_cache_keys_differ_by_image(llava_processor, tmp_path, vision
     from strop.config import load_config
     from strop.objectives.vision import build_vision_pair_data
 
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "image", "path": str(SHAPES / "images" / f"red_{s}_0.png")},
-                                                     {"type": "text", "text": "Colour?"}]}], "chosen": "red", "rejected": "blue"}
-            for s in ("circle", "square")]
+    rows = [
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "path": str(SHAPES / "images" / f"red_{s}_0.png")},
+                        {"type": "text", "text": "Colour?"},
+                    ],
+                }
+            ],
+            "chosen": "red",
+            "rejected": "blue",
+        }
+        for s in ("circle", "square")
+    ]
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg, base = load_config(vision_config(datasets=[{"path": str(path), "type": "vision_dpo"}]))
@@ -115,8 +152,18 @@ def test_image_pair_cache_keys_differ_by_image(llava_processor, tmp_path, vision
 
 def test_chat_with_an_image(capsys, tiny_llava):
     image = SHAPES / "images" / "red_circle_0.png"
-    code = main(["chat", str(tiny_llava), "--image", str(image), "--prompt", "What colour is the shape?",
-                 "--max-new-tokens", "3"])
+    code = main(
+        [
+            "chat",
+            str(tiny_llava),
+            "--image",
+            str(image),
+            "--prompt",
+            "What colour is the shape?",
+            "--max-new-tokens",
+            "3",
+        ]
+    )
     assert code == 0 and capsys.readouterr().out.strip()
     assert main(["chat", str(tiny_llava), "--image", "nope.png", "--prompt", "x"]) == 2
     assert "--image: file not found: nope.png" in capsys.readouterr().err
@@ -132,9 +179,18 @@ def test_other_adapters_stay_on_the_language_model(tmp_path, vision_config, adap
 
 
 def test_bad_image_in_a_preference_prompt(capsys, tmp_path, vision_config):
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "text", "text": "Colour?"},
-                                                     {"type": "image", "path": "gone.png"}]}],
-             "chosen": "red", "rejected": "blue"}]
+    rows = [
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "Colour?"}, {"type": "image", "path": "gone.png"}],
+                }
+            ],
+            "chosen": "red",
+            "rejected": "blue",
+        }
+    ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n" + json.dumps(rows[0]) + "\n")
     assert main(["train", str(vision_config(rl="dpo", datasets=[{"path": str(path), "type": "vision_dpo"}]))]) == 2
@@ -143,9 +199,16 @@ def test_bad_image_in_a_preference_prompt(capsys, tmp_path, vision_config):
 
 def test_text_rows_mixed_at_the_ratio_are_logged(tmp_path, vision_config):
     # 36 caption rows with images; text_only_ratio 0.25 → 0.25 · 36 / 0.75 = 12 text rows (6 read, cycled)
-    config = vision_config(datasets=[{"path": str(SHAPES / "captions.jsonl"), "type": "vision_chat"},
-                                     {"path": str(SHAPES / "text_only.jsonl"), "type": "chat"}],
-                           text_only_ratio=0.25, micro_batch_size=16, max_steps=3, learning_rate=1e-3)
+    config = vision_config(
+        datasets=[
+            {"path": str(SHAPES / "captions.jsonl"), "type": "vision_chat"},
+            {"path": str(SHAPES / "text_only.jsonl"), "type": "chat"},
+        ],
+        text_only_ratio=0.25,
+        micro_batch_size=16,
+        max_steps=3,
+        learning_rate=1e-3,
+    )
     assert main(["train", str(config)]) == 0
     metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "text_only_rows" in m]

@@ -39,7 +39,8 @@ def _run(args: argparse.Namespace) -> int:
         _interactive(model, tokenizer, args)
         return 0
     conversation = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": args.prompt}]
+        {"role": "user", "content": args.prompt}
+    ]
     print(answer(model, tokenizer, [conversation], args.max_new_tokens, args.temperature)[0])
     return 0
 
@@ -62,8 +63,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="alias, hub id, model folder, or a training output_dir holding an adapter")
     parser.add_argument("--prompt", help="answer this one message and exit (default: interactive)")
     parser.add_argument("--system", help="system message")
-    parser.add_argument("--image", action="append", metavar="FILE", help="image for a vision-language model "
-                        "(repeat for several); needs --prompt")
+    parser.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE",
+        help="image for a vision-language model (repeat for several); needs --prompt",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--trust-remote-code", action="store_true")

@@ -34,7 +34,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", nargs="?", help="config YAML to validate and print with defaults filled in")
     parser.add_argument("--schema", action="store_true", help="print every key with its type, default and help")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
-    parser.add_argument("--axolotl-keys", action="store_true",
-                        help="print the table of Axolotl keys and what strop does with each (Markdown)")
-    parser.set_defaults(func=lambda a: _run(a) if (a.schema or a.config or a.axolotl_keys)
-                        else parser.error("give CONFIG, --schema or --axolotl-keys"))
+    parser.add_argument(
+        "--axolotl-keys",
+        action="store_true",
+        help="print the table of Axolotl keys and what strop does with each (Markdown)",
+    )
+    parser.set_defaults(
+        func=lambda a: (
+            _run(a)
+            if (a.schema or a.config or a.axolotl_keys)
+            else parser.error("give CONFIG, --schema or --axolotl-keys")
+        )
+    )

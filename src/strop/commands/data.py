@@ -29,8 +29,14 @@ class Models:
     def judge(self, args: argparse.Namespace):
         from strop.judge import LLMJudge, read_rubric
 
-        return LLMJudge(self.get(args.judge), read_rubric(args.rubric), args.scale[0], args.scale[1],
-                        both_orders=not args.one_order, logprobs=args.judge_logits)
+        return LLMJudge(
+            self.get(args.judge),
+            read_rubric(args.rubric),
+            args.scale[0],
+            args.scale[1],
+            both_orders=not args.one_order,
+            logprobs=args.judge_logits,
+        )
 
 
 def _models(args: argparse.Namespace) -> Models:
@@ -59,8 +65,9 @@ def _filters(args: argparse.Namespace, models: Models) -> list:
         from strop.datagen.verified import Verifier, difficulty_filter, parse_reward_specs
 
         rewards = parse_reward_specs(args.reward)
-        verifier = Verifier(models.get(args.difficulty_model), rewards, args.samples,
-                            args.temperature, args.pass_score, seed=args.seed)
+        verifier = Verifier(
+            models.get(args.difficulty_model), rewards, args.samples, args.temperature, args.pass_score, seed=args.seed
+        )
         stages.append(difficulty_filter(verifier, *args.pass_range))
     return stages
 
@@ -72,13 +79,14 @@ def _run_filter(args: argparse.Namespace) -> int:
     stages = _filters(args, _models(args))
     selector = None
     if args.select:
-        selector = (DiversitySelect(args.select, args.clusters, args.seed, model_embedder(args.embed_model),
-                                    args.embed_model) if args.embed_model
-                    else DiversitySelect(args.select, args.clusters, args.seed))
+        selector = (
+            DiversitySelect(args.select, args.clusters, args.seed, model_embedder(args.embed_model), args.embed_model)
+            if args.embed_model
+            else DiversitySelect(args.select, args.clusters, args.seed)
+        )
     if not stages and selector is None:
         raise StropError("data filter: no filter chosen (see `strop data filter --help`)")
-    report = run_filters(args.input, args.out, stages, selector, args.rejects, args.batch_size,
-                         resume=not args.restart)
+    report = run_filters(args.input, args.out, stages, selector, args.rejects, args.batch_size, resume=not args.restart)
     print_report(report)
     print(f"wrote {args.out} ({report.kept} rows; card {args.out}.card.json)")
     return 0
@@ -98,10 +106,23 @@ def _run_rlaif(args: argparse.Namespace, all_pairs: bool = False) -> int:
     from strop.datagen.feedback import rlaif
 
     if args.samples < 2:  # checked before any model loads
-        raise StropError(f"data {'compare' if all_pairs else 'rlaif'}: --samples must be at least 2, got {args.samples}")
+        raise StropError(
+            f"data {'compare' if all_pairs else 'rlaif'}: --samples must be at least 2, got {args.samples}"
+        )
     models = _models(args)
-    sink = rlaif(models.get(args.policy), models.judge(args), args.prompts, args.out, args.samples,
-                 args.temperature, args.format, all_pairs, args.seed, args.batch_size, not args.restart)
+    sink = rlaif(
+        models.get(args.policy),
+        models.judge(args),
+        args.prompts,
+        args.out,
+        args.samples,
+        args.temperature,
+        args.format,
+        all_pairs,
+        args.seed,
+        args.batch_size,
+        not args.restart,
+    )
     print(f"wrote {sink.out} ({sink.written} rows, dataset type: {args.format}); {dict(sink.counts)}")
     return 0
 
@@ -109,8 +130,16 @@ def _run_rlaif(args: argparse.Namespace, all_pairs: bool = False) -> int:
 def _run_constitutional(args: argparse.Namespace) -> int:
     from strop.datagen.feedback import constitutional
 
-    sink = constitutional(_models(args).get(args.model), args.constitution, args.prompts, args.out,
-                          args.temperature, args.seed, args.batch_size, not args.restart)
+    sink = constitutional(
+        _models(args).get(args.model),
+        args.constitution,
+        args.prompts,
+        args.out,
+        args.temperature,
+        args.seed,
+        args.batch_size,
+        not args.restart,
+    )
     print(f"wrote {sink.out} ({sink.written} pairs, dataset type: dpo); {dict(sink.counts)}")
     return 0
 
@@ -118,9 +147,19 @@ def _run_constitutional(args: argparse.Namespace) -> int:
 def _run_self_instruct(args: argparse.Namespace) -> int:
     from strop.datagen.instruct import self_instruct
 
-    sink = self_instruct(_models(args).get(args.model), args.seeds, args.out, args.count, args.shots,
-                         args.max_similarity, args.temperature, args.seed, args.batch_size, args.max_rounds,
-                         not args.restart)
+    sink = self_instruct(
+        _models(args).get(args.model),
+        args.seeds,
+        args.out,
+        args.count,
+        args.shots,
+        args.max_similarity,
+        args.temperature,
+        args.seed,
+        args.batch_size,
+        args.max_rounds,
+        not args.restart,
+    )
     print(f"wrote {sink.out} ({sink.written} rows, dataset type: alpaca); {dict(sink.counts)}")
     return 0
 
@@ -128,8 +167,17 @@ def _run_self_instruct(args: argparse.Namespace) -> int:
 def _run_evol(args: argparse.Namespace) -> int:
     from strop.datagen.instruct import evol_instruct
 
-    sink = evol_instruct(_models(args).get(args.model), args.prompts, args.out, args.operators, args.rounds,
-                         args.temperature, args.seed, args.batch_size, not args.restart)
+    sink = evol_instruct(
+        _models(args).get(args.model),
+        args.prompts,
+        args.out,
+        args.operators,
+        args.rounds,
+        args.temperature,
+        args.seed,
+        args.batch_size,
+        not args.restart,
+    )
     print(f"wrote {sink.out} ({sink.written} rows, dataset type: alpaca); {dict(sink.counts)}")
     return 0
 
@@ -138,8 +186,15 @@ def _run_traces(args: argparse.Namespace) -> int:
     from strop.datagen.verified import REASONING_SYSTEM, Verifier, parse_reward_specs, reasoning_traces
 
     rewards = parse_reward_specs(args.reward)  # a bad spec fails before the model loads
-    verifier = Verifier(_models(args).get(args.teacher), rewards, args.samples,
-                        args.temperature, args.pass_score, args.system or REASONING_SYSTEM, args.seed)
+    verifier = Verifier(
+        _models(args).get(args.teacher),
+        rewards,
+        args.samples,
+        args.temperature,
+        args.pass_score,
+        args.system or REASONING_SYSTEM,
+        args.seed,
+    )
     sink = reasoning_traces(verifier, args.prompts, args.out, args.keep, args.batch_size, not args.restart)
     print(f"wrote {sink.out} ({sink.written} rows, dataset type: chat); {dict(sink.counts)}")
     return 0
@@ -148,8 +203,15 @@ def _run_traces(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace) -> int:
     from strop.datagen.distill import generate_dataset
 
-    path = generate_dataset(args.teacher, args.prompts, args.out, args.max_new_tokens, args.temperature, args.system,
-                            resume=not getattr(args, "restart", False))
+    path = generate_dataset(
+        args.teacher,
+        args.prompts,
+        args.out,
+        args.max_new_tokens,
+        args.temperature,
+        args.system,
+        resume=not getattr(args, "restart", False),
+    )
     print(f"wrote {path} (dataset type: chat)")
     return 0
 
@@ -164,21 +226,41 @@ def _generation_options(parser: argparse.ArgumentParser, temperature: float = 1.
 
 
 def _judge_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--judge", required=required, help="judge: a model strop loads, or an OpenAI-compatible "
-                        "URL (http://host:port/v1; key from OPENAI_API_KEY)")
+    parser.add_argument(
+        "--judge",
+        required=required,
+        help="judge: a model strop loads, or an OpenAI-compatible URL (http://host:port/v1; key from OPENAI_API_KEY)",
+    )
     parser.add_argument("--endpoint-model", help="model name to send to a judge URL")
     parser.add_argument("--rubric", help="text file with the rubric or constitution the judge applies")
-    parser.add_argument("--scale", type=float, nargs=2, default=(1, 10), metavar=("LOW", "HIGH"),
-                        help="pointwise score range (default 1 10)")
-    parser.add_argument("--judge-logits", action="store_true", help="a local judge's verdict from its logits "
-                        "(P(A) vs P(B) after 'Winner:'), for small judges whose free text follows no format")
-    parser.add_argument("--one-order", action="store_true",
-                        help="compare in one order only (default: both orders, against position bias)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=(1, 10),
+        metavar=("LOW", "HIGH"),
+        help="pointwise score range (default 1 10)",
+    )
+    parser.add_argument(
+        "--judge-logits",
+        action="store_true",
+        help="a local judge's verdict from its logits "
+        "(P(A) vs P(B) after 'Winner:'), for small judges whose free text follows no format",
+    )
+    parser.add_argument(
+        "--one-order",
+        action="store_true",
+        help="compare in one order only (default: both orders, against position bias)",
+    )
 
 
 def _reward_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reward", action="append", help="verifiable reward: a type of strop.rl.rewards "
-                        "(math, match, code, ...) or a JSON spec; repeatable (default math)")
+    parser.add_argument(
+        "--reward",
+        action="append",
+        help="verifiable reward: a type of strop.rl.rewards "
+        "(math, match, code, ...) or a JSON spec; repeatable (default math)",
+    )
     parser.add_argument("--samples", type=int, default=4, help="answers sampled per prompt (k)")
     parser.add_argument("--pass-score", type=float, default=1.0, help="reward an answer needs to pass")
 
@@ -196,10 +278,16 @@ def _add_filter(sub) -> None:
     p.add_argument("--near-dedup", type=float, metavar="JACCARD", help="drop near duplicates (MinHash LSH), e.g. 0.8")
     p.add_argument("--shingle", type=int, default=5, help="words per shingle for near-dedup")
     p.add_argument("--num-perm", type=int, default=128, help="MinHash hash functions")
-    p.add_argument("--decontaminate", nargs="+", metavar="EVAL_FILE", help="evaluation file(s) to decontaminate against")
+    p.add_argument(
+        "--decontaminate", nargs="+", metavar="EVAL_FILE", help="evaluation file(s) to decontaminate against"
+    )
     p.add_argument("--contamination-ngram", type=int, default=13)
-    p.add_argument("--contamination-threshold", type=float, default=0.0,
-                   help="share of a row's n-grams found in the eval set that drops it (0: any shared n-gram)")
+    p.add_argument(
+        "--contamination-threshold",
+        type=float,
+        default=0.0,
+        help="share of a row's n-grams found in the eval set that drops it (0: any shared n-gram)",
+    )
     _judge_options(p, required=False)
     p.add_argument("--min-score", type=float, help="drop rows the judge scores below this")
     p.add_argument("--difficulty-model", help="model whose pass rate calibrates difficulty")
@@ -209,8 +297,11 @@ def _add_filter(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--select", type=int, metavar="N", help="keep N rows chosen evenly across clusters")
     p.add_argument("--clusters", type=int, default=8)
-    p.add_argument("--embed-model", help="embed rows with this model's mean-pooled hidden states for --select "
-                   "(default: hashed word n-grams, no model)")
+    p.add_argument(
+        "--embed-model",
+        help="embed rows with this model's mean-pooled hidden states for --select "
+        "(default: hashed word n-grams, no model)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--restart", action="store_true", help="ignore a killed run's partial output")
@@ -226,8 +317,9 @@ def _add_generators(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_mix)
     for name, helptext, all_pairs in (
-            ("rlaif", "sample replies, a judge picks: preference pairs (DPO/ORPO) or KTO rows", False),
-            ("compare", "comparative distillation: all C(N,2) judged pairs of N teacher samples", True)):
+        ("rlaif", "sample replies, a judge picks: preference pairs (DPO/ORPO) or KTO rows", False),
+        ("compare", "comparative distillation: all C(N,2) judged pairs of N teacher samples", True),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("prompts")
         p.add_argument("--policy", "--teacher", dest="policy", required=True, help="model that samples the replies")

@@ -20,19 +20,31 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg, _ = load_config(args.config, args.set)
     rows, shapes, bf16 = estimates_for(cfg)
-    table = Table(title=f"strop estimate: {cfg.base_model}, {cfg.micro_batch_size} × {cfg.sequence_len} tokens a "
-                        f"micro-batch, {'bf16 autocast' if bf16 else 'float32'}"
-                        f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''} (GiB)")
+    table = Table(
+        title=f"strop estimate: {cfg.base_model}, {cfg.micro_batch_size} × {cfg.sequence_len} tokens a "
+        f"micro-batch, {'bf16 autocast' if bf16 else 'float32'}"
+        f"{', gradient checkpointing' if cfg.gradient_checkpointing else ''} (GiB)"
+    )
     for column in ("strategy", "trainable", "share", "weights", "gradients", "optimizer", "activations", "peak"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for i, row in enumerate(rows):
         label = row.strategy + (" (configured)" if i == 0 else "")
-        table.add_row(label, f"{row.trainable:,}", f"{100 * row.trainable / row.total:.3f}%", _gib(row.weights),
-                      _gib(row.gradients), _gib(row.optimizer), _gib(row.activations), _gib(row.peak))
+        table.add_row(
+            label,
+            f"{row.trainable:,}",
+            f"{100 * row.trainable / row.total:.3f}%",
+            _gib(row.weights),
+            _gib(row.gradients),
+            _gib(row.optimizer),
+            _gib(row.activations),
+            _gib(row.peak),
+        )
     Console(width=140).print(table)
-    print(f"{shapes.total:,} parameters, {shapes.layers} layers, hidden {shapes.hidden}, vocab {shapes.vocab}. "
-          f"Add the runtime's own overhead: this process holds {_gib(process_overhead_bytes())} GiB on the CPU "
-          "now; a CUDA context takes about 0.5 GiB.")
+    print(
+        f"{shapes.total:,} parameters, {shapes.layers} layers, hidden {shapes.hidden}, vocab {shapes.vocab}. "
+        f"Add the runtime's own overhead: this process holds {_gib(process_overhead_bytes())} GiB on the CPU "
+        "now; a CUDA context takes about 0.5 GiB."
+    )
     return 0
 
 

@@ -67,9 +67,9 @@ def _print_results(results: dict, data_names: dict[str, str]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from strop.models.saved import load_for_chat
     from strop.evaluation import Subject, build_evaluators
     from strop.evaluation.forgetting import build_general, describe, evaluate_both
+    from strop.models.saved import load_for_chat
 
     specs = target_specs(args)
     # paths in an --evals file are relative to it (then to the working folder, as DATA is)
@@ -82,8 +82,11 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if not args.forgetting:
         results = {e.name: e(tuned) for e in evaluators}
         _print_results(results, {s.get("name") or s["type"]: s["data"] for s in specs})
-        return {"model": args.model, "metrics": {k: v for r in results.values() for k, v in r.metrics.items()},
-                "samples": {k: r.samples for k, r in results.items()}}
+        return {
+            "model": args.model,
+            "metrics": {k: v for r in results.values() for k, v in r.metrics.items()},
+            "samples": {k: r.samples for k, r in results.items()},
+        }
     base_model, base_tokenizer = load_for_chat(base_of(args), args.trust_remote_code)
     result = evaluate_both(evaluators, Subject.of(base_model, base_tokenizer, args.batch_size, args.seed), tuned)
     for line in describe(result):
@@ -106,8 +109,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.tasks:
         from strop.evaluation.harness import run_tasks
 
-        out: dict[str, Any] = run_tasks(args.model, args.tasks.split(","), args.limit, args.batch_size,
-                                        args.include_path, args.trust_remote_code, args.max_new_tokens)
+        out: dict[str, Any] = run_tasks(
+            args.model,
+            args.tasks.split(","),
+            args.limit,
+            args.batch_size,
+            args.include_path,
+            args.trust_remote_code,
+            args.max_new_tokens,
+        )
     elif not (args.data or args.evals or args.forgetting):
         raise StropError("eval: give DATA, --evals FILE, --forgetting GENERAL or --tasks T1,T2")
     else:
@@ -118,17 +128,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a model, adapter or merged model (match, pass@k, "
-                                   "preference, win rate, perplexity, forgetting, lm-eval tasks)")
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model, adapter or merged model (match, pass@k, "
+        "preference, win rate, perplexity, forgetting, lm-eval tasks)",
+    )
     parser.add_argument("model", help="alias, hub id, model folder or training output_dir")
     parser.add_argument("data", nargs="?", help="file the --metric evaluator reads (alpaca or chat rows for match)")
-    parser.add_argument("--metric", default="match", choices=("match", "pass_at_k", "preference", "win_rate", "perplexity"),
-                        help="evaluator run on DATA (default: exact and normalised match)")
+    parser.add_argument(
+        "--metric",
+        default="match",
+        choices=("match", "pass_at_k", "preference", "win_rate", "perplexity"),
+        help="evaluator run on DATA (default: exact and normalised match)",
+    )
     parser.add_argument("--type", default="alpaca", help="row format of DATA for match (alpaca or chat)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of the --metric evaluator, e.g. --set n=8 --set k=[1,4] --set reward=code")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the --metric evaluator, e.g. --set n=8 --set k=[1,4] --set reward=code",
+    )
     parser.add_argument("--evals", help="YAML list of evaluator specs (as under `evaluators:` in a training config)")
-    parser.add_argument("--forgetting", metavar="GENERAL", help="general held-out set: score base and MODEL on it and on the target")
+    parser.add_argument(
+        "--forgetting", metavar="GENERAL", help="general held-out set: score base and MODEL on it and on the target"
+    )
     parser.add_argument("--base", help="base model for --forgetting (default: an adapter's own base)")
     parser.add_argument("--tasks", help="comma-separated lm-evaluation-harness tasks (needs pip install lm-eval)")
     parser.add_argument("--limit", type=int, help="lm-eval: at most this many examples per task")

@@ -41,7 +41,9 @@ def _merge_paths(args: argparse.Namespace) -> tuple[Path, Path, Path, bool | Non
     else:
         resolved = resolve_model_path(str(base), "--base")
     if not Path(resolved).is_dir():
-        raise StropError(f"base model {base!r} is not a local model folder; download it first (merge-lora works offline)")
+        raise StropError(
+            f"base model {base!r} is not a local model folder; download it first (merge-lora works offline)"
+        )
     return Path(resolved), Path(adapter), Path(out), qlora
 
 
@@ -64,11 +66,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Convert a Hugging Face model folder (a full fine-tune or a merged LoRA) to GGUF.",
     )
     export.add_argument("model_dir", metavar="MODEL_DIR", help="HF model folder (config.json, safetensors, tokenizer)")
-    export.add_argument("--gguf", default="f16", choices=QTYPES, metavar="QTYPE",
-                        help=f"GGUF type: {', '.join(QTYPES)} (default f16; K-quants need strop[gguf])")
+    export.add_argument(
+        "--gguf",
+        default="f16",
+        choices=QTYPES,
+        metavar="QTYPE",
+        help=f"GGUF type: {', '.join(QTYPES)} (default f16; K-quants need strop[gguf])",
+    )
     export.add_argument("--out", help="output .gguf path (default MODEL_DIR/<name>-<qtype>.gguf)")
-    export.add_argument("--modelfile", action=argparse.BooleanOptionalAction, default=True,
-                        help="also write an Ollama Modelfile next to the GGUF (default on)")
+    export.add_argument(
+        "--modelfile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write an Ollama Modelfile next to the GGUF (default on)",
+    )
     export.add_argument("--temperature", type=float, help="PARAMETER temperature in the Modelfile")
     export.set_defaults(func=_run_export)
 
@@ -77,11 +88,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="merge a LoRA adapter into its base model",
         description="Fold a LoRA adapter into the base weights and save a standalone HF model folder.",
     )
-    merge.add_argument("config", nargs="?", metavar="CONFIG.yml",
-                       help="training config: base = base_model, adapter = output_dir, out = output_dir/merged")
+    merge.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG.yml",
+        help="training config: base = base_model, adapter = output_dir, out = output_dir/merged",
+    )
     merge.add_argument("--base", help="base model (folder, GGUF file or alias); overrides the config")
     merge.add_argument("--adapter", help="adapter folder (adapter_config.json + adapter_model.safetensors)")
     merge.add_argument("--out", help="where the merged model goes")
-    merge.add_argument("--qlora", action="store_true",
-                       help="the adapter was trained on a 4-bit base (detected from strop_config.yml otherwise)")
+    merge.add_argument(
+        "--qlora",
+        action="store_true",
+        help="the adapter was trained on a 4-bit base (detected from strop_config.yml otherwise)",
+    )
     merge.set_defaults(func=_run_merge)

@@ -9,11 +9,16 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("moe", help="Mixture-of-Experts tools: build an MoE from dense fine-tunes (Branch-Train-MiX)")
+    parser = subparsers.add_parser(
+        "moe", help="Mixture-of-Experts tools: build an MoE from dense fine-tunes (Branch-Train-MiX)"
+    )
     actions = parser.add_subparsers(dest="moe_action", required=True, metavar="ACTION")
-    build = actions.add_parser("build", help="combine dense fine-tunes of one seed into a Mixtral-style MoE checkpoint",
-                               description="mergekit-moe-shaped CONFIG: base_model, gate_mode (hidden|random), "
-                                           "experts_per_token, experts[]: {source_model, positive_prompts, negative_prompts}.")
+    build = actions.add_parser(
+        "build",
+        help="combine dense fine-tunes of one seed into a Mixtral-style MoE checkpoint",
+        description="mergekit-moe-shaped CONFIG: base_model, gate_mode (hidden|random), "
+        "experts_per_token, experts[]: {source_model, positive_prompts, negative_prompts}.",
+    )
     build.add_argument("config", metavar="CONFIG", help="MoE build config (YAML)")
     build.add_argument("out", metavar="OUT", help="output model folder")
     build.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -26,6 +31,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     config = load_build_config(Path(args.config))
     out = build_moe(config, Path(args.out), overwrite=args.overwrite)
-    print(f"MoE checkpoint ({len(config.experts)} experts, top-{config.experts_per_token}, gate_mode {config.gate_mode}) "
-          f"written to {out}")
+    print(
+        f"MoE checkpoint ({len(config.experts)} experts, top-{config.experts_per_token}, gate_mode {config.gate_mode}) "
+        f"written to {out}"
+    )
     return 0

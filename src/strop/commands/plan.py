@@ -27,9 +27,21 @@ def print_plan(plan) -> None:
         c = stage.config
         data = ", ".join(f"{p.path.name} ({p.rows:,} {p.format}, p95 {p.percentile(0.95)} tok)" for p in stage.data)
         rank = str(c["lora_r"]) if stage.strategy in ("lora", "qlora", "dora") else "—"
-        batch = f"{c['micro_batch_size']}×{c['gradient_accumulation_steps']}" + (" ckpt" if c["gradient_checkpointing"] else "")
-        table.add_row(stage.name, data, stage.strategy, rank, batch, str(c["sequence_len"]), f"{c['num_epochs']:g}",
-                      f"{c['learning_rate']:g}", f"{stage.estimate.peak / GIB:.2f}", _duration(stage.seconds))
+        batch = f"{c['micro_batch_size']}×{c['gradient_accumulation_steps']}" + (
+            " ckpt" if c["gradient_checkpointing"] else ""
+        )
+        table.add_row(
+            stage.name,
+            data,
+            stage.strategy,
+            rank,
+            batch,
+            str(c["sequence_len"]),
+            f"{c['num_epochs']:g}",
+            f"{c['learning_rate']:g}",
+            f"{stage.estimate.peak / GIB:.2f}",
+            _duration(stage.seconds),
+        )
     console = Console(width=160)
     console.print(table)
     for stage in plan.stages:
@@ -54,8 +66,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("plan", help="recommend stages, strategy and settings from data, GPU and goal; write pipeline.yml")
-    parser.add_argument("--data", nargs="+", required=True, metavar="FILE", help="dataset files (JSONL, JSON, Parquet, CSV)")
+    parser = subparsers.add_parser(
+        "plan", help="recommend stages, strategy and settings from data, GPU and goal; write pipeline.yml"
+    )
+    parser.add_argument(
+        "--data", nargs="+", required=True, metavar="FILE", help="dataset files (JSONL, JSON, Parquet, CSV)"
+    )
     parser.add_argument("--gpu", required=True, help='"1x RTX 4090", "2x A100 80GB", "H200", "24GB" or cpu')
     parser.add_argument("--goal", required=True, choices=("chat", "reasoning", "domain"))
     parser.add_argument("--config", help="partial training config whose keys every stage keeps (base_model, ...)")

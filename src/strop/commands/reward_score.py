@@ -35,7 +35,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reward-score", help="score prompt/response pairs with a trained reward model")
-    parser.add_argument("model_dir", help="output folder of an rl: reward run (adapter or model + reward_head.safetensors)")
+    parser.add_argument(
+        "model_dir", help="output folder of an rl: reward run (adapter or model + reward_head.safetensors)"
+    )
     parser.add_argument("file", help="JSONL (or JSON/CSV/Parquet) rows {prompt, response}")
     parser.add_argument("--output", "-o", help="write JSONL rows with a 'score' field here (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")

@@ -16,8 +16,11 @@ def _relaunch_args(args: argparse.Namespace) -> list[str]:
         argv += ["--set", item]
     if args.output_dir:
         argv += ["--output-dir", args.output_dir]
-    argv += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
-                                   ("--dry-run", args.dry_run)) if on]
+    argv += [
+        flag
+        for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--dry-run", args.dry_run))
+        if on
+    ]
     return argv
 
 
@@ -53,8 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
     parser.add_argument("--dry-run", action="store_true", help="validate, load data, print the plan; train nothing")
-    parser.add_argument("--nproc", type=int, default=1, metavar="N",
-                        help="train on N processes (GPUs) with FSDP2: re-launches itself under torchrun")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train on N processes (GPUs) with FSDP2: re-launches itself under torchrun",
+    )
     parser.set_defaults(func=_train)
 
     quick = subparsers.add_parser("quickstart", help="LoRA-tune the embedded SmolLM2 on the bundled demo task")

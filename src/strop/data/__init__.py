@@ -10,10 +10,19 @@ from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import FORMATS
 from strop.data.packing import Tokens, collate, pack
 from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
-from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
+from strop.models.chat_template import ensure_chat_template
 
-__all__ = ["DataReport", "build_sft_data", "collate", "drop_excess", "note_excess", "pack", "split_validation", "IGNORE"]
+__all__ = [
+    "DataReport",
+    "build_sft_data",
+    "collate",
+    "drop_excess",
+    "note_excess",
+    "pack",
+    "split_validation",
+    "IGNORE",
+]
 
 
 @dataclass
@@ -35,8 +44,13 @@ def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) ->
             pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]
             for piece in pieces:
                 if len(piece["input_ids"]) > cfg.sequence_len:
-                    if drop_excess(report, cfg.excess_length_strategy, where, f"{len(piece['input_ids'])} tokens",
-                                   f"sequence_len={cfg.sequence_len}"):
+                    if drop_excess(
+                        report,
+                        cfg.excess_length_strategy,
+                        where,
+                        f"{len(piece['input_ids'])} tokens",
+                        f"sequence_len={cfg.sequence_len}",
+                    ):
                         continue
                     piece = {k: v[: cfg.sequence_len] for k, v in piece.items()}
                 if all(label == IGNORE for label in piece["labels"][1:]):
@@ -61,8 +75,10 @@ def note_excess(report: DataReport, cfg, unit: str) -> None:
     """Say how many rows excess_length_strategy dropped or truncated."""
     if report.too_long:
         verb = "truncated" if cfg.excess_length_strategy == "truncate" else "dropped"
-        report.notes.append(f"{verb} {report.too_long} of {report.rows} {unit} longer than "
-                            f"sequence_len={cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})")
+        report.notes.append(
+            f"{verb} {report.too_long} of {report.rows} {unit} longer than "
+            f"sequence_len={cfg.sequence_len} (excess_length_strategy: {cfg.excess_length_strategy})"
+        )
 
 
 def _validation_count(size: float, total: int, unit: str) -> int:
@@ -74,8 +90,10 @@ def _validation_count(size: float, total: int, unit: str) -> int:
     if n_val >= total:
         raise StropError(f"val_set_size={size} leaves no training {unit} out of {total}")
     if n_val > total - n_val:
-        raise StropError(f"val_set_size={size} holds out {n_val} of {total} {unit}, more than the {total - n_val} "
-                         f"left to train on; use a smaller val_set_size (e.g. 0.1) or more data")
+        raise StropError(
+            f"val_set_size={size} holds out {n_val} of {total} {unit}, more than the {total - n_val} "
+            f"left to train on; use a smaller val_set_size (e.g. 0.1) or more data"
+        )
     return n_val
 
 

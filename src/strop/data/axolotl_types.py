@@ -43,16 +43,26 @@ AXOLOTL_TYPES: dict[str, dict[str, str]] = {
     "chatml.prompt_pairs": {"*": "dpo"},
     "input_output": {"*": "input_output"},
 }
-_DEFAULT_ROLES = {"user": ["user", "human"], "assistant": ["assistant", "gpt", "model"], "system": ["system"],
-                  "tool": ["tool"]}
+_DEFAULT_ROLES = {
+    "user": ["user", "human"],
+    "assistant": ["assistant", "gpt", "model"],
+    "system": ["system"],
+    "tool": ["tool"],
+}
 
 
 class AxolotlDatasetKeys(BaseModel):
     """Axolotl's per-dataset keys (flat in each `datasets:` entry)."""
 
-    axolotl_type: str | None = Field(None, description="The Axolotl type this entry was given (set when the config is read).")
-    field_messages: str | None = Field(None, description="Row field holding the conversation (chat_template; default messages).")
-    message_property_mappings: dict[str, str] | None = Field(None, description="Message keys: {role: from, content: value}.")
+    axolotl_type: str | None = Field(
+        None, description="The Axolotl type this entry was given (set when the config is read)."
+    )
+    field_messages: str | None = Field(
+        None, description="Row field holding the conversation (chat_template; default messages)."
+    )
+    message_property_mappings: dict[str, str] | None = Field(
+        None, description="Message keys: {role: from, content: value}."
+    )
     message_field_role: str | None = Field(None, description="Legacy form of message_property_mappings.role.")
     message_field_content: str | None = Field(None, description="Legacy form of message_property_mappings.content.")
     roles: dict[str, list[str]] | None = Field(None, description="strop role → the names the data uses for it.")
@@ -63,7 +73,9 @@ class AxolotlDatasetKeys(BaseModel):
     field_prompt: str | None = Field(None, description="Row field of the prompt.")
     field_system: str | None = Field(None, description="Row field of the system prompt.")
     field: str | None = Field(None, description="Row field holding the text (completion).")
-    ds_type: str | None = Field(None, description="File format hint (json, parquet, csv): strop reads it from the suffix.")
+    ds_type: str | None = Field(
+        None, description="File format hint (json, parquet, csv): strop reads it from the suffix."
+    )
     data_files: str | list[str] | None = Field(None, description="Hub dataset files: strop reads local files (path).")
 
 
@@ -81,8 +93,10 @@ def translate_datasets(raw: dict[str, Any], source: str, known: set[str]) -> Non
             continue
         kind = spec["type"]
         if isinstance(kind, dict):
-            raise StropError(f"{source}: datasets[{index}].type: a type given as a mapping (Axolotl's user-defined "
-                             "prompt format) is not supported; use chat_template with field mappings")
+            raise StropError(
+                f"{source}: datasets[{index}].type: a type given as a mapping (Axolotl's user-defined "
+                "prompt format) is not supported; use chat_template with field mappings"
+            )
         if kind == "completion" and spec.get("field"):
             spec["axolotl_type"], spec["type"] = kind, "text"
         elif kind in AXOLOTL_TYPES:
@@ -97,12 +111,16 @@ def _check_training_roles(spec: dict[str, Any], source: str, index: int) -> None
     """strop trains the assistant's turns with their end of turn: say so when a config asks otherwise."""
     roles = spec.get("roles_to_train")
     if roles is not None and {_canonical_role(r, spec.get("roles")) for r in roles} != {"assistant"}:
-        raise StropError(f"{source}: datasets[{index}].roles_to_train: {roles} is not supported: strop trains the "
-                         "assistant turns (or every token with train_on_inputs: true)")
+        raise StropError(
+            f"{source}: datasets[{index}].roles_to_train: {roles} is not supported: strop trains the "
+            "assistant turns (or every token with train_on_inputs: true)"
+        )
     eos = spec.get("train_on_eos")
     if eos not in (None, "turn", "all"):
-        raise StropError(f"{source}: datasets[{index}].train_on_eos: {eos!r} is not supported: strop trains the end "
-                         "of every trained turn ('turn')")
+        raise StropError(
+            f"{source}: datasets[{index}].train_on_eos: {eos!r} is not supported: strop trains the end "
+            "of every trained turn ('turn')"
+        )
 
 
 def _canonical_role(name: str, roles: dict[str, list[str]] | None) -> str:
@@ -124,8 +142,10 @@ def _messages(items: Any, spec, where: str, field: str) -> list[dict[str, str]]:
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or role_key not in item or content_key not in item:
-            raise StropError(f"{where}: {field}[{i}] must be an object with '{role_key}' and '{content_key}' "
-                             "(set message_property_mappings for other names)")
+            raise StropError(
+                f"{where}: {field}[{i}] must be an object with '{role_key}' and '{content_key}' "
+                "(set message_property_mappings for other names)"
+            )
         out.append({"role": _canonical_role(item[role_key], spec.roles), "content": item[content_key]})
     return out
 
@@ -144,13 +164,19 @@ def remap_row(spec, row: dict[str, Any], where: str, transform=None) -> dict[str
         return {"messages": _messages(row.get(field), spec, where, field)}
     if kind == "chat_template.default":
         field = spec.field_messages or "messages"
-        return {"prompt": _messages(row.get(field), spec, where, field),
-                "chosen": _reply(row.get(spec.field_chosen or "chosen"), spec, where, spec.field_chosen or "chosen"),
-                "rejected": _reply(row.get(spec.field_rejected or "rejected"), spec, where, spec.field_rejected or "rejected")}
+        return {
+            "prompt": _messages(row.get(field), spec, where, field),
+            "chosen": _reply(row.get(spec.field_chosen or "chosen"), spec, where, spec.field_chosen or "chosen"),
+            "rejected": _reply(
+                row.get(spec.field_rejected or "rejected"), spec, where, spec.field_rejected or "rejected"
+            ),
+        }
     if kind in ("chat_template.argilla", "chat_template.argilla_chat"):
         chosen, rejected = spec.field_chosen or "chosen", spec.field_rejected or "rejected"
-        return {"chosen": _messages(row.get(chosen), spec, where, chosen),
-                "rejected": _messages(row.get(rejected), spec, where, rejected)}
+        return {
+            "chosen": _messages(row.get(chosen), spec, where, chosen),
+            "rejected": _messages(row.get(rejected), spec, where, rejected),
+        }
     if kind == "bradley_terry.chat_template":
         prompt = [{"role": "user", "content": row.get("input")}]
         if row.get("system"):
@@ -215,7 +241,9 @@ def dataset_rows(cfg, spec, base_dir: Path | None) -> Iterator[tuple[str, dict[s
     if getattr(cfg, "dataset_exact_deduplication", False):
         seen = set()
         for earlier in cfg.datasets[: next(i for i, s in enumerate(cfg.datasets) if s is spec)]:
-            seen.update(json.dumps(r, sort_keys=True) for _, r in read_rows(earlier.path, base_dir, earlier.split, earlier.name))
+            seen.update(
+                json.dumps(r, sort_keys=True) for _, r in read_rows(earlier.path, base_dir, earlier.split, earlier.name)
+            )
     for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
         if seen is not None:
             key = json.dumps(row, sort_keys=True)

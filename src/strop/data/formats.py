@@ -15,8 +15,14 @@ from typing import Any
 from strop.errors import StropError
 
 Example = dict[str, Any]
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "system": "system", "model": "assistant"}
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "model": "assistant",
+}
 _ROLES = {"system", "user", "assistant", "tool"}
 
 
@@ -74,8 +80,10 @@ def chat(row: dict[str, Any], where: str) -> Example:
     for index, message in enumerate(messages):
         if message["role"] == "assistant" and not message["content"].strip():
             key = "conversations" if sharegpt else "messages"
-            raise StropError(f"{where}: {key}[{index}]: the assistant reply is empty (nothing to learn from; "
-                             "remove the turn or the row)")
+            raise StropError(
+                f"{where}: {key}[{index}]: the assistant reply is empty (nothing to learn from; "
+                "remove the turn or the row)"
+            )
     return {"messages": messages}
 
 

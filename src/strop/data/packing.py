@@ -26,8 +26,7 @@ def pack(examples: list[Tokens], sequence_len: int) -> list[Tokens]:
         labels[0] = IGNORE
         target = next((row for row in rows if len(row["input_ids"]) + len(ids) <= sequence_len), None)
         if target is None:
-            target = {"input_ids": [], "labels": [], "position_ids": [], "segment_ids": [],
-                      "capacity": [sequence_len]}
+            target = {"input_ids": [], "labels": [], "position_ids": [], "segment_ids": [], "capacity": [sequence_len]}
             rows.append(target)
         segment = target["segment_ids"][-1] + 1 if target["segment_ids"] else 0
         target["input_ids"] += ids

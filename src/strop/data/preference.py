@@ -27,16 +27,17 @@ from typing import Any
 import torch
 
 from strop.data import DataReport, drop_excess, note_excess, split_validation
-from strop.data.formats import _message
 from strop.data.axolotl_types import dataset_rows
+from strop.data.formats import _message
 from strop.data.tokenize import IGNORE, _encode, _render
-from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
+from strop.models.chat_template import ensure_chat_template
 
 Messages = list[dict[str, str]]
 
 
 # ---------------------------------------------------------------- row formats -------------------------
+
 
 def _prompt(value: Any, where: str, name: str, system: str | None = None) -> Messages:
     if isinstance(value, str):
@@ -48,8 +49,9 @@ def _prompt(value: Any, where: str, name: str, system: str | None = None) -> Mes
     elif value is None:
         raise StropError(f"{where}: missing field '{name}'")
     else:
-        raise StropError(f"{where}: field '{name}' must be a string or a non-empty list of messages, "
-                         f"got {type(value).__name__}")
+        raise StropError(
+            f"{where}: field '{name}' must be a string or a non-empty list of messages, got {type(value).__name__}"
+        )
     if system:
         messages.insert(0, {"role": "system", "content": system})
     return messages
@@ -72,8 +74,9 @@ def _reply(value: Any, where: str, name: str, prompt: Messages | None) -> tuple[
                 raise StropError(f"{where}: field '{name}' starts with a conversation that differs from 'prompt'")
         value = messages[-1]["content"]
     if not isinstance(value, str):
-        raise StropError(f"{where}: field '{name}' must be a string or an assistant message list, "
-                         f"got {type(value).__name__}")
+        raise StropError(
+            f"{where}: field '{name}' must be a string or an assistant message list, got {type(value).__name__}"
+        )
     if not value.strip():
         raise StropError(f"{where}: field '{name}' is empty")
     return value, carried
@@ -100,14 +103,23 @@ def pair(row: dict[str, Any], where: str) -> dict:
 
 def chatml_intel(row: dict[str, Any], where: str) -> dict:
     """`chatml.intel` (Intel/orca_dpo_pairs): {system?, question, chosen, rejected}."""
-    return _pair(_prompt(row.get("question"), where, "question", row.get("system")), row.get("chosen"),
-                 row.get("rejected"), where)
+    return _pair(
+        _prompt(row.get("question"), where, "question", row.get("system")),
+        row.get("chosen"),
+        row.get("rejected"),
+        where,
+    )
 
 
 def chatml_argilla(row: dict[str, Any], where: str) -> dict:
     """`chatml.argilla`: {instruction, chosen_response, rejected_response}."""
-    return _pair(_prompt(row.get("instruction"), where, "instruction"), row.get("chosen_response"),
-                 row.get("rejected_response"), where, ("chosen_response", "rejected_response"))
+    return _pair(
+        _prompt(row.get("instruction"), where, "instruction"),
+        row.get("chosen_response"),
+        row.get("rejected_response"),
+        where,
+        ("chosen_response", "rejected_response"),
+    )
 
 
 def chatml_ultra(row: dict[str, Any], where: str) -> dict:
@@ -137,6 +149,7 @@ UNPAIRED_FORMATS: dict[str, Callable[[dict[str, Any], str], dict]] = {"kto": unp
 
 # ---------------------------------------------------------------- tokenization ------------------------
 
+
 def encode_prompt(tokenizer, prompt: Messages | str) -> tuple[str, list[int]]:
     """Rendered prompt text (with the generation prompt) and its ids."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -149,9 +162,11 @@ def encode_reply(tokenizer, prompt: Messages | str, prompt_text: str, reply: str
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     full = _render(tokenizer, messages + [{"role": "assistant", "content": reply}])
     if not full.startswith(prompt_text):
-        raise StropError(f"{where}: the chat template does not render the prompt as a prefix of the "
-                         "conversation; set chat_template: chatml")
-    return _encode(tokenizer, full[len(prompt_text):], add_special_tokens=False)[0]
+        raise StropError(
+            f"{where}: the chat template does not render the prompt as a prefix of the "
+            "conversation; set chat_template: chatml"
+        )
+    return _encode(tokenizer, full[len(prompt_text) :], add_special_tokens=False)[0]
 
 
 def row_key(*parts: list[int]) -> str:
@@ -162,8 +177,9 @@ def row_key(*parts: list[int]) -> str:
     return digest.hexdigest()[:20]
 
 
-def _fit(prompt: list[int], replies: list[list[int]], limit: int, strategy: str, where: str,
-         report: DataReport) -> tuple[list[int], list[list[int]]] | None:
+def _fit(
+    prompt: list[int], replies: list[list[int]], limit: int, strategy: str, where: str, report: DataReport
+) -> tuple[list[int], list[list[int]]] | None:
     """Apply sequence_len to prompt + the longest reply: drop, error, or truncate (prompt keeps its end)."""
     longest = len(prompt) + max(len(r) for r in replies)
     if longest <= limit:
@@ -171,15 +187,16 @@ def _fit(prompt: list[int], replies: list[list[int]], limit: int, strategy: str,
     if drop_excess(report, strategy, where, f"{longest} tokens (prompt + longest reply)", f"sequence_len={limit}"):
         return None
     if len(prompt) > limit // 2:
-        prompt = prompt[-(limit // 2):]
+        prompt = prompt[-(limit // 2) :]
     return prompt, [r[: limit - len(prompt)] for r in replies]
 
 
 def _examples(cfg, base_dir: Path | None, formats: dict[str, Callable], objective: str, report: DataReport):
     for spec in cfg.datasets:
         if spec.type not in formats:
-            raise StropError(f"datasets: type '{spec.type}' is not read by rl: {objective} "
-                             f"(it reads: {', '.join(sorted(formats))})")
+            raise StropError(
+                f"datasets: type '{spec.type}' is not read by rl: {objective} (it reads: {', '.join(sorted(formats))})"
+            )
         before = report.rows
         for where, row in dataset_rows(cfg, spec, base_dir):
             report.rows += 1
@@ -196,8 +213,13 @@ def _finish(rows: list[dict], cfg, report: DataReport) -> tuple[list[dict], list
 
 
 def pair_row(prompt_ids: list[int], chosen_ids: list[int], rejected_ids: list[int], where: str = "") -> dict:
-    return {"input_ids": prompt_ids + chosen_ids + rejected_ids, "prompt_len": len(prompt_ids),
-            "chosen_len": len(chosen_ids), "key": row_key(prompt_ids, chosen_ids, rejected_ids), "where": where}
+    return {
+        "input_ids": prompt_ids + chosen_ids + rejected_ids,
+        "prompt_len": len(prompt_ids),
+        "chosen_len": len(chosen_ids),
+        "key": row_key(prompt_ids, chosen_ids, rejected_ids),
+        "where": where,
+    }
 
 
 def build_pair_data(cfg, tokenizer, base_dir: Path | None, objective: str) -> tuple[list[dict], list[dict], DataReport]:
@@ -206,8 +228,10 @@ def build_pair_data(cfg, tokenizer, base_dir: Path | None, objective: str) -> tu
     report, rows = DataReport(), []
     for where, _, example in _examples(cfg, base_dir, PAIR_FORMATS, objective, report):
         prompt_text, prompt_ids = encode_prompt(tokenizer, example["prompt"])
-        replies = [encode_reply(tokenizer, example["prompt"], prompt_text, example[side], where)
-                   for side in ("chosen", "rejected")]
+        replies = [
+            encode_reply(tokenizer, example["prompt"], prompt_text, example[side], where)
+            for side in ("chosen", "rejected")
+        ]
         fitted = _fit(prompt_ids, replies, cfg.sequence_len, cfg.excess_length_strategy, where, report)
         if fitted is not None:
             prompt_ids, (chosen_ids, rejected_ids) = fitted
@@ -237,14 +261,26 @@ def assign_kl_partners(rows: list[dict]) -> None:
     n = len(rows)
     for i, row in enumerate(rows):
         prompt = row["input_ids"][: row["prompt_len"]]
-        partner = next((rows[(i + k) % n] for k in range(1, n)
-                        if rows[(i + k) % n]["input_ids"][: rows[(i + k) % n]["prompt_len"]] != prompt), row)
-        row["kl_ids"] = partner["input_ids"][partner["prompt_len"]:]
-        row["key"] = row_key(row["input_ids"][: row["prompt_len"]], row["input_ids"][row["prompt_len"]:],
-                             row["kl_ids"], [int(row["label"])])
+        partner = next(
+            (
+                rows[(i + k) % n]
+                for k in range(1, n)
+                if rows[(i + k) % n]["input_ids"][: rows[(i + k) % n]["prompt_len"]] != prompt
+            ),
+            row,
+        )
+        row["kl_ids"] = partner["input_ids"][partner["prompt_len"] :]
+        row["key"] = row_key(
+            row["input_ids"][: row["prompt_len"]],
+            row["input_ids"][row["prompt_len"] :],
+            row["kl_ids"],
+            [int(row["label"])],
+        )
 
 
-def build_unpaired_data(cfg, tokenizer, base_dir: Path | None, objective: str) -> tuple[list[dict], list[dict], DataReport]:
+def build_unpaired_data(
+    cfg, tokenizer, base_dir: Path | None, objective: str
+) -> tuple[list[dict], list[dict], DataReport]:
     """Tokenized {prompt, completion, label} rows with their mismatched KL completions."""
     ensure_chat_template(tokenizer, cfg.chat_template)
     report, rows = DataReport(), []
@@ -266,6 +302,7 @@ def build_unpaired_data(cfg, tokenizer, base_dir: Path | None, objective: str) -
 
 # ---------------------------------------------------------------- collation ---------------------------
 
+
 def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=torch.long)
 
@@ -275,25 +312,32 @@ def collate_sequences(sequences: list[tuple[list[int], int]], pad_id: int) -> di
     length = max(len(ids) for ids, _ in sequences)
     labels = [[IGNORE] * p + ids[p:] for ids, p in sequences]
     ids = [ids for ids, _ in sequences]
-    return {"input_ids": _pad(ids, pad_id, length), "labels": _pad(labels, IGNORE, length),
-            "attention_mask": _pad([[1] * len(i) for i in ids], 0, length)}
+    return {
+        "input_ids": _pad(ids, pad_id, length),
+        "labels": _pad(labels, IGNORE, length),
+        "attention_mask": _pad([[1] * len(i) for i in ids], 0, length),
+    }
 
 
 def pair_sequences(row: dict) -> tuple[list[int], list[int]]:
     """`prompt+chosen` and `prompt+rejected` of a pair row."""
     ids, p, c = row["input_ids"], row["prompt_len"], row["chosen_len"]
-    return ids[: p + c], ids[:p] + ids[p + c:]
+    return ids[: p + c], ids[:p] + ids[p + c :]
 
 
 def collate_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """2B sequences, all chosen first then all rejected, for one concatenated forward pass; cached
     reference log-probs ride along as `ref_logps` (2B,) when every row has them."""
     sides = [pair_sequences(r) for r in rows]
-    batch = collate_sequences([(c, r["prompt_len"]) for (c, _), r in zip(sides, rows)]
-                              + [(j, r["prompt_len"]) for (_, j), r in zip(sides, rows)], pad_id)
+    batch = collate_sequences(
+        [(c, r["prompt_len"]) for (c, _), r in zip(sides, rows)]
+        + [(j, r["prompt_len"]) for (_, j), r in zip(sides, rows)],
+        pad_id,
+    )
     if all("ref" in r for r in rows):
-        batch["ref_logps"] = torch.tensor([r["ref"][0] for r in rows] + [r["ref"][1] for r in rows],
-                                          dtype=torch.float32)
+        batch["ref_logps"] = torch.tensor(
+            [r["ref"][0] for r in rows] + [r["ref"][1] for r in rows], dtype=torch.float32
+        )
     return batch
 
 
@@ -304,6 +348,7 @@ def collate_unpaired(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     batch = collate_sequences(matched + mismatched, pad_id)
     batch["desirable"] = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)
     if all("ref" in r for r in rows):
-        batch["ref_logps"] = torch.tensor([r["ref"][0] for r in rows] + [r["ref"][1] for r in rows],
-                                          dtype=torch.float32)
+        batch["ref_logps"] = torch.tensor(
+            [r["ref"][0] for r in rows] + [r["ref"][1] for r in rows], dtype=torch.float32
+        )
     return batch

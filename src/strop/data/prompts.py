@@ -18,8 +18,9 @@ from typing import Any
 from strop.data import DataReport, drop_excess, note_excess, split_validation
 from strop.data.formats import alpaca
 from strop.data.preference import _examples, _prompt, encode_prompt
-from strop.models.chat_template import ensure_chat_template
 from strop.errors import StropError
+from strop.models.chat_template import ensure_chat_template
+
 
 def prompt_example(row: dict[str, Any], where: str) -> dict[str, Any]:
     """A `prompt` row: `prompt` (a string or messages) or `messages`, which must not end with a reply."""
@@ -28,8 +29,10 @@ def prompt_example(row: dict[str, Any], where: str) -> dict[str, Any]:
     elif "messages" in row:
         messages = _prompt(row["messages"], where, "messages")
         if messages[-1]["role"] == "assistant":
-            raise StropError(f"{where}: field 'messages' ends with an assistant turn: an RL prompt ends where "
-                             "the model's reply begins")
+            raise StropError(
+                f"{where}: field 'messages' ends with an assistant turn: an RL prompt ends where "
+                "the model's reply begins"
+            )
     else:
         raise StropError(f"{where}: missing field 'prompt' (a string or a list of messages) or 'messages'")
     return {"prompt": messages, "row": row}
@@ -43,19 +46,28 @@ def alpaca_example(row: dict[str, Any], where: str) -> dict[str, Any]:
 PROMPT_FORMATS = {"prompt": prompt_example, "alpaca": alpaca_example}
 
 
-def build_prompt_data(cfg, tokenizer, base_dir: Path | None, completion_budget: int) -> tuple[list[dict], list[dict], DataReport]:
+def build_prompt_data(
+    cfg, tokenizer, base_dir: Path | None, completion_budget: int
+) -> tuple[list[dict], list[dict], DataReport]:
     """Tokenized prompts with their rows; a prompt must leave `completion_budget` tokens of sequence_len."""
     ensure_chat_template(tokenizer, cfg.chat_template)
     limit = cfg.sequence_len - completion_budget
     if limit <= 0:
-        raise StropError(f"sequence_len={cfg.sequence_len} leaves no room for prompts after "
-                         f"max_completion_length={completion_budget}")
+        raise StropError(
+            f"sequence_len={cfg.sequence_len} leaves no room for prompts after "
+            f"max_completion_length={completion_budget}"
+        )
     report, rows = DataReport(), []
     for where, _, example in _examples(cfg, base_dir, PROMPT_FORMATS, cfg.rl, report):
         ids = encode_prompt(tokenizer, example["prompt"])[1]
         if len(ids) > limit:
-            if drop_excess(report, cfg.excess_length_strategy, where, f"prompt of {len(ids)} tokens",
-                           f"sequence_len - max_completion_length = {limit}"):
+            if drop_excess(
+                report,
+                cfg.excess_length_strategy,
+                where,
+                f"prompt of {len(ids)} tokens",
+                f"sequence_len - max_completion_length = {limit}",
+            ):
                 continue
             ids = ids[-limit:]
         rows.append({"input_ids": ids, **example, "where": where})

@@ -27,8 +27,10 @@ def resolve_data_path(path: str, base_dir: Path | None) -> Path | None:
         if candidate.is_file():
             return candidate
         if candidate.is_dir():
-            raise StropError(f"dataset path {candidate} is a folder: name one .jsonl, .json, .parquet or .csv file "
-                             "(a list under `datasets:` takes several)")
+            raise StropError(
+                f"dataset path {candidate} is a folder: name one .jsonl, .json, .parquet or .csv file "
+                "(a list under `datasets:` takes several)"
+            )
     return None
 
 
@@ -39,8 +41,9 @@ def _readable(path: Path, where: str) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError as err:
-        raise StropError(f"{where}: not UTF-8 text (byte {err.object[err.start]:#04x}); "
-                         "save the file as UTF-8") from err
+        raise StropError(
+            f"{where}: not UTF-8 text (byte {err.object[err.start]:#04x}); save the file as UTF-8"
+        ) from err
     except OSError as err:
         raise StropError(f"{path}: cannot read the dataset file: {err.strerror or err}") from err
 
@@ -73,7 +76,7 @@ def _read_json(path: Path) -> Iterator[Row]:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise StropError(f"{path}: a JSON dataset must be a list of objects (or {{\"data\": [...]}})")
+        raise StropError(f'{path}: a JSON dataset must be a list of objects (or {{"data": [...]}})')
     for index, row in enumerate(data):
         where = f"{path}[{index}]"
         if not isinstance(row, dict):

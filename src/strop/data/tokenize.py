@@ -30,8 +30,10 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], where: str) -> tu
         before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
         upto = _render(tokenizer, messages[: index + 1])
         if not (full.startswith(upto) and upto.startswith(before)):
-            raise StropError(f"{where}: the chat template does not render conversation prefixes as prefixes; "
-                             "set chat_template: chatml or set train_on_inputs: true")
+            raise StropError(
+                f"{where}: the chat template does not render conversation prefixes as prefixes; "
+                "set chat_template: chatml or set train_on_inputs: true"
+            )
         spans.append((len(before), len(upto)))
     return full, spans
 
@@ -77,4 +79,4 @@ def tokenize_example(example: dict[str, Any], tokenizer, train_on_inputs: bool, 
 def chunk_long_text(tokens: dict[str, list[int]], limit: int) -> list[dict[str, list[int]]]:
     """Split a raw-text example into pieces of at most `limit` tokens (continued pretraining)."""
     ids, labels = tokens["input_ids"], tokens["labels"]
-    return [{"input_ids": ids[i:i + limit], "labels": labels[i:i + limit]} for i in range(0, len(ids), limit)]
+    return [{"input_ids": ids[i : i + limit], "labels": labels[i : i + limit]} for i in range(0, len(ids), limit)]

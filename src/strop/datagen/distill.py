@@ -14,11 +14,19 @@ from strop.datagen.runner import PromptItem, run_prompts, seed_batch
 from strop.datagen.sink import Sink
 
 
-def generate_dataset(teacher: str, prompts_path: str, out: str, max_new_tokens: int = 256,
-                     temperature: float = 0.0, system: str | None = None, batch_size: int = 8,
-                     seed: int = 0, resume: bool = True) -> Path:
-    from strop.models.saved import load_for_chat
+def generate_dataset(
+    teacher: str,
+    prompts_path: str,
+    out: str,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    system: str | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    resume: bool = True,
+) -> Path:
     from strop.models.generate import answer
+    from strop.models.saved import load_for_chat
 
     model, tokenizer = load_for_chat(teacher)
     prefix = [{"role": "system", "content": system}] if system else []
@@ -26,12 +34,27 @@ def generate_dataset(teacher: str, prompts_path: str, out: str, max_new_tokens: 
     def handle(start: int, batch: list[PromptItem], sink: Sink) -> None:
         seed_batch(seed, start)
         conversations = [prefix + [{"role": "user", "content": p}] for _, _, p in batch]
-        for conversation, reply in zip(conversations, answer(model, tokenizer, conversations, max_new_tokens,
-                                                             temperature, batch_size)):
+        for conversation, reply in zip(
+            conversations, answer(model, tokenizer, conversations, max_new_tokens, temperature, batch_size)
+        ):
             sink.write({"messages": conversation + [{"role": "assistant", "content": reply}]})
 
-    key = {"kind": "generate", "teacher": teacher, "prompts": prompts_path, "t": temperature, "system": system,
-           "max_new_tokens": max_new_tokens, "seed": seed}
-    card = {"command": "generate", "dataset_type": "chat", "teacher": teacher, "temperature": temperature,
-            "max_new_tokens": max_new_tokens, "system": system, "seed": seed}
+    key = {
+        "kind": "generate",
+        "teacher": teacher,
+        "prompts": prompts_path,
+        "t": temperature,
+        "system": system,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
+    card = {
+        "command": "generate",
+        "dataset_type": "chat",
+        "teacher": teacher,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "system": system,
+        "seed": seed,
+    }
     return run_prompts(prompts_path, out, key, card, batch_size, "teacher writing", handle, resume).out

@@ -36,8 +36,8 @@ def model_embedder(target: str, batch_size: int = 16, max_length: int = 256) -> 
     """Mean-pooled last hidden states of a model strop loads (padding masked out), L2-normalised."""
     import torch
 
-    from strop.models.saved import load_for_chat
     from strop.models.loading import eval_mode
+    from strop.models.saved import load_for_chat
 
     model, tokenizer = load_for_chat(target)
 
@@ -46,8 +46,13 @@ def model_embedder(target: str, batch_size: int = 16, max_length: int = 256) -> 
         device, chunks = next(model.parameters()).device, []
         with eval_mode(model):
             for start in range(0, len(texts), batch_size):
-                batch = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
-                                  truncation=True, max_length=max_length).to(device)
+                batch = tokenizer(
+                    list(texts[start : start + batch_size]),
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                ).to(device)
                 hidden = model(**batch, output_hidden_states=True).hidden_states[-1].float()
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 chunks.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
@@ -108,8 +113,14 @@ class DiversitySelect:
 
     name = "diversity"
 
-    def __init__(self, budget: int, clusters: int = 8, seed: int = 0,
-                 embed: Callable[[Sequence[str]], np.ndarray] = hashed_embeddings, embedder: str = "hashed-ngrams"):
+    def __init__(
+        self,
+        budget: int,
+        clusters: int = 8,
+        seed: int = 0,
+        embed: Callable[[Sequence[str]], np.ndarray] = hashed_embeddings,
+        embedder: str = "hashed-ngrams",
+    ):
         self.budget, self.clusters, self.seed, self.embed, self.embedder = budget, clusters, seed, embed, embedder
 
     def settings(self) -> dict:
@@ -126,6 +137,9 @@ class DiversitySelect:
         for group, quota in zip(members, quotas):
             chosen.update(int(i) for i in rng.choice(group, size=quota, replace=False))
         kept = [item for i, item in enumerate(items) if i in chosen]
-        dropped = [(item, ("not selected", f"cluster {labels[i]}: kept {quotas[labels[i]]} of {len(members[labels[i]])}"))
-                   for i, item in enumerate(items) if i not in chosen]
+        dropped = [
+            (item, ("not selected", f"cluster {labels[i]}: kept {quotas[labels[i]]} of {len(members[labels[i]])}"))
+            for i, item in enumerate(items)
+            if i not in chosen
+        ]
         return kept, dropped

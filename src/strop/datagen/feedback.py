@@ -26,7 +26,7 @@ from strop.errors import StropError
 
 def _samples(policy, batch: list[PromptItem], n: int, temperature: float) -> list[list[str]]:
     flat = policy.complete([prompt for _, _, prompt in batch for _ in range(n)], temperature)
-    return [flat[i * n:(i + 1) * n] for i in range(len(batch))]
+    return [flat[i * n : (i + 1) * n] for i in range(len(batch))]
 
 
 def _distinct(replies: list[str]) -> list[str]:
@@ -35,8 +35,10 @@ def _distinct(replies: list[str]) -> list[str]:
 
 def _pair_rows(prompt: str, chosen: str, rejected: str, p: float, fmt: str) -> list[dict[str, Any]]:
     if fmt == "kto":
-        return [{"prompt": prompt, "completion": chosen, "label": True},
-                {"prompt": prompt, "completion": rejected, "label": False}]
+        return [
+            {"prompt": prompt, "completion": chosen, "label": True},
+            {"prompt": prompt, "completion": rejected, "label": False},
+        ]
     return [{"prompt": prompt, "chosen": chosen, "rejected": rejected, "judge_p": round(p, 4)}]
 
 
@@ -53,8 +55,19 @@ def _judged_pairs(judge, batch: list[PromptItem], candidates: list[list[str]]) -
     return results
 
 
-def rlaif(policy, judge, prompts: str, out: str, n: int = 2, temperature: float = 1.0, fmt: str = "dpo",
-          all_pairs: bool = False, seed: int = 0, batch_size: int = 4, resume: bool = True) -> Sink:
+def rlaif(
+    policy,
+    judge,
+    prompts: str,
+    out: str,
+    n: int = 2,
+    temperature: float = 1.0,
+    fmt: str = "dpo",
+    all_pairs: bool = False,
+    seed: int = 0,
+    batch_size: int = 4,
+    resume: bool = True,
+) -> Sink:
     """Write judge-labelled pairs: best vs worst per prompt, or every pair with `all_pairs`."""
     if n < 2:
         raise StropError(f"rlaif: need at least 2 samples per prompt, got {n}")
@@ -90,12 +103,28 @@ def rlaif(policy, judge, prompts: str, out: str, n: int = 2, temperature: float 
                 sink.write(row)
             sink.counts["pairs"] += 1
 
-    key = {"kind": "rlaif", "prompts": prompts, "n": n, "t": temperature, "fmt": fmt, "all": all_pairs, "seed": seed,
-           "policy": policy.name, "judge": judge.backend.name}
-    card = {"command": "data compare" if all_pairs else "data rlaif", "dataset_type": fmt, "policy": policy.name,
-            "samples_per_prompt": n, "temperature": temperature, "seed": seed}
-    return run_prompts(prompts, out, key, lambda: {**card, "judge": judge.describe()}, batch_size,
-                       "judging samples", handle, resume)
+    key = {
+        "kind": "rlaif",
+        "prompts": prompts,
+        "n": n,
+        "t": temperature,
+        "fmt": fmt,
+        "all": all_pairs,
+        "seed": seed,
+        "policy": policy.name,
+        "judge": judge.backend.name,
+    }
+    card = {
+        "command": "data compare" if all_pairs else "data rlaif",
+        "dataset_type": fmt,
+        "policy": policy.name,
+        "samples_per_prompt": n,
+        "temperature": temperature,
+        "seed": seed,
+    }
+    return run_prompts(
+        prompts, out, key, lambda: {**card, "judge": judge.describe()}, batch_size, "judging samples", handle, resume
+    )
 
 
 def read_constitution(path: str) -> list[str]:
@@ -112,17 +141,29 @@ def read_constitution(path: str) -> list[str]:
 
 
 def critique_prompt(prompt: str, reply: str, principle: str) -> str:
-    return (f"[Request]\n{prompt}\n\n[Response]\n{reply}\n\nCritique the response against this principle: "
-            f"{principle}\nName every way in which it falls short.")
+    return (
+        f"[Request]\n{prompt}\n\n[Response]\n{reply}\n\nCritique the response against this principle: "
+        f"{principle}\nName every way in which it falls short."
+    )
 
 
 def revision_prompt(prompt: str, reply: str, critique: str, principle: str) -> str:
-    return (f"[Request]\n{prompt}\n\n[Response]\n{reply}\n\n[Critique]\n{critique}\n\nRewrite the response so that "
-            f"it follows the principle: {principle}\nReply with the rewritten response only.")
+    return (
+        f"[Request]\n{prompt}\n\n[Response]\n{reply}\n\n[Critique]\n{critique}\n\nRewrite the response so that "
+        f"it follows the principle: {principle}\nReply with the rewritten response only."
+    )
 
 
-def constitutional(model, constitution: str, prompts: str, out: str, temperature: float = 0.0, seed: int = 0,
-                   batch_size: int = 4, resume: bool = True) -> Sink:
+def constitutional(
+    model,
+    constitution: str,
+    prompts: str,
+    out: str,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 4,
+    resume: bool = True,
+) -> Sink:
     """Write (revised, original) pairs: answer, critique against a random principle, revise."""
     principles = read_constitution(constitution)
 
@@ -133,20 +174,40 @@ def constitutional(model, constitution: str, prompts: str, out: str, temperature
         drawn = [rng.choice(principles) for _ in batch]
         originals = model.complete(asked, temperature)
         critiques = model.complete([critique_prompt(p, r, c) for p, r, c in zip(asked, originals, drawn)], temperature)
-        revisions = model.complete([revision_prompt(p, r, k, c)
-                                    for p, r, k, c in zip(asked, originals, critiques, drawn)], temperature)
+        revisions = model.complete(
+            [revision_prompt(p, r, k, c) for p, r, k, c in zip(asked, originals, critiques, drawn)], temperature
+        )
         for prompt, original, critique, revised, principle in zip(asked, originals, critiques, revisions, drawn):
             if not original.strip() or not revised.strip():
                 sink.counts["empty answer or revision"] += 1
             elif " ".join(revised.split()) == " ".join(original.split()):
                 sink.counts["revision unchanged"] += 1
             else:
-                sink.write({"prompt": prompt, "chosen": revised, "rejected": original, "principle": principle,
-                            "critique": critique})
+                sink.write(
+                    {
+                        "prompt": prompt,
+                        "chosen": revised,
+                        "rejected": original,
+                        "principle": principle,
+                        "critique": critique,
+                    }
+                )
                 sink.counts["pairs"] += 1
 
-    key = {"kind": "cai", "prompts": prompts, "constitution": constitution, "t": temperature, "seed": seed,
-           "model": model.name}
-    card = {"command": "data constitutional", "dataset_type": "dpo", "model": model.name,
-            "constitution": constitution, "principles": len(principles), "seed": seed}
+    key = {
+        "kind": "cai",
+        "prompts": prompts,
+        "constitution": constitution,
+        "t": temperature,
+        "seed": seed,
+        "model": model.name,
+    }
+    card = {
+        "command": "data constitutional",
+        "dataset_type": "dpo",
+        "model": model.name,
+        "constitution": constitution,
+        "principles": len(principles),
+        "seed": seed,
+    }
     return run_prompts(prompts, out, key, card, batch_size, "critique and revise", handle, resume)

@@ -36,9 +36,13 @@ class FilterReport:
         self.dropped.setdefault(stage, Counter())[label] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "kept": self.kept,
-                "stages": {name: {"seen": self.seen[name], "dropped": dict(self.dropped.get(name, {}))}
-                           for name in self.seen}}
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "stages": {
+                name: {"seen": self.seen[name], "dropped": dict(self.dropped.get(name, {}))} for name in self.seen
+            },
+        }
 
     def table(self) -> Table:
         table = Table(title=f"{self.read} rows read, {self.kept} kept")
@@ -82,21 +86,32 @@ def _replay(path: str, filters: list[Filter], rows: int, batch_size: int) -> Non
     for item in islice(read_rows(path), rows):
         batch.append(item)
         if len(batch) == batch_size:
-            _apply(filters[:last + 1], batch, scratch, quiet)
+            _apply(filters[: last + 1], batch, scratch, quiet)
             batch = []
-    _apply(filters[:last + 1], batch, scratch, quiet)
+    _apply(filters[: last + 1], batch, scratch, quiet)
 
 
-def run_filters(path: str, out: str, filters: list[Filter], selector=None, rejects_path: str | None = None,
-                batch_size: int = 16, card: dict[str, Any] | None = None, resume: bool = True) -> FilterReport:
+def run_filters(
+    path: str,
+    out: str,
+    filters: list[Filter],
+    selector=None,
+    rejects_path: str | None = None,
+    batch_size: int = 16,
+    card: dict[str, Any] | None = None,
+    resume: bool = True,
+) -> FilterReport:
     """Filter `path` into `out`; `selector.select(items) -> (kept, dropped_with_reasons)` runs last, on all
     survivors. Without a selector the pass streams and a killed run resumes after its last batch."""
     report = FilterReport()
     for stage in filters:
         report.seen[stage.name] = 0
     settings = [{"name": s.name, **s.settings()} for s in filters + ([selector] if selector else [])]
-    sink = Sink(out, key={"input": input_stamp(path), "filters": settings, "rejects": rejects_path, "batch": batch_size},
-                resume=resume and selector is None)
+    sink = Sink(
+        out,
+        key={"input": input_stamp(path), "filters": settings, "rejects": rejects_path, "batch": batch_size},
+        resume=resume and selector is None,
+    )
     if sink.resumed:
         _restore(report, sink.extra["report"])
         _replay(path, filters, sink.consumed, batch_size)
@@ -134,8 +149,16 @@ def run_filters(path: str, out: str, filters: list[Filter], selector=None, rejec
             for _, row in kept:
                 sink.write(row)
             report.kept = len(kept)
-        sink.finish({**(card or {}), "command": "data filter", "input": path, "filters": settings,
-                     "report": report.as_dict(), "rejects": rejects_path})
+        sink.finish(
+            {
+                **(card or {}),
+                "command": "data filter",
+                "input": path,
+                "filters": settings,
+                "report": report.as_dict(),
+                "rejects": rejects_path,
+            }
+        )
     finally:
         sink.close()
         rejects.close()

@@ -101,8 +101,14 @@ class NearDedup(Filter):
 
     def __init__(self, threshold: float = 0.8, ngram: int = 5, num_perm: int = 128, seed: int = 1):
         self.index = NearDuplicateIndex(threshold, num_perm, ngram, seed)
-        self.config = {"threshold": threshold, "ngram": ngram, "num_perm": num_perm, "seed": seed,
-                       "bands": self.index.bands, "rows_per_band": self.index.rows}
+        self.config = {
+            "threshold": threshold,
+            "ngram": ngram,
+            "num_perm": num_perm,
+            "seed": seed,
+            "bands": self.index.bands,
+            "rows_per_band": self.index.rows,
+        }
 
     def settings(self) -> dict[str, Any]:
         return self.config
@@ -129,8 +135,12 @@ class Decontaminate(Filter):
             raise StropError(f"decontaminate: no text in the evaluation file(s) {', '.join(self.eval_paths)}")
 
     def settings(self) -> dict[str, Any]:
-        return {"eval_files": self.eval_paths, "ngram": self.ngram, "threshold": self.threshold,
-                "eval_ngrams": len(self.grams)}
+        return {
+            "eval_files": self.eval_paths,
+            "ngram": self.ngram,
+            "threshold": self.threshold,
+            "eval_ngrams": len(self.grams),
+        }
 
     def check(self, where: str, row: dict[str, Any]) -> Reason:
         grams = shingles(row_text(row), self.ngram)
@@ -138,7 +148,10 @@ class Decontaminate(Filter):
         share = len(hits) / len(grams) if grams else 0.0
         if hits and share >= self.threshold:
             path, source = self.grams[hits[0]]
-            return f"contaminated ({Path(path).name})", f"{share:.0%} of {self.ngram}-grams in the eval set, e.g. {source}"
+            return (
+                f"contaminated ({Path(path).name})",
+                f"{share:.0%} of {self.ngram}-grams in the eval set, e.g. {source}",
+            )
         return None
 
 
@@ -157,9 +170,14 @@ class JudgeScore(Filter):
     def check_batch(self, items: Sequence[Item]) -> list[Reason]:
         pairs = [row_texts(row) for _, row in items]
         scores = self.judge.score_many(pairs)
-        return [("judge answer unparseable", "no score in the judge's answer") if math.isnan(s)
-                else ("low judge score", f"score {s:g} < {self.min_score:g}") if s < self.min_score else None
-                for s in scores]
+        return [
+            ("judge answer unparseable", "no score in the judge's answer")
+            if math.isnan(s)
+            else ("low judge score", f"score {s:g} < {self.min_score:g}")
+            if s < self.min_score
+            else None
+            for s in scores
+        ]
 
 
 class Difficulty(Filter):
@@ -168,8 +186,13 @@ class Difficulty(Filter):
 
     name = "difficulty"
 
-    def __init__(self, pass_rates: Callable[[Sequence[Item]], list[tuple[int, int]]], low: float, high: float,
-                 settings: dict[str, Any]):
+    def __init__(
+        self,
+        pass_rates: Callable[[Sequence[Item]], list[tuple[int, int]]],
+        low: float,
+        high: float,
+        settings: dict[str, Any],
+    ):
         self.pass_rates, self.low, self.high, self.config = pass_rates, low, high, settings
 
     def settings(self) -> dict[str, Any]:

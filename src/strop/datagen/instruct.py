@@ -21,8 +21,26 @@ from strop.datagen.runner import PromptItem, run_prompts, seed_batch
 from strop.datagen.sink import Sink, input_stamp
 from strop.errors import StropError
 
-BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-             "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+BLACKLIST = (
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+    "video",
+    "audio",
+    "music",
+    "flowchart",
+    "diagram",
+)
 EVOLUTIONS = {
     "constraints": "Add one more constraint or requirement to the instruction below.",
     "deepen": "Make the instruction below ask about the topic in more depth and breadth.",
@@ -50,8 +68,9 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 0.0 if common == 0 else 2 * common / (len(a) + len(b))
 
 
-def instruction_problem(text: str, pool: list[str], max_similarity: float = 0.7, min_words: int = 3,
-                        max_words: int = 150) -> str | None:
+def instruction_problem(
+    text: str, pool: list[str], max_similarity: float = 0.7, min_words: int = 3, max_words: int = 150
+) -> str | None:
     """Why Self-Instruct would drop a generated instruction, or None to keep it."""
     count = len(words(text))
     if count < min_words or count > max_words:
@@ -74,13 +93,34 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def self_instruct(model, seeds: str, out: str, count: int, shots: int = 3, max_similarity: float = 0.7,
-                  temperature: float = 1.0, seed: int = 0, batch_size: int = 4, max_rounds: int | None = None,
-                  resume: bool = True) -> Sink:
+def self_instruct(
+    model,
+    seeds: str,
+    out: str,
+    count: int,
+    shots: int = 3,
+    max_similarity: float = 0.7,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 4,
+    max_rounds: int | None = None,
+    resume: bool = True,
+) -> Sink:
     """Grow `count` new alpaca rows from the seed instructions (fewer if `max_rounds` runs out)."""
     pool = read_prompts(seeds)
-    sink = Sink(out, key={"kind": "self-instruct", "seeds": input_stamp(seeds), "count": count, "seed": seed,
-                           "model": model.name, "t": temperature, "sim": max_similarity}, resume=resume)
+    sink = Sink(
+        out,
+        key={
+            "kind": "self-instruct",
+            "seeds": input_stamp(seeds),
+            "count": count,
+            "seed": seed,
+            "model": model.name,
+            "t": temperature,
+            "sim": max_similarity,
+        },
+        resume=resume,
+    )
     if sink.resumed:
         pool += [row["instruction"] for row in _rows_of(sink.partial)]
     rng = random.Random(seed + sink.consumed)
@@ -89,8 +129,12 @@ def self_instruct(model, seeds: str, out: str, count: int, shots: int = 3, max_s
         while sink.written < count and (max_rounds is None or rounds < max_rounds):
             seed_batch(seed, rounds)
             demos = [rng.sample(pool, min(shots, len(pool))) for _ in range(batch_size)]
-            asks = ["Come up with a new task.\n" + "".join(f"{i + 1}. {d}\n" for i, d in enumerate(demo))
-                    + f"{len(demo) + 1}." for demo in demos]
+            asks = [
+                "Come up with a new task.\n"
+                + "".join(f"{i + 1}. {d}\n" for i, d in enumerate(demo))
+                + f"{len(demo) + 1}."
+                for demo in demos
+            ]
             fresh = []
             for text in model.complete(asks, temperature):
                 instruction = _first_line(text)
@@ -107,8 +151,18 @@ def self_instruct(model, seeds: str, out: str, count: int, shots: int = 3, max_s
                     sink.counts["dropped: empty output" if not output.strip() else "over count"] += 1
             rounds += 1
             sink.commit(rounds)
-        sink.finish({"command": "data self-instruct", "dataset_type": "alpaca", "seeds": seeds, "model": model.name,
-                     "seed": seed, "temperature": temperature, "max_similarity": max_similarity, "rounds": rounds})
+        sink.finish(
+            {
+                "command": "data self-instruct",
+                "dataset_type": "alpaca",
+                "seeds": seeds,
+                "model": model.name,
+                "seed": seed,
+                "temperature": temperature,
+                "max_similarity": max_similarity,
+                "rounds": rounds,
+            }
+        )
     finally:
         sink.close()
     return sink
@@ -135,8 +189,17 @@ def evolution_problem(original: str, evolved: str, reply: str) -> str | None:
     return None
 
 
-def evol_instruct(model, prompts: str, out: str, operators: list[str] | None = None, rounds: int = 1,
-                  temperature: float = 0.7, seed: int = 0, batch_size: int = 4, resume: bool = True) -> Sink:
+def evol_instruct(
+    model,
+    prompts: str,
+    out: str,
+    operators: list[str] | None = None,
+    rounds: int = 1,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 4,
+    resume: bool = True,
+) -> Sink:
     """Evolve each instruction `rounds` times (a random operator each time), answer the survivors."""
     operators = operators or list(EVOLUTIONS)
     unknown = [op for op in operators if op not in EVOLUTIONS]
@@ -149,8 +212,10 @@ def evol_instruct(model, prompts: str, out: str, operators: list[str] | None = N
         current = [prompt for _, _, prompt in batch]
         for _ in range(rounds):
             ops = [rng.choice(operators) for _ in current]
-            asks = [f"{EVOLUTIONS[op]} Reply with the new instruction only.\n\nInstruction: {text}"
-                    for op, text in zip(ops, current)]
+            asks = [
+                f"{EVOLUTIONS[op]} Reply with the new instruction only.\n\nInstruction: {text}"
+                for op, text in zip(ops, current)
+            ]
             evolved = [_first_line(e) for e in model.complete(asks, temperature)]
             replies = model.complete([e or " " for e in evolved], 0.0)
             survivors = []
@@ -160,14 +225,20 @@ def evol_instruct(model, prompts: str, out: str, operators: list[str] | None = N
                     sink.counts[f"dropped: {problem}"] += 1
                     continue
                 sink.counts[f"evolved: {op}"] += 1
-                sink.write({"instruction": new, "input": "", "output": reply, "evolved_from": original,
-                            "operator": op})
+                sink.write({"instruction": new, "input": "", "output": reply, "evolved_from": original, "operator": op})
                 survivors.append(new)
             current = survivors
             if not current:
                 break
 
     key = {"kind": "evol", "prompts": prompts, "ops": operators, "rounds": rounds, "seed": seed, "model": model.name}
-    card = {"command": "data evol-instruct", "dataset_type": "alpaca", "model": model.name, "operators": operators,
-            "rounds": rounds, "seed": seed, "temperature": temperature}
+    card = {
+        "command": "data evol-instruct",
+        "dataset_type": "alpaca",
+        "model": model.name,
+        "operators": operators,
+        "rounds": rounds,
+        "seed": seed,
+        "temperature": temperature,
+    }
     return run_prompts(prompts, out, key, card, batch_size, "evolving", handle, resume)

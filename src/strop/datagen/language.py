@@ -13,8 +13,18 @@ import unicodedata
 
 from strop.datagen.minhash import words
 
-_SCRIPTS = {"CYRILLIC": "ru", "GREEK": "el", "ARABIC": "ar", "HEBREW": "he", "DEVANAGARI": "hi",
-            "THAI": "th", "HANGUL": "ko", "HIRAGANA": "ja", "KATAKANA": "ja", "CJK": "zh"}
+_SCRIPTS = {
+    "CYRILLIC": "ru",
+    "GREEK": "el",
+    "ARABIC": "ar",
+    "HEBREW": "he",
+    "DEVANAGARI": "hi",
+    "THAI": "th",
+    "HANGUL": "ko",
+    "HIRAGANA": "ja",
+    "KATAKANA": "ja",
+    "CJK": "zh",
+}
 _STOPWORDS = {
     "en": "the and of to a in is that it for on with as are this be was by you not or have from at what how",
     "fr": "le la les de des et un une est que qui dans pour pas sur au du ce il elle sont avec vous nous",

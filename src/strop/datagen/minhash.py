@@ -32,7 +32,7 @@ def shingles(text: str, n: int = 5) -> set[str]:
     tokens = words(text)
     if len(tokens) < n:
         return {" ".join(tokens)} if tokens else set()
-    return {" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    return {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
 def jaccard(a: set, b: set) -> float:
@@ -71,8 +71,8 @@ def bands_for(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[
     low, high = np.linspace(0.0, threshold, 200), np.linspace(threshold, 1.0, 200)
     for rows in range(1, num_perm + 1):
         bands = num_perm // rows
-        false_pos = np.trapezoid(1 - (1 - low ** rows) ** bands, low)
-        false_neg = np.trapezoid((1 - high ** rows) ** bands, high)
+        false_pos = np.trapezoid(1 - (1 - low**rows) ** bands, low)
+        false_neg = np.trapezoid((1 - high**rows) ** bands, high)
         cost = float(fp_weight * false_pos + (1 - fp_weight) * false_neg)
         if cost < best_cost:
             best, best_cost = (bands, rows), cost
@@ -92,7 +92,7 @@ class NearDuplicateIndex:
         self.keys: list[str] = []
 
     def _band_keys(self, sig: np.ndarray) -> list[bytes]:
-        return [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+        return [sig[i * self.rows : (i + 1) * self.rows].tobytes() for i in range(self.bands)]
 
     def find(self, text: str, key: str) -> tuple[str, float] | None:
         sig = self.hasher.signature(shingles(text, self.ngram))

@@ -32,8 +32,9 @@ def parse_source(spec: str) -> tuple[str, float | None]:
     return spec, None
 
 
-def mixture_counts(sizes: Sequence[int], weights: Sequence[float | None], total: int,
-                   temperature: float = 1.0) -> list[int]:
+def mixture_counts(
+    sizes: Sequence[int], weights: Sequence[float | None], total: int, temperature: float = 1.0
+) -> list[int]:
     """Rows to draw per source: shares ∝ weight^(1/T) (weight = size when None), largest remainder."""
     base = [float(size if w is None else w) for size, w in zip(sizes, weights)]
     scaled = [b ** (1.0 / temperature) if b > 0 else 0.0 for b in base]
@@ -43,7 +44,7 @@ def mixture_counts(sizes: Sequence[int], weights: Sequence[float | None], total:
     exact = [total * s / norm for s in scaled]
     counts = [int(e) for e in exact]
     order = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
-    for i in order[:total - sum(counts)]:
+    for i in order[: total - sum(counts)]:
         counts[i] += 1
     return counts
 
@@ -80,10 +81,13 @@ def mix(sources: Sequence[str], out: str, total: int, seed: int = 0, temperature
     try:
         for row in chosen:
             sink.write(row)
-        summary = {str(Path(path)): {"weight": w, "rows": size, "drawn": count, "repeated": count > size}
-                   for (path, w), size, count in zip(parsed, sizes, counts)}
-        sink.finish({"command": "data mix", "seed": seed, "temperature": temperature, "total": total,
-                     "sources": summary})
+        summary = {
+            str(Path(path)): {"weight": w, "rows": size, "drawn": count, "repeated": count > size}
+            for (path, w), size, count in zip(parsed, sizes, counts)
+        }
+        sink.finish(
+            {"command": "data mix", "seed": seed, "temperature": temperature, "total": total, "sources": summary}
+        )
     finally:
         sink.close()
     return summary

@@ -33,8 +33,10 @@ def row_texts(row: dict[str, Any]) -> tuple[str, str]:
     """(prompt, response) text of a row; a preference pair's response is its chosen reply."""
     conversation = row.get("messages", row.get("conversations"))
     if isinstance(conversation, list):
-        return (_content(conversation, {"user", "human", "system"}),
-                _content(conversation, {"assistant", "gpt", "model"}))
+        return (
+            _content(conversation, {"user", "human", "system"}),
+            _content(conversation, {"assistant", "gpt", "model"}),
+        )
     if "instruction" in row:
         extra = _content(row.get("input"))
         prompt = _content(row["instruction"]) + (f"\n\n{extra}" if extra.strip() else "")

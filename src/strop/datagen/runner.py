@@ -42,9 +42,16 @@ def prompt_batches(path: str, sink: Sink, batch_size: int, label: str) -> Iterat
             progress.update(task, completed=done)
 
 
-def run_prompts(path: str, out: str, key: dict[str, Any], card: dict[str, Any] | Callable[[], dict[str, Any]],
-                batch_size: int, label: str, handle_batch: Callable[[int, list[PromptItem], Sink], None],
-                resume: bool = True) -> Sink:
+def run_prompts(
+    path: str,
+    out: str,
+    key: dict[str, Any],
+    card: dict[str, Any] | Callable[[], dict[str, Any]],
+    batch_size: int,
+    label: str,
+    handle_batch: Callable[[int, list[PromptItem], Sink], None],
+    resume: bool = True,
+) -> Sink:
     """Drive `handle_batch(start, batch, sink)` over the prompt file, then publish `out` with `card`
     (a callable is asked at the end, for counts such as a judge's that the run itself produces)."""
     sink = Sink(out, key={**key, "input": input_stamp(path)}, resume=resume)

@@ -74,8 +74,14 @@ class Sink:
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.consumed = consumed
-            state = {"key": self.key, "consumed": consumed, "written": self.written,
-                     "bytes": self.handle.tell(), "counts": dict(self.counts), "extra": self.extra}
+            state = {
+                "key": self.key,
+                "consumed": consumed,
+                "written": self.written,
+                "bytes": self.handle.tell(),
+                "counts": dict(self.counts),
+                "extra": self.extra,
+            }
             write_text(self.state, json.dumps(state))
 
     def finish(self, card: dict[str, Any]) -> Path:
@@ -85,8 +91,14 @@ class Sink:
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.replace(self.partial, self.out)
-            full = {**card, "output": str(self.out), "rows": self.written, "counts": dict(self.counts),
-                    "resumed": self.resumed, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            full = {
+                **card,
+                "output": str(self.out),
+                "rows": self.written,
+                "counts": dict(self.counts),
+                "resumed": self.resumed,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             write_text(card_path(self.out), json.dumps(full, indent=2, default=str) + "\n")
             self.state.unlink(missing_ok=True)
         return self.out

@@ -24,7 +24,7 @@ from strop.datagen.sink import Sink
 from strop.errors import StropError
 from strop.rl.rewards import build_rewards, score_rewards
 
-REASONING_SYSTEM = ("Think step by step, then give the final answer on its own line as 'Answer: <answer>'.")
+REASONING_SYSTEM = "Think step by step, then give the final answer on its own line as 'Answer: <answer>'."
 
 
 def parse_reward_specs(specs: Sequence[str]) -> list:
@@ -44,15 +44,29 @@ def parse_reward_specs(specs: Sequence[str]) -> list:
 class Verifier:
     """k samples per prompt from `model`, scored by `rewards`; `pass_score` is the bar for a pass."""
 
-    def __init__(self, model, rewards, k: int = 4, temperature: float = 1.0, pass_score: float = 1.0,
-                 system: str | None = REASONING_SYSTEM, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        rewards,
+        k: int = 4,
+        temperature: float = 1.0,
+        pass_score: float = 1.0,
+        system: str | None = REASONING_SYSTEM,
+        seed: int = 0,
+    ):
         self.model, self.rewards, self.k, self.temperature = model, rewards, k, temperature
         self.pass_score, self.system, self.seed = pass_score, system, seed
         self.batches = 0
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model.name, "rewards": [r.name for r in self.rewards], "k": self.k,
-                "temperature": self.temperature, "pass_score": self.pass_score, "seed": self.seed}
+        return {
+            "model": self.model.name,
+            "rewards": [r.name for r in self.rewards],
+            "k": self.k,
+            "temperature": self.temperature,
+            "pass_score": self.pass_score,
+            "seed": self.seed,
+        }
 
     def _ask(self, prompt: str) -> str:
         return f"{self.system}\n\n{prompt}" if self.system else prompt
@@ -66,7 +80,7 @@ class Verifier:
         where = [w for w, _, _ in items for _ in range(self.k)]
         total, _ = score_rewards(self.rewards, asks, answers, rows, where)
         flat = [(a, t >= self.pass_score) for a, t in zip(answers, total)]
-        return [flat[i * self.k:(i + 1) * self.k] for i in range(len(items))]
+        return [flat[i * self.k : (i + 1) * self.k] for i in range(len(items))]
 
     def pass_counts(self, items: Sequence[Item]) -> list[tuple[int, int]]:
         prompted = [(where, row, prompt_of(row, where)) for where, row in items]
@@ -80,8 +94,9 @@ def difficulty_filter(verifier: Verifier, low: float, high: float) -> Difficulty
     return Difficulty(verifier.pass_counts, low, high, verifier.settings())
 
 
-def reasoning_traces(verifier: Verifier, prompts: str, out: str, keep: int = 1, batch_size: int = 4,
-                     resume: bool = True) -> Sink:
+def reasoning_traces(
+    verifier: Verifier, prompts: str, out: str, keep: int = 1, batch_size: int = 4, resume: bool = True
+) -> Sink:
     """Write up to `keep` distinct passing answers per prompt as chat rows (the prompt without the
     reasoning instruction, so the student learns to reason unasked)."""
 

@@ -35,8 +35,16 @@ EVALUATORS: dict[str, EvaluatorType] = {
     "perplexity": perplexity.EVALUATOR,
 }
 
-__all__ = ["EVALUATORS", "EvalResult", "ModelGenerator", "NamedEvaluator", "Subject", "build_evaluators",
-           "check_specs", "run_evaluators"]
+__all__ = [
+    "EVALUATORS",
+    "EvalResult",
+    "ModelGenerator",
+    "NamedEvaluator",
+    "Subject",
+    "build_evaluators",
+    "check_specs",
+    "run_evaluators",
+]
 
 
 class NamedEvaluator:
@@ -63,13 +71,17 @@ def parse_spec(spec: Any, where: str = "evaluators") -> Any:
     for key in spec:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
-            raise StropError(f"{where}: unknown option '{key}' for evaluator '{spec['type']}'"
-                             + (f"; did you mean '{close[0]}'?" if close else f" (its options: {', '.join(valid)})"))
+            raise StropError(
+                f"{where}: unknown option '{key}' for evaluator '{spec['type']}'"
+                + (f"; did you mean '{close[0]}'?" if close else f" (its options: {', '.join(valid)})")
+            )
     try:
         return kind.options.model_validate(spec)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or spec['type']}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in err.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or spec['type']}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
         raise StropError(f"{where}: {problems}") from None
 
 

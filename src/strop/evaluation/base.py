@@ -25,8 +25,9 @@ Messages = list[dict[str, str]]
 
 
 class Generator(Protocol):
-    def __call__(self, conversations: list[Messages], n: int = 1, temperature: float = 0.0,
-                 max_new_tokens: int = 64) -> list[list[str]]:
+    def __call__(
+        self, conversations: list[Messages], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64
+    ) -> list[list[str]]:
         """`n` replies to each conversation."""
 
 
@@ -38,15 +39,16 @@ class ModelGenerator:
     def __init__(self, model: torch.nn.Module, tokenizer, batch_size: int = 8, seed: int = 0):
         self.model, self.tokenizer, self.batch_size, self.seed = model, tokenizer, batch_size, seed
 
-    def __call__(self, conversations: list[Messages], n: int = 1, temperature: float = 0.0,
-                 max_new_tokens: int = 64) -> list[list[str]]:
+    def __call__(
+        self, conversations: list[Messages], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64
+    ) -> list[list[str]]:
         from strop.models.generate import answer
 
         repeated = [c for c in conversations for _ in range(n)]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             flat = answer(self.model, self.tokenizer, repeated, max_new_tokens, temperature, self.batch_size)
-        return [flat[i * n:(i + 1) * n] for i in range(len(conversations))]
+        return [flat[i * n : (i + 1) * n] for i in range(len(conversations))]
 
 
 @dataclass

@@ -45,8 +45,10 @@ def general_spec(value: str | dict[str, Any], base_dir: Path | None = None) -> d
         return {"type": "match", "name": "general", "data": str(path), "format": "alpaca"}
     if "messages" in row or "conversations" in row:
         return {"type": "match", "name": "general", "data": str(path), "format": "chat"}
-    raise StropError(f"{where}: eval_forgetting cannot tell what to measure on this row (fields: "
-                     f"{', '.join(sorted(row))}); use text rows, alpaca or chat rows, or give a spec {{type: ..., data: ...}}")
+    raise StropError(
+        f"{where}: eval_forgetting cannot tell what to measure on this row (fields: "
+        f"{', '.join(sorted(row))}); use text rows, alpaca or chat rows, or give a spec {{type: ..., data: ...}}"
+    )
 
 
 def build_general(value: str | dict[str, Any], base_dir: Path | None = None) -> NamedEvaluator:
@@ -68,9 +70,15 @@ def compare(base: dict[str, EvalResult], tuned: dict[str, EvalResult], general: 
     evaluator)."""
     if general not in base:
         raise ValueError(f"forgetting: no '{general}' evaluator among {', '.join(base)}")
-    metrics = {key: {"base": base[name].metrics[key], "tuned": tuned[name].metrics[key],
-                     "change": tuned[name].metrics[key] - base[name].metrics[key]}
-               for name in base for key in base[name].metrics}
+    metrics = {
+        key: {
+            "base": base[name].metrics[key],
+            "tuned": tuned[name].metrics[key],
+            "change": tuned[name].metrics[key] - base[name].metrics[key],
+        }
+        for name in base
+        for key in base[name].metrics
+    }
     out: dict[str, Any] = {"metrics": metrics}
     targets = [name for name in base if name != general]
     for side, name in (("target", targets[0] if targets else None), ("general", general)):
@@ -85,8 +93,12 @@ def evaluate_both(evaluators: list[NamedEvaluator], base: Subject, tuned: Subjec
     """Run every evaluator (one named 'general') on the base and the tuned model and compare."""
     before = {e.name: e(base) for e in evaluators}
     after = {e.name: e(tuned) for e in evaluators}
-    return compare(before, after) | {"samples": {"base": {k: v.samples for k, v in before.items()},
-                                                 "tuned": {k: v.samples for k, v in after.items()}}}
+    return compare(before, after) | {
+        "samples": {
+            "base": {k: v.samples for k, v in before.items()},
+            "tuned": {k: v.samples for k, v in after.items()},
+        }
+    }
 
 
 def describe(result: dict[str, Any]) -> list[str]:
@@ -97,6 +109,8 @@ def describe(result: dict[str, Any]) -> list[str]:
             continue
         item = result[side]
         good = (item["change"] >= 0) == item["higher_is_better"]
-        lines.append(f"{side}: {item['metric']} {item['base']:.4g} -> {item['tuned']:.4g} "
-                     f"(change {item['change']:+.4g}, {'better' if good or item['change'] == 0 else 'worse'})")
+        lines.append(
+            f"{side}: {item['metric']} {item['base']:.4g} -> {item['tuned']:.4g} "
+            f"(change {item['change']:+.4g}, {'better' if good or item['change'] == 0 else 'worse'})"
+        )
     return lines

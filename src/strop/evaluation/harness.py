@@ -23,8 +23,10 @@ def _harness():
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError as err:
-        raise StropError(f"eval --tasks needs lm-evaluation-harness: pip install lm-eval (or strop[lm-eval]); "
-                         f"importing it failed: {err}") from err
+        raise StropError(
+            f"eval --tasks needs lm-evaluation-harness: pip install lm-eval (or strop[lm-eval]); "
+            f"importing it failed: {err}"
+        ) from err
     return lm_eval, HFLM, TaskManager
 
 
@@ -37,27 +39,39 @@ def harness_model(model, tokenizer, batch_size: int = 8, max_new_tokens: int | N
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, **{k: v for k, v in options.items() if v})
 
 
-def run_tasks(target: str, tasks: list[str], limit: int | None = None, batch_size: int = 8,
-              include_path: str | None = None, trust_remote_code: bool = False,
-              max_new_tokens: int | None = None, loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
+def run_tasks(
+    target: str,
+    tasks: list[str],
+    limit: int | None = None,
+    batch_size: int = 8,
+    include_path: str | None = None,
+    trust_remote_code: bool = False,
+    max_new_tokens: int | None = None,
+    loaded: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
     """Run harness tasks on `target` (or on `loaded` = (model, tokenizer)); returns its results per task."""
     lm_eval, _, TaskManager = _harness()
     tasks = [t.strip() for t in tasks if t.strip()]
     manager = _task_manager(TaskManager, tasks, include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise StropError(f"eval --tasks: unknown lm-eval task(s) {', '.join(unknown)}"
-                         + (f" (none in --include-path {include_path} either)" if include_path else ""))
+        raise StropError(
+            f"eval --tasks: unknown lm-eval task(s) {', '.join(unknown)}"
+            + (f" (none in --include-path {include_path} either)" if include_path else "")
+        )
     if loaded is None:
         from strop.models.saved import load_for_chat
 
         loaded = load_for_chat(target, trust_remote_code)
     model, tokenizer = loaded
     lm = harness_model(model, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    output = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=limit, task_manager=manager,
-                                     batch_size=batch_size, log_samples=False)
-    results = {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"}
-               for task, metrics in output["results"].items()}
+    output = lm_eval.simple_evaluate(
+        model=lm, tasks=tasks, limit=limit, task_manager=manager, batch_size=batch_size, log_samples=False
+    )
+    results = {
+        task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "alias"}
+        for task, metrics in output["results"].items()
+    }
     _print(results)
     return {"model": target, "limit": limit, "tasks": results}
 

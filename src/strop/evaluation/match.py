@@ -47,8 +47,10 @@ def references(rows: list[tuple[str, dict]], kind: str) -> list[tuple[Messages, 
 
 def score_replies(replies: list[str], refs: list[str]) -> dict[str, float]:
     n = len(refs)
-    return {"exact_match": sum(r.strip() == t.strip() for r, t in zip(replies, refs)) / n,
-            "normalized_match": sum(normalize(r) == normalize(t) for r, t in zip(replies, refs)) / n}
+    return {
+        "exact_match": sum(r.strip() == t.strip() for r, t in zip(replies, refs)) / n,
+        "normalized_match": sum(normalize(r) == normalize(t) for r, t in zip(replies, refs)) / n,
+    }
 
 
 def build(options: MatchOptions, base_dir: Path | None):
@@ -58,8 +60,10 @@ def build(options: MatchOptions, base_dir: Path | None):
 
     def evaluate(subject: Subject) -> EvalResult:
         replies = [r[0] for r in subject.generate([p for p, _ in pairs], 1, 0.0, options.max_new_tokens)]
-        samples = [{"prompt": last_user_text(p), "reference": ref, "reply": reply}
-                   for (p, ref), reply in list(zip(pairs, replies))[: options.samples]]
+        samples = [
+            {"prompt": last_user_text(p), "reference": ref, "reply": reply}
+            for (p, ref), reply in list(zip(pairs, replies))[: options.samples]
+        ]
         return EvalResult(score_replies(replies, [ref for _, ref in pairs]), samples)
 
     return evaluate

@@ -27,10 +27,14 @@ from strop.evaluation.base import EvalResult, EvaluatorType, Options, Subject, d
 
 class PassAtKOptions(Options):
     reward: Literal["math", "code"] = Field("math", description="What decides correctness: math answers or code tests.")
-    reward_options: dict[str, Any] = Field(default_factory=dict, description="Options of that reward (e.g. {field: answer}, {sandbox: relaxed}).")
+    reward_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of that reward (e.g. {field: answer}, {sandbox: relaxed})."
+    )
     n: int = Field(8, gt=0, description="Samples per problem.")
     k: list[int] = Field([1], description="The k values reported (each <= n).")
-    temperature: float = Field(0.8, ge=0, description="Sampling temperature (0 = greedy, which makes every sample the same).")
+    temperature: float = Field(
+        0.8, ge=0, description="Sampling temperature (0 = greedy, which makes every sample the same)."
+    )
     max_new_tokens: int = Field(256, gt=0, description="Tokens generated per sample.")
 
     @model_validator(mode="after")
@@ -55,7 +59,9 @@ def build(options: PassAtKOptions, base_dir: Path | None):
     rows = data_rows(options, base_dir)
     prompts = [read_prompt(row, where) for where, row in rows]
     try:
-        reward = build_rewards([RewardSpec.model_validate({"type": options.reward, **options.reward_options})], base_dir)[0]
+        reward = build_rewards(
+            [RewardSpec.model_validate({"type": options.reward, **options.reward_options})], base_dir
+        )[0]
     except ValueError as err:
         raise StropError(f"pass_at_k evaluator: {err}") from err
 
@@ -66,9 +72,15 @@ def build(options: PassAtKOptions, base_dir: Path | None):
             scores = reward.fn([prompt] * len(samples), samples, [row] * len(samples))
             correct.append(sum(score >= 1.0 for score in scores))
         metrics = {f"pass@{k}": sum(pass_at_k(options.n, c, k) for c in correct) / len(correct) for k in options.k}
-        shown = [{"prompt": last_user_text(p), "reference": str(row.get("answer", row.get("tests", ""))),
-                  "reply": s[0], "correct": f"{c}/{options.n}"}
-                 for p, (_, row), s, c in list(zip(prompts, rows, replies, correct))[: options.samples]]
+        shown = [
+            {
+                "prompt": last_user_text(p),
+                "reference": str(row.get("answer", row.get("tests", ""))),
+                "reply": s[0],
+                "correct": f"{c}/{options.n}",
+            }
+            for p, (_, row), s, c in list(zip(prompts, rows, replies, correct))[: options.samples]
+        ]
         return EvalResult(metrics, shown)
 
     return evaluate

@@ -55,7 +55,7 @@ def windows(tokenizer, docs: list[str], max_length: int) -> list[list[int]]:
     out = []
     for doc in docs:
         ids = tokenizer(doc, add_special_tokens=True)["input_ids"]
-        out += [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids[i:i + max_length]) > 1]
+        out += [ids[i : i + max_length] for i in range(0, len(ids), max_length) if len(ids[i : i + max_length]) > 1]
     return out
 
 
@@ -69,7 +69,7 @@ def negative_log_likelihood(model, windows_ids: list[list[int]], pad_id: int, ba
     total, count = 0.0, 0
     with eval_mode(model):
         for start in range(0, len(windows_ids), batch_size):
-            chunk = windows_ids[start:start + batch_size]
+            chunk = windows_ids[start : start + batch_size]
             width = max(len(w) for w in chunk)
             ids = torch.tensor([w + [pad_id] * (width - len(w)) for w in chunk], device=device)
             mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in chunk], device=device)
@@ -91,8 +91,10 @@ def build(options: PerplexityOptions, base_dir: Path | None):
             raise StropError(f"perplexity evaluator: {options.data}: no document is longer than one token")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         nll, count = negative_log_likelihood(subject.model, ids, pad, options.batch_size)
-        return EvalResult({"perplexity": math.exp(nll / count), "nll_per_token": nll / count, "tokens": float(count)},
-                          [{"text": d[:200]} for d in docs[: options.samples]])
+        return EvalResult(
+            {"perplexity": math.exp(nll / count), "nll_per_token": nll / count, "tokens": float(count)},
+            [{"text": d[:200]} for d in docs[: options.samples]],
+        )
 
     return evaluate
 

@@ -36,8 +36,10 @@ class PreferenceOptions(Options):
 def pair_metrics(chosen: list[float], rejected: list[float], prefix: str = "") -> dict[str, float]:
     """Accuracy (strictly greater) and mean margin of paired scores."""
     n = len(chosen)
-    return {f"{prefix}accuracy": sum(c > r for c, r in zip(chosen, rejected)) / n,
-            f"{prefix}margin": sum(c - r for c, r in zip(chosen, rejected)) / n}
+    return {
+        f"{prefix}accuracy": sum(c > r for c, r in zip(chosen, rejected)) / n,
+        f"{prefix}margin": sum(c - r for c, r in zip(chosen, rejected)) / n,
+    }
 
 
 @torch.no_grad()
@@ -51,15 +53,17 @@ def reply_logps(model, tokenizer, pairs: list[dict], batch_size: int) -> tuple[l
     with eval_mode(model):
         for start in range(0, len(pairs), batch_size):
             rows = []
-            for pair in pairs[start:start + batch_size]:
+            for pair in pairs[start : start + batch_size]:
                 text, prompt_ids = encode_prompt(tokenizer, pair["prompt"])
-                chosen_ids, rejected_ids = (encode_reply(tokenizer, pair["prompt"], text, pair[s], pair["where"])
-                                            for s in ("chosen", "rejected"))
+                chosen_ids, rejected_ids = (
+                    encode_reply(tokenizer, pair["prompt"], text, pair[s], pair["where"])
+                    for s in ("chosen", "rejected")
+                )
                 rows.append(pair_row(prompt_ids, chosen_ids, rejected_ids))
             batch = {k: v.to(device) for k, v in collate_pairs(rows, tokenizer.pad_token_id).items()}
             logps = sequence_logps(model, batch)[0].double().cpu().tolist()
             chosen += logps[: len(rows)]
-            rejected += logps[len(rows):]
+            rejected += logps[len(rows) :]
     return chosen, rejected
 
 
@@ -67,8 +71,10 @@ def _reference_logps(options: PreferenceOptions, subject: Subject, pairs: list[d
     if reference is not None:
         return reply_logps(reference, subject.tokenizer, pairs, options.batch_size)
     if not hasattr(subject.model, "disable_adapter"):
-        raise StropError("preference evaluator: reference 'base' needs an adapter model (the adapter is switched "
-                         "off to get the base); for a full or merged model set `reference` to the base model's folder")
+        raise StropError(
+            "preference evaluator: reference 'base' needs an adapter model (the adapter is switched "
+            "off to get the base); for a full or merged model set `reference` to the base model's folder"
+        )
     with subject.model.disable_adapter():
         return reply_logps(subject.model, subject.tokenizer, pairs, options.batch_size)
 
@@ -102,8 +108,10 @@ def build(options: PreferenceOptions, base_dir: Path | None):
             rm_c = scorer.score(prompts, [p["chosen"] for p in pairs], options.batch_size)
             rm_r = scorer.score(prompts, [p["rejected"] for p in pairs], options.batch_size)
             metrics |= pair_metrics(rm_c, rm_r, "reward_model_")
-        samples = [{"prompt": last_user_text(p["prompt"]), "chosen": p["chosen"], "rejected": p["rejected"]}
-                   for p in pairs[: options.samples]]
+        samples = [
+            {"prompt": last_user_text(p["prompt"]), "chosen": p["chosen"], "rejected": p["rejected"]}
+            for p in pairs[: options.samples]
+        ]
         return EvalResult(metrics, samples)
 
     return evaluate

@@ -61,7 +61,9 @@ def _base_subject(run) -> tuple[Subject, contextlib.AbstractContextManager]:
     from strop.models.saved import load_for_chat
 
     model, _ = load_for_chat(str(run.model_path), run.cfg.trust_remote_code)
-    return Subject.of(model.to(run.device), run.tokenizer, run.cfg.micro_batch_size, run.cfg.seed), contextlib.nullcontext()
+    return Subject.of(
+        model.to(run.device), run.tokenizer, run.cfg.micro_batch_size, run.cfg.seed
+    ), contextlib.nullcontext()
 
 
 def evaluate(run, step: int) -> dict[str, float]:
@@ -79,9 +81,12 @@ def evaluate(run, step: int) -> dict[str, float]:
         subject, switched_off = _base_subject(run)
         with switched_off:
             base = _scores(run, subject)
-        result = compare(base, tuned) | {"samples": {"base": {k: v.samples for k, v in base.items()},
-                                                     "tuned": record["samples"]}}
-        metrics |= {f"forgetting/{side}_change": result[side]["change"] for side in ("target", "general") if side in result}
+        result = compare(base, tuned) | {
+            "samples": {"base": {k: v.samples for k, v in base.items()}, "tuned": record["samples"]}
+        }
+        metrics |= {
+            f"forgetting/{side}_change": result[side]["change"] for side in ("target", "general") if side in result
+        }
         if distributed.is_main():
             manifest.claim(out / FORGETTING_FILE)
             write_text(out / FORGETTING_FILE, json.dumps(result, indent=1))

@@ -26,7 +26,17 @@ from typing import Protocol
 from pydantic import Field, model_validator
 
 from strop.errors import StropError
-from strop.evaluation.base import EvalResult, EvaluatorType, Messages, Options, Subject, data_rows, last_user_text, local_path, read_prompt
+from strop.evaluation.base import (
+    EvalResult,
+    EvaluatorType,
+    Messages,
+    Options,
+    Subject,
+    data_rows,
+    last_user_text,
+    local_path,
+    read_prompt,
+)
 
 
 class PairwiseJudge(Protocol):
@@ -49,8 +59,11 @@ class WinRateOptions(Options):
     baseline_field: str | None = Field(None, description="Row field holding the baseline reply.")
     baseline_model: str | None = Field(None, description="Model folder whose replies are the baseline.")
     reward_model: str | None = Field(None, description="Reward model folder that judges the pairs.")
-    judge_model: str | None = Field(None, description="LLM judge instead of a reward model: a model strop loads "
-                                    "(alias, folder, adapter) or an OpenAI-compatible http(s):// endpoint.")
+    judge_model: str | None = Field(
+        None,
+        description="LLM judge instead of a reward model: a model strop loads "
+        "(alias, folder, adapter) or an OpenAI-compatible http(s):// endpoint.",
+    )
     judge_rubric: str | None = Field(None, description="Text file with the LLM judge's rubric or constitution.")
     max_new_tokens: int = Field(128, gt=0, description="Tokens generated per reply.")
 
@@ -68,13 +81,33 @@ def judge_both_orders(judge: PairwiseJudge, prompt: str, reply: str, baseline: s
     return (judge.compare(prompt, reply, baseline) + 1.0 - judge.compare(prompt, baseline, reply)) / 2
 
 
-def win_rate(judge: PairwiseJudge, prompts: list[str], replies: list[str], baselines: list[str]) -> tuple[dict[str, float], list[float]]:
+def win_rate(
+    judge: PairwiseJudge, prompts: list[str], replies: list[str], baselines: list[str]
+) -> tuple[dict[str, float], list[float]]:
     """Win rate (ties count half), win/tie/loss shares and each pair's probability."""
     probabilities = [judge_both_orders(judge, p, r, b) for p, r, b in zip(prompts, replies, baselines)]
     n = len(probabilities)
     wins, ties = sum(p > 0.5 for p in probabilities), sum(p == 0.5 for p in probabilities)
     metrics = {"win_rate": (wins + ties / 2) / n, "wins": wins / n, "ties": ties / n, "losses": (n - wins - ties) / n}
     return metrics, probabilities
+
+
+def default_judge(options: WinRateOptions, base_dir: Path | None) -> PairwiseJudge:
+    """The options' judge: an LLM (`judge_model`, a model strop loads or an http(s):// endpoint) or a
+    reward model (`reward_model`); the options' validator asks for exactly one."""
+    if options.judge_model is not None:
+        from strop.judge import LLMJudge, make_backend, read_rubric
+
+        target = options.judge_model
+        if not target.startswith(("http://", "https://")):
+            target = local_path(target, base_dir)
+        rubric = read_rubric(local_path(options.judge_rubric, base_dir) if options.judge_rubric else None)
+        return LLMJudge(make_backend(target), rubric, both_orders=False)  # win_rate asks both orders itself
+    if options.reward_model is None:
+        raise StropError("win-rate evaluator: give reward_model or judge_model")
+    from strop.rl.reward_scorer import RewardScorer
+
+    return RewardModelJudge(RewardScorer(local_path(options.reward_model, base_dir)))
 
 
 def build(options: WinRateOptions, base_dir: Path | None, judge: PairwiseJudge | None = None):
@@ -88,18 +121,8 @@ def build(options: WinRateOptions, base_dir: Path | None, judge: PairwiseJudge |
             if not isinstance(value, str):
                 raise StropError(f"{where}: field '{options.baseline_field}' (the baseline reply) must be a string")
             baselines.append(value)
-    if judge is None and options.judge_model is not None:
-        from strop.judge import LLMJudge, make_backend, read_rubric
-
-        target = options.judge_model
-        if not target.startswith(("http://", "https://")):
-            target = local_path(target, base_dir)
-        rubric = read_rubric(local_path(options.judge_rubric, base_dir) if options.judge_rubric else None)
-        judge = LLMJudge(make_backend(target), rubric, both_orders=False)  # win_rate asks both orders itself
-    elif judge is None and options.reward_model is not None:
-        from strop.rl.reward_scorer import RewardScorer
-
-        judge = RewardModelJudge(RewardScorer(local_path(options.reward_model, base_dir)))
+    if judge is None:
+        judge = default_judge(options, base_dir)
 
     def evaluate(subject: Subject) -> EvalResult:
         replies = [r[0] for r in subject.generate(prompts, 1, 0.0, options.max_new_tokens)]
@@ -111,16 +134,18 @@ def build(options: WinRateOptions, base_dir: Path | None, judge: PairwiseJudge |
             against = _baseline_replies(local_path(options.baseline_model, base_dir), options, prompts)
         texts = [last_user_text(p) for p in prompts]
         metrics, probabilities = win_rate(judge, texts, replies, against)
-        samples = [{"prompt": t, "reply": r, "baseline": b, "p_win": round(p, 3)}
-                   for t, r, b, p in list(zip(texts, replies, against, probabilities))[: options.samples]]
+        samples = [
+            {"prompt": t, "reply": r, "baseline": b, "p_win": round(p, 3)}
+            for t, r, b, p in list(zip(texts, replies, against, probabilities))[: options.samples]
+        ]
         return EvalResult(metrics, samples)
 
     return evaluate
 
 
 def _baseline_replies(folder: str, options: WinRateOptions, prompts: list[Messages]) -> list[str]:
-    from strop.models.saved import load_for_chat
     from strop.evaluation.base import ModelGenerator
+    from strop.models.saved import load_for_chat
 
     model, tokenizer = load_for_chat(folder)
     return [r[0] for r in ModelGenerator(model, tokenizer)(prompts, 1, 0.0, options.max_new_tokens)]

@@ -19,8 +19,9 @@ def default_gguf_path(model_dir: Path, qtype: str) -> Path:
     return model_dir / f"{model_dir.resolve().name}-{qtype}.gguf"
 
 
-def export_model(model_dir: Path, qtype: str, out: Path | None = None, modelfile: bool = True,
-                 params: dict | None = None):
+def export_model(
+    model_dir: Path, qtype: str, out: Path | None = None, modelfile: bool = True, params: dict | None = None
+):
     """GGUF of `model_dir` and, optionally, an Ollama Modelfile beside it: (ExportResult, Modelfile path)."""
     from strop.export.gguf_export import export_gguf_timed
     from strop.export.modelfile import write_modelfile

@@ -48,8 +48,10 @@ def load_config(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "config.json"
     if not path.is_file():
         if (model_dir / "adapter_config.json").is_file():
-            raise StropError(f"{model_dir} is a LoRA adapter, not a model: merge it into its base first "
-                             f"(strop merge-lora --adapter {model_dir} --base BASE --out MERGED), then export MERGED")
+            raise StropError(
+                f"{model_dir} is a LoRA adapter, not a model: merge it into its base first "
+                f"(strop merge-lora --adapter {model_dir} --base BASE --out MERGED), then export MERGED"
+            )
         raise StropError(f"{model_dir} is not a Hugging Face model folder (no config.json)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -64,7 +66,9 @@ def arch_spec(config: dict[str, Any]) -> ArchSpec:
         if name in ARCHITECTURES:
             return ARCHITECTURES[name]
     supported = ", ".join(sorted(ARCHITECTURES))
-    raise StropError(f"cannot export architecture {names or config.get('model_type')!r} to GGUF; supported: {supported}")
+    raise StropError(
+        f"cannot export architecture {names or config.get('model_type')!r} to GGUF; supported: {supported}"
+    )
 
 
 def rope_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +231,9 @@ class TensorMapper:
             return None  # llama.cpp falls back to token_embd when output.weight is absent
         name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise StropError(f"tensor {hf_name!r} has no GGUF equivalent for arch {gguf.MODEL_ARCH_NAMES[self.spec.arch]}")
+            raise StropError(
+                f"tensor {hf_name!r} has no GGUF equivalent for arch {gguf.MODEL_ARCH_NAMES[self.spec.arch]}"
+            )
         if self.spec.permute_qk:
             if ".attn_q." in name:
                 data = permute_rope_rows(data, self.n_head)

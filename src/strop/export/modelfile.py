@@ -78,10 +78,16 @@ class TemplateFamily:
 
 
 FAMILIES = (
-    TemplateFamily("chatml", "<|im_start|>", CHATML, ("<|im_start|>", "<|im_end|>"),
-                   r"<\|im_start\|>system\n(.*?)<\|im_end\|>"),
-    TemplateFamily("llama3", "<|start_header_id|>", LLAMA3, ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-                   r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>"),
+    TemplateFamily(
+        "chatml", "<|im_start|>", CHATML, ("<|im_start|>", "<|im_end|>"), r"<\|im_start\|>system\n(.*?)<\|im_end\|>"
+    ),
+    TemplateFamily(
+        "llama3",
+        "<|start_header_id|>",
+        LLAMA3,
+        ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
+    ),
     TemplateFamily("mistral", "[INST]", MISTRAL, ("[INST]", "[/INST]"), None),
 )
 

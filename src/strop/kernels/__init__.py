@@ -53,14 +53,20 @@ def _mlp_forward(self, x):
 
 
 def _is_rmsnorm(module: nn.Module) -> bool:
-    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and \
-        isinstance(getattr(module, "weight", None), torch.Tensor) and not hasattr(module, "bias")
+    return (
+        type(module).__name__.endswith("RMSNorm")
+        and hasattr(module, "variance_epsilon")
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and not hasattr(module, "bias")
+    )
 
 
 def _is_swiglu_mlp(module: nn.Module) -> bool:
     act = getattr(module, "act_fn", None)
-    return all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) and \
-        type(act).__name__ in ("SiLU", "SiLUActivation")
+    return all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) and type(act).__name__ in (
+        "SiLU",
+        "SiLUActivation",
+    )
 
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList | None:
@@ -139,8 +145,13 @@ def patch_model(model: nn.Module, options: KernelOptions | None = None) -> dict[
         for module in model.modules():
             if all(hasattr(module, n) for n in ("q_proj", "k_proj", "v_proj")):
                 done["groups"] += patch_attention_group(module)
-            elif done["swiglu"] and hasattr(module, "_strop_forward") and _is_swiglu_mlp(module) and \
-                    hasattr(module.gate_proj, "lora_A") and not hasattr(module, "_strop_group"):
+            elif (
+                done["swiglu"]
+                and hasattr(module, "_strop_forward")
+                and _is_swiglu_mlp(module)
+                and hasattr(module.gate_proj, "lora_A")
+                and not hasattr(module, "_strop_group")
+            ):
                 group = group_layers([module.gate_proj, module.up_proj])
                 if group is not None:
                     module._strop_group = group
@@ -173,5 +184,17 @@ def fused_loss_ready(model: nn.Module) -> bool:
     return bool(recorded(model).get("fused_loss"))
 
 
-__all__ = ["KernelOptions", "patch_model", "cast_frozen", "causal_lm_loss", "linear_cross_entropy",
-           "shift_labels", "lora_linear", "rms_norm", "swiglu", "record", "recorded", "fused_loss_ready"]
+__all__ = [
+    "KernelOptions",
+    "patch_model",
+    "cast_frozen",
+    "causal_lm_loss",
+    "linear_cross_entropy",
+    "shift_labels",
+    "lora_linear",
+    "rms_norm",
+    "swiglu",
+    "record",
+    "recorded",
+    "fused_loss_ready",
+]

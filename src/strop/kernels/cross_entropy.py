@@ -74,8 +74,9 @@ def _softmax_grad_triton(logits: torch.Tensor, targets: torch.Tensor, need_grad:
     """Per-row losses (fp32); `logits` becomes the logit gradient in place when `need_grad`."""
     rows, vocab = logits.shape
     loss = torch.empty(rows, device=logits.device, dtype=torch.float32)
-    _softmax_grad_rows[(rows,)](logits, targets, loss, vocab, logits.stride(0), IGNORE, NEED_GRAD=need_grad,
-                                BLOCK=8192, num_warps=16)
+    _softmax_grad_rows[(rows,)](
+        logits, targets, loss, vocab, logits.stride(0), IGNORE, NEED_GRAD=need_grad, BLOCK=8192, num_warps=16
+    )
     return loss
 
 
@@ -102,14 +103,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         db = torch.zeros(bias.shape, device=h.device, dtype=acc) if need_db else None
         total = torch.zeros((), device=h.device, dtype=acc)
         for start in range(0, n, chunk):
-            hc, tc = h[start:start + chunk], targets[start:start + chunk]
+            hc, tc = h[start : start + chunk], targets[start : start + chunk]
             logits = hc @ weight.t()
             if bias is not None:
                 logits += bias
             if fast:
                 total += _softmax_grad_triton(logits, tc, need_dh or need_dw or need_db).sum()
                 if need_dh:
-                    _matmul_into(dh[start:start + chunk], logits, weight)
+                    _matmul_into(dh[start : start + chunk], logits, weight)
                 if need_dw:
                     if dw.dtype == logits.dtype:
                         dw.addmm_(logits.t(), hc)
@@ -131,7 +132,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g = probs.to(h.dtype)
             del probs, logits
             if need_dh:
-                _matmul_into(dh[start:start + chunk], g, weight)
+                _matmul_into(dh[start : start + chunk], g, weight)
             if need_dw:
                 dw += (g.t() @ hc).to(acc)
             if need_db:
@@ -150,8 +151,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return dh, dw, db, None, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         bias: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk: int | None = None,
+) -> torch.Tensor:
     """Summed next-token loss of `hidden @ weight.T` against `targets` (IGNORE = -100 rows count
     nothing), over any leading shape; divide by the token count for the mean."""
     h = hidden.reshape(-1, hidden.shape[-1])
@@ -168,8 +174,14 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[..., 1:], (0, 1), value=IGNORE)
 
 
-def causal_lm_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                   attention_mask: torch.Tensor | None = None, reduction: str = "mean", **kwargs) -> torch.Tensor:
+def causal_lm_loss(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    **kwargs,
+) -> torch.Tensor:
     """The causal-LM loss of a transformers model (PEFT-wrapped or not) without materialising logits:
     runs the decoder, then `linear_cross_entropy` against the output head. `reduction="sum"` returns the
     summed loss (for strop's step-wide normalisation)."""

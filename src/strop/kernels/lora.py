@@ -129,8 +129,9 @@ def _fast_forward(self, x, *args, **kwargs):
     if name is None:
         return self._strop_forward(x, *args, **kwargs)
     base = self.base_layer
-    return lora_linear(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                       self.scaling[name])
+    return lora_linear(
+        x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
+    )
 
 
 def _peft_lora_classes() -> tuple:
@@ -200,8 +201,15 @@ class _LoraGroup(torch.autograd.Function):
         if packed:
             g = grads[0].reshape(-1, sum(sizes)).to(cdt)
         else:
-            g = torch.cat([gr.reshape(-1, sz).to(cdt) if gr is not None else
-                           torch.zeros(x2.shape[0], sz, device=x2.device, dtype=cdt) for gr, sz in zip(grads, sizes)], dim=1)
+            g = torch.cat(
+                [
+                    gr.reshape(-1, sz).to(cdt)
+                    if gr is not None
+                    else torch.zeros(x2.shape[0], sz, device=x2.device, dtype=cdt)
+                    for gr, sz in zip(grads, sizes)
+                ],
+                dim=1,
+            )
         a_cat = torch.cat([a.to(cdt) for a in a_list])
         b_bd = torch.block_diag(*[b.to(cdt) * s for b, s in zip(b_list, scales)])
         gb = g @ b_bd  # [tokens, n·r], already scaled
@@ -215,8 +223,8 @@ class _LoraGroup(torch.autograd.Function):
         das, dbs, r0, o0 = [], [], 0, 0
         for a, b, s, size in zip(a_list, b_list, scales, sizes):
             r = a.shape[0]
-            das.append(da_cat[r0:r0 + r].to(a.dtype))
-            dbs.append((db_full[o0:o0 + size, r0:r0 + r] * s).to(b.dtype))
+            das.append(da_cat[r0 : r0 + r].to(a.dtype))
+            dbs.append((db_full[o0 : o0 + size, r0 : r0 + r] * s).to(b.dtype))
             r0, o0 = r0 + r, o0 + size
         return (dx, None, None, None, None, *das, *dbs)
 
@@ -234,7 +242,7 @@ class LoraGroup:
             self.w_cat = torch.cat([w.data for w in weights])
             start = 0
             for w in weights:
-                w.data = self.w_cat[start:start + w.shape[0]]
+                w.data = self.w_cat[start : start + w.shape[0]]
                 start += w.shape[0]
             self.sizes = tuple(w.shape[0] for w in weights)
         else:
@@ -248,17 +256,20 @@ class LoraGroup:
             return self.w_cat.to(cdt)
         first, device = self.states[0], self.layers[0].base_layer.weight.device
         if device.type != "cuda":  # bitsandbytes' dequantize has no out= kernel off CUDA
-            return torch.cat([_dense(layer.base_layer.weight, state, cdt) for layer, state in zip(self.layers, self.states)])
+            return torch.cat(
+                [_dense(layer.base_layer.weight, state, cdt) for layer, state in zip(self.layers, self.states)]
+            )
         buf = torch.empty(sum(self.sizes), first.shape[1], dtype=first.dtype, device=device)
         start = 0
         for layer, state, size in zip(self.layers, self.states, self.sizes):
-            _dense(layer.base_layer.weight, state, first.dtype, out=buf[start:start + size])
+            _dense(layer.base_layer.weight, state, first.dtype, out=buf[start : start + size])
             start += size
         return buf.to(cdt)
 
     def usable(self) -> bool:
-        return all(_plain_lora(layer) == name for layer, name in zip(self.layers, self.names)) and \
-            all(layer.base_layer.bias is None for layer in self.layers)
+        return all(_plain_lora(layer) == name for layer, name in zip(self.layers, self.names)) and all(
+            layer.base_layer.bias is None for layer in self.layers
+        )
 
     def __call__(self, x, packed: bool):
         a = [layer.lora_A[name].weight for layer, name in zip(self.layers, self.names)]
@@ -297,7 +308,9 @@ def group_layers(layers: list, names: list[str] | None = None) -> LoraGroup | No
     if any(n is None for n in names) or any(hasattr(layer, "_strop_group") for layer in layers):
         return None
     bases = [layer.base_layer for layer in layers]
-    kinds = {(b.in_features, b.weight.dtype, b.weight.device, getattr(_quant_state(b.weight), "dtype", None)) for b in bases}
+    kinds = {
+        (b.in_features, b.weight.dtype, b.weight.device, getattr(_quant_state(b.weight), "dtype", None)) for b in bases
+    }
     if len(kinds) != 1 or any(b.bias is not None for b in bases):
         return None
     return LoraGroup(layers, names)

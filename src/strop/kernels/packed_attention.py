@@ -49,6 +49,7 @@ def dense_document_mask(segments: torch.Tensor) -> torch.Tensor:
 def block_mask(segments: torch.Tensor):
     """FlexAttention's BlockMask for the same pattern as `dense_document_mask` (padding, segment -1,
     attends causally within the padding, which no label reads)."""
+
     def same_example_causal(b, h, q, kv):
         return (segments[b, q] == segments[b, kv]) & (q >= kv)
 
@@ -63,7 +64,9 @@ def _compiled_flex():
 
 def _flex_or_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     if not isinstance(attention_mask, BlockMask):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     flex = _compiled_flex() if query.is_cuda else flex_attention
     out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None

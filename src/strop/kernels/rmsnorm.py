@@ -93,8 +93,9 @@ class _RMSNorm(torch.autograd.Function):
         has_dw = ctx.needs_input_grad[1]
         dwp = torch.empty((programs, n), device=x2.device, dtype=torch.float32) if has_dw else rstd
         block = triton.next_power_of_2(n)
-        _rms_bwd[(programs,)](dy2, x2, weight, rstd, dx, dwp, m, n, rows, BLOCK=block, HAS_DW=has_dw,
-                              num_warps=_warps(block))
+        _rms_bwd[(programs,)](
+            dy2, x2, weight, rstd, dx, dwp, m, n, rows, BLOCK=block, HAS_DW=has_dw, num_warps=_warps(block)
+        )
         dw = dwp.sum(0).to(weight.dtype) if has_dw else None
         return dx.view(dy.shape), dw, None
 

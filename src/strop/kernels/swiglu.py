@@ -46,7 +46,6 @@ if HAS_TRITON:  # pragma: no cover - needs a GPU
         tl.store(G + offs, dg.to(G.dtype.element_ty), mask=mask)
         tl.store(U + offs, du.to(U.dtype.element_ty), mask=mask)
 
-
     @triton.jit
     def _swiglu_packed_fwd(GU, A, inter, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)

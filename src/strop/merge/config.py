@@ -104,8 +104,9 @@ def check_parameters(config: MergeConfig, method: MergeMethod) -> None:
     for key, default in method.global_params.items():
         if default is REQUIRED and key not in config.parameters:
             raise StropError(f"merge_method {method.name} needs `parameters: {{{key}: ...}}`")
-    named = [("parameters", config.parameters)] + [(f"models[{i}] ({e.model}).parameters", e.parameters)
-                                                   for i, e in enumerate(config.models)]
+    named = [("parameters", config.parameters)] + [
+        (f"models[{i}] ({e.model}).parameters", e.parameters) for i, e in enumerate(config.models)
+    ]
     for where, params in named:
         for key, value in params.items():
             for scalar in _scalars(value):

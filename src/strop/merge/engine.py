@@ -177,7 +177,9 @@ def staging_folder(out_dir: Path, overwrite: bool, needed: int | None = None) ->
     existed = out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))
     if existed:
         if out_dir.is_dir() and not overwrite:
-            raise StropError(f"output folder {out_dir} already exists and is not empty; remove it or pick another --out")
+            raise StropError(
+                f"output folder {out_dir} already exists and is not empty; remove it or pick another --out"
+            )
         manifest.check_replaceable(out_dir, "output folder")
     intact = f"{out_dir} is unchanged" if existed else ""
     with disk_errors(out_dir, needed, intact), temp_folder(out_dir) as staging:

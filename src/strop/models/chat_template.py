@@ -18,8 +18,10 @@ def ensure_chat_template(tokenizer: Any, choice: str | None = None) -> None:
     from strop.models.chat_templates import NAMED_TEMPLATES
 
     if choice not in (None, "tokenizer_default", *NAMED_TEMPLATES):
-        raise StropError(f"chat_template: unknown template '{choice}' (known: tokenizer_default, "
-                         f"{', '.join(NAMED_TEMPLATES)}; or leave it unset)")
+        raise StropError(
+            f"chat_template: unknown template '{choice}' (known: tokenizer_default, "
+            f"{', '.join(NAMED_TEMPLATES)}; or leave it unset)"
+        )
     if choice in NAMED_TEMPLATES:
         tokenizer.chat_template = NAMED_TEMPLATES[choice]
     elif not getattr(tokenizer, "chat_template", None):

@@ -14,16 +14,22 @@ prefix of a conversation as a prefix of the whole (tokenize.py locates replies t
 
 from __future__ import annotations
 
-_CHATML_TURNS = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-                 "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+_CHATML_TURNS = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 _QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 NAMED_TEMPLATES: dict[str, str] = {
     "chatml": _CHATML_TURNS,
-    "qwen_25": ("{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n" + _QWEN_SYSTEM + "<|im_end|>\n' }}"
-                "{% endif %}" + _CHATML_TURNS),
+    "qwen_25": (
+        "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n" + _QWEN_SYSTEM + "<|im_end|>\n' }}"
+        "{% endif %}" + _CHATML_TURNS
+    ),
     "qwen3": _CHATML_TURNS,
-    "llama3": ("{{ '<|begin_of_text|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
-               "'<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
-               "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
+    "llama3": (
+        "{{ '<|begin_of_text|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+        "'<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    ),
 }

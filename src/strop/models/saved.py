@@ -41,13 +41,15 @@ def adapter_base(folder: Path) -> str:
     except json.JSONDecodeError as err:
         raise StropError(f"{folder / 'adapter_config.json'}: not valid JSON ({err})") from err
     if not base:
-        raise StropError(f"{folder}: neither strop_config.yml nor adapter_config.json says which base model "
-                         "the adapter belongs to")
+        raise StropError(
+            f"{folder}: neither strop_config.yml nor adapter_config.json says which base model the adapter belongs to"
+        )
     return base
 
 
-def load_saved(target: str | Path, trust_remote_code: bool = False,
-               dtype: torch.dtype = torch.float32) -> tuple[nn.Module, str]:
+def load_saved(
+    target: str | Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32
+) -> tuple[nn.Module, str]:
     """(model, where its tokenizer is) for an alias, hub id, model folder or adapter folder."""
     folder = Path(target)
     if (folder / lora_experts.CONFIG_FILE).is_file():  # adapter: moe_lora (strop's own format)

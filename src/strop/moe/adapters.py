@@ -22,8 +22,11 @@ from strop.moe.detect import MoeBlock, fused_experts, moe_blocks
 
 
 def _linear_names(module: nn.Module, prefix: str) -> list[str]:
-    return [f"{prefix}.{name}" if prefix else name for name, child in module.named_modules()
-            if isinstance(child, nn.Linear) or type(child).__name__ == "Linear4bit"]
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for name, child in module.named_modules()
+        if isinstance(child, nn.Linear) or type(child).__name__ == "Linear4bit"
+    ]
 
 
 def _inside(name: str, blocks: list[MoeBlock]) -> bool:
@@ -44,8 +47,11 @@ def lora_selection(model: nn.Module, parts: list[str]) -> tuple[list[str], list[
             modules += _linear_names(block.shared, shared)
         if "experts" in parts:
             if fused_experts(block):
-                parameters += [f"{block.name}.experts.{p}" for p in ("gate_up_proj", "down_proj")
-                               if isinstance(getattr(block.experts, p, None), nn.Parameter)]
+                parameters += [
+                    f"{block.name}.experts.{p}"
+                    for p in ("gate_up_proj", "down_proj")
+                    if isinstance(getattr(block.experts, p, None), nn.Parameter)
+                ]
             else:
                 modules += _linear_names(block.experts, f"{block.name}.experts")
         if "router" in parts:
@@ -61,11 +67,15 @@ def apply_moe_targets(model: nn.Module, cfg, lora_config, use_dora: bool) -> Non
     parts = list(cfg.moe_lora_targets)
     modules, parameters, save = lora_selection(model, parts)
     if parameters and use_dora:
-        raise StropError("moe_lora_targets: 'experts' with DoRA: the routed experts are fused 3-D weights, which "
-                         "PEFT adapts only with plain LoRA; drop 'experts' or use adapter: lora")
+        raise StropError(
+            "moe_lora_targets: 'experts' with DoRA: the routed experts are fused 3-D weights, which "
+            "PEFT adapts only with plain LoRA; drop 'experts' or use adapter: lora"
+        )
     if not modules and not parameters:
-        raise StropError(f"moe_lora_targets: {parts} selects no layer LoRA can adapt in {type(model).__name__}; "
-                         "add attention, shared_experts or experts")
+        raise StropError(
+            f"moe_lora_targets: {parts} selects no layer LoRA can adapt in {type(model).__name__}; "
+            "add attention, shared_experts or experts"
+        )
     lora_config.target_modules = set(modules) or None
     if parameters:
         lora_config.target_parameters = parameters

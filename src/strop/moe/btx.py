@@ -40,12 +40,16 @@ class ExpertSpec(BaseModel):
 class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field(description="The seed model the experts were fine-tuned from (tokenizer, config, router prototypes).")
+    base_model: str = Field(
+        description="The seed model the experts were fine-tuned from (tokenizer, config, router prototypes)."
+    )
     experts: list[ExpertSpec] = Field(min_length=2, description="The dense fine-tunes, one expert each.")
     gate_mode: Literal["hidden", "random"] = Field("hidden", description="Router initialisation.")
     experts_per_token: int = Field(2, ge=1, description="Top-k routing.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Output weight dtype.")
-    router_aux_loss_coef: float = Field(0.02, ge=0, description="Written to the config: strop's default moe_aux_loss_coef.")
+    router_aux_loss_coef: float = Field(
+        0.02, ge=0, description="Written to the config: strop's default moe_aux_loss_coef."
+    )
 
 
 def load_build_config(path: Path) -> BuildConfig:
@@ -64,7 +68,9 @@ def load_build_config(path: Path) -> BuildConfig:
     if config.gate_mode == "hidden":
         for index, expert in enumerate(config.experts):
             if not expert.positive_prompts:
-                raise StropError(f"{path}: experts[{index}].positive_prompts: needed for gate_mode hidden (or use random)")
+                raise StropError(
+                    f"{path}: experts[{index}].positive_prompts: needed for gate_mode hidden (or use random)"
+                )
     base = path.resolve().parent
     for spec in [config, *config.experts]:
         for key in ("base_model", "source_model"):
@@ -79,14 +85,23 @@ def mixtral_config(seed_config, num_experts: int, top_k: int, aux_coef: float):
     from transformers import MixtralConfig
 
     if seed_config.model_type not in SEED_TYPES:
-        raise StropError(f"moe build: base_model is {seed_config.model_type}; Branch-Train-MiX writes Mixtral, whose "
-                         f"layers match {', '.join(SEED_TYPES)} seeds")
+        raise StropError(
+            f"moe build: base_model is {seed_config.model_type}; Branch-Train-MiX writes Mixtral, whose "
+            f"layers match {', '.join(SEED_TYPES)} seeds"
+        )
     if getattr(seed_config, "attention_bias", False) or getattr(seed_config, "mlp_bias", False):
         raise StropError("moe build: the seed has attention or MLP biases, which Mixtral lacks")
     allowed = set(MixtralConfig().to_dict())
-    values = {k: v for k, v in seed_config.to_dict().items() if k in allowed and k not in ("model_type", "architectures")}
-    values.update(num_local_experts=num_experts, num_experts_per_tok=top_k, router_aux_loss_coef=aux_coef,
-                  sliding_window=None, output_router_logits=False)
+    values = {
+        k: v for k, v in seed_config.to_dict().items() if k in allowed and k not in ("model_type", "architectures")
+    }
+    values.update(
+        num_local_experts=num_experts,
+        num_experts_per_tok=top_k,
+        router_aux_loss_coef=aux_coef,
+        sliding_window=None,
+        output_router_logits=False,
+    )
     config = MixtralConfig(**values)
     config.architectures = ["MixtralForCausalLM"]
     return config
@@ -95,7 +110,13 @@ def mixtral_config(seed_config, num_experts: int, top_k: int, aux_coef: float):
 def _ffn_key(name: str) -> tuple[int, str] | None:
     """(layer, projection) for `model.layers.{l}.mlp.{gate,up,down}_proj.weight`, else None."""
     parts = name.split(".")
-    if len(parts) == 6 and parts[:2] == ["model", "layers"] and parts[3] == "mlp" and parts[4] in FFN and parts[5] == "weight":
+    if (
+        len(parts) == 6
+        and parts[:2] == ["model", "layers"]
+        and parts[3] == "mlp"
+        and parts[4] in FFN
+        and parts[5] == "weight"
+    ):
         return int(parts[2]), parts[4]
     return None
 
@@ -113,7 +134,9 @@ def combine(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             continue
         layer, projection = key
         for expert, state in enumerate(states):
-            out[f"model.layers.{layer}.block_sparse_moe.experts.{expert}.{FFN[projection]}.weight"] = state[name].clone()
+            out[f"model.layers.{layer}.block_sparse_moe.experts.{expert}.{FFN[projection]}.weight"] = state[
+                name
+            ].clone()
     return out
 
 

@@ -50,10 +50,14 @@ def moe_blocks(model: nn.Module) -> list[MoeBlock]:
     blocks = []
     for name, module in model.named_modules():
         experts = getattr(module, "experts", None)
-        router = next((getattr(module, n) for n in ROUTER_NAMES if isinstance(getattr(module, n, None), nn.Module)), None)
+        router = next(
+            (getattr(module, n) for n in ROUTER_NAMES if isinstance(getattr(module, n, None), nn.Module)), None
+        )
         if not isinstance(experts, nn.Module) or router is None or getattr(router, "weight", None) is None:
             continue
-        shared = next((getattr(module, n) for n in SHARED_NAMES if isinstance(getattr(module, n, None), nn.Module)), None)
+        shared = next(
+            (getattr(module, n) for n in SHARED_NAMES if isinstance(getattr(module, n, None), nn.Module)), None
+        )
         num_experts = router_weight(router).shape[0]
         blocks.append(MoeBlock(name, router, experts, shared, num_experts, _top_k(module, router, config)))
     return blocks
@@ -65,13 +69,16 @@ def is_moe(model: nn.Module) -> bool:
 
 def fused_experts(block: MoeBlock) -> bool:
     """True where the experts are 3-D parameters (transformers 5.x) rather than one nn.Linear each."""
-    return isinstance(getattr(block.experts, "gate_up_proj", None), nn.Parameter) or \
-        isinstance(getattr(block.experts, "down_proj", None), nn.Parameter)
+    return isinstance(getattr(block.experts, "gate_up_proj", None), nn.Parameter) or isinstance(
+        getattr(block.experts, "down_proj", None), nn.Parameter
+    )
 
 
 def is_moe_config(config) -> bool:
     """True for a transformers config of a sparse MoE (read before any weight is loaded)."""
-    return any(int(getattr(config, key, 0) or 0) > 1 for key in ("num_local_experts", "num_experts", "n_routed_experts"))
+    return any(
+        int(getattr(config, key, 0) or 0) > 1 for key in ("num_local_experts", "num_experts", "n_routed_experts")
+    )
 
 
 #: Modules a 4-bit MoE base keeps in float: the LM head (as transformers does by default) and the

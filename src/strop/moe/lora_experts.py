@@ -69,8 +69,10 @@ class LoraExpertsLinear(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         """The fixed update Σ_e (α/r) B_e A_e, defined only without a router (k = E)."""
         if self.router is not None:
-            raise StropError(f"moe_lora: top-{self.top_k} of {self.lora_A.shape[0]} experts is routed per token, so "
-                             "no dense weight equals it; only moe_lora_top_k = all experts merges")
+            raise StropError(
+                f"moe_lora: top-{self.top_k} of {self.lora_A.shape[0]} experts is routed per token, so "
+                "no dense weight equals it; only moe_lora_top_k = all experts merges"
+            )
         return self.scale * torch.einsum("eor,eri->oi", self.lora_B, self.lora_A)
 
 
@@ -86,8 +88,9 @@ def _targets(model: nn.Module, targets) -> list[str]:
     return [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
 
 
-def add_lora_experts(model: nn.Module, targets, experts: int, top_k: int, r: int, alpha: float,
-                     dropout: float = 0.0) -> list[str]:
+def add_lora_experts(
+    model: nn.Module, targets, experts: int, top_k: int, r: int, alpha: float, dropout: float = 0.0
+) -> list[str]:
     """Replace each targeted nn.Linear of `model` in place; returns the replaced names."""
     top_k = experts if top_k in (0, experts) else top_k
     names = _targets(model, targets)
@@ -96,8 +99,14 @@ def add_lora_experts(model: nn.Module, targets, experts: int, top_k: int, r: int
         parent = model.get_submodule(parent_name)
         setattr(parent, child, LoraExpertsLinear(getattr(parent, child), experts, top_k, r, alpha, dropout))
     # a plain attribute on the module (mypy types nn.Module attributes as Tensor | Module)
-    model._strop_moe_lora = {"targets": names, "experts": experts, "top_k": top_k,  # type: ignore[assignment]
-                             "r": r, "alpha": alpha, "dropout": dropout}
+    model._strop_moe_lora = {
+        "targets": names,
+        "experts": experts,
+        "top_k": top_k,  # type: ignore[assignment]
+        "r": r,
+        "alpha": alpha,
+        "dropout": dropout,
+    }
     return names
 
 
@@ -153,4 +162,3 @@ def merge(model: nn.Module) -> nn.Module:
         setattr(model.get_submodule(parent_name), child, layer.base)
     del model._strop_moe_lora
     return model
-

@@ -41,7 +41,8 @@ def expert_counts(logits: torch.Tensor, weights: torch.Tensor, top_k: int) -> to
     """Top-k assignments of the weighted tokens per expert (E,)."""
     chosen = logits.topk(top_k, dim=-1).indices
     return torch.zeros(logits.shape[-1], device=logits.device).index_add_(
-        0, chosen.reshape(-1), weights.repeat_interleave(top_k))
+        0, chosen.reshape(-1), weights.repeat_interleave(top_k)
+    )
 
 
 def load_balancing_loss(logits: torch.Tensor, mask: torch.Tensor | None, top_k: int) -> torch.Tensor:
@@ -61,7 +62,9 @@ def z_loss(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def health_sums(logits: torch.Tensor, mask: torch.Tensor | None, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def health_sums(
+    logits: torch.Tensor, mask: torch.Tensor | None, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sums that add up over micro-batches, all device tensors: per-expert top-k counts (E,), summed
     per-token router entropy (nats), real token count."""
     logits, weights = _flat(logits, mask)
@@ -84,7 +87,9 @@ def health(counts: torch.Tensor, entropy_sum: float, tokens: float) -> LayerHeal
     shares = counts / counts.sum().clamp(min=1)
     nonzero = shares[shares > 0]
     load_entropy = float(-(nonzero * nonzero.log()).sum()) / math.log(num_experts)
-    return {"load": [round(float(s), 4) for s in shares],
-            "load_entropy": load_entropy,
-            "router_entropy": float(entropy_sum) / max(1.0, float(tokens)) / math.log(num_experts),
-            "starved": int((shares < STARVED_FRACTION / num_experts).sum())}
+    return {
+        "load": [round(float(s), 4) for s in shares],
+        "load_entropy": load_entropy,
+        "router_entropy": float(entropy_sum) / max(1.0, float(tokens)) / math.log(num_experts),
+        "starved": int((shares < STARVED_FRACTION / num_experts).sum()),
+    }

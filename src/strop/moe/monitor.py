@@ -50,7 +50,10 @@ class RouterMonitor:
                 if monitor.recording_on and torch.is_grad_enabled():
                     logits = output[0] if isinstance(output, tuple) else output
                     mask = monitor.forward_mask
-                    monitor.logits[index].append((logits, mask if mask is not None and mask.numel() == logits.shape[0] else None))
+                    monitor.logits[index].append(
+                        (logits, mask if mask is not None and mask.numel() == logits.shape[0] else None)
+                    )
+
             return hook
 
         self.handles = [model.register_forward_pre_hook(inputs, with_kwargs=True)]
@@ -103,22 +106,29 @@ class RouterMonitor:
     def finish_step(self, report=print) -> dict:
         """Per-layer health of the step (`moe_layers`) and its summaries; warns through `report` when a
         layer's load entropy falls below the threshold (again only after it recovered)."""
-        layers = [losses.health(c.cpu(), float(e), float(t)) for c, e, t in zip(self.counts, self.entropy, self.tokens)
-                  if c is not None]
+        layers = [
+            losses.health(c.cpu(), float(e), float(t))
+            for c, e, t in zip(self.counts, self.entropy, self.tokens)
+            if c is not None
+        ]
         self._reset_health()
         if not layers:
             return {}
         for index, layer in enumerate(layers):
             if layer["load_entropy"] < self.warn_below and index not in self.warned:
                 self.warned.add(index)
-                report(f"strop: warning: router collapse in MoE layer {index}: expert-load entropy "
-                       f"{layer['load_entropy']:.2f} < {self.warn_below} (load {layer['load']}); raise moe_aux_loss_coef")
+                report(
+                    f"strop: warning: router collapse in MoE layer {index}: expert-load entropy "
+                    f"{layer['load_entropy']:.2f} < {self.warn_below} (load {layer['load']}); raise moe_aux_loss_coef"
+                )
             elif layer["load_entropy"] >= self.warn_below:
                 self.warned.discard(index)
-        return {"moe_load_entropy_min": min(x["load_entropy"] for x in layers),
-                "moe_router_entropy_mean": sum(x["router_entropy"] for x in layers) / len(layers),
-                "moe_starved_experts": sum(x["starved"] for x in layers),
-                "moe_layers": layers}
+        return {
+            "moe_load_entropy_min": min(x["load_entropy"] for x in layers),
+            "moe_router_entropy_mean": sum(x["router_entropy"] for x in layers) / len(layers),
+            "moe_starved_experts": sum(x["starved"] for x in layers),
+            "moe_layers": layers,
+        }
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -134,6 +144,10 @@ def attach(model: nn.Module, cfg) -> RouterMonitor | None:
     config = model.config
     if getattr(config, "output_router_logits", False):
         config.output_router_logits = False
-    aux = cfg.moe_aux_loss_coef if cfg.moe_aux_loss_coef is not None else getattr(config, "router_aux_loss_coef", DEFAULT_AUX)
+    aux = (
+        cfg.moe_aux_loss_coef
+        if cfg.moe_aux_loss_coef is not None
+        else getattr(config, "router_aux_loss_coef", DEFAULT_AUX)
+    )
     z = cfg.moe_z_loss_coef if cfg.moe_z_loss_coef is not None else getattr(config, "router_z_loss_coef", DEFAULT_Z)
     return RouterMonitor(model, blocks, float(aux), float(z), cfg.moe_entropy_warning)

@@ -39,9 +39,16 @@ OBJECTIVES: dict[str, Objective] = {
 
 #: The objective a dataset type implies when the config sets no `rl` (Axolotl-style configs such as
 #: `type: orpo` + `orpo_alpha`, with no `rl: orpo`, mean ORPO).
-IMPLIED_BY_DATASET_TYPE = {"dpo": "dpo", "orpo": "orpo", "kto": "kto", "chatml.intel": "dpo",
-                           "chatml.argilla": "dpo", "chatml.ultra": "dpo", "vision_chat": "vision_sft",
-                           "vision_dpo": "vision_dpo"}
+IMPLIED_BY_DATASET_TYPE = {
+    "dpo": "dpo",
+    "orpo": "orpo",
+    "kto": "kto",
+    "chatml.intel": "dpo",
+    "chatml.argilla": "dpo",
+    "chatml.ultra": "dpo",
+    "vision_chat": "vision_sft",
+    "vision_dpo": "vision_dpo",
+}
 
 
 def get_objective(name: str) -> Objective:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
 
 from strop.data.tokenize import IGNORE
@@ -41,7 +41,9 @@ class Objective:
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The micro-batch's share of the step loss (divided by `denominator`) and metrics that are
         likewise shares: the loop sums both over the micro-batches of a step."""
         raise NotImplementedError
@@ -66,7 +68,9 @@ class Objective:
         return {}
 
 
-def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def shifted_token_logps(
+    logits: torch.Tensor, labels: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each next token and the mask of positions that count.
 
     Works in chunks of positions so the float32 log-softmax over the vocabulary exists for one chunk at
@@ -77,8 +81,8 @@ def shifted_token_logps(logits: torch.Tensor, labels: torch.Tensor, chunk: int =
     safe = targets.masked_fill(~mask, 0)
     pieces = []
     for start in range(0, logits.shape[1], chunk):
-        part = logits[:, start:start + chunk].float()
-        pieces.append(-F.cross_entropy(part.transpose(1, 2), safe[:, start:start + chunk], reduction="none"))
+        part = logits[:, start : start + chunk].float()
+        pieces.append(-F.cross_entropy(part.transpose(1, 2), safe[:, start : start + chunk], reduction="none"))
     return torch.cat(pieces, dim=1) * mask, mask
 
 
@@ -93,4 +97,4 @@ def model_inputs(batch: dict[str, torch.Tensor], model: nn.Module | None = None)
 def vision_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A batch's image inputs (pixel_values, image_grid_thw, ...), carried under `vision.` by the vision
     objectives (strop/vlm/data.py); empty for text batches."""
-    return {k[len("vision."):]: v for k, v in batch.items() if k.startswith("vision.")}
+    return {k[len("vision.") :]: v for k, v in batch.items() if k.startswith("vision.")}

@@ -24,8 +24,13 @@ class CPOParams(BetaParams):
     cpo_alpha: float = Field(1.0, ge=0, description="α: weight of the chosen-reply NLL in CPO.")
 
 
-def cpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, chosen_lengths: torch.Tensor,
-             beta: float = 0.1, alpha: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def cpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    beta: float = 0.1,
+    alpha: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair CPO losses from summed log-probs (and the chosen replies' token counts), and metrics."""
     chosen_rewards, rejected_rewards = beta * chosen_logps, beta * rejected_logps
     nll = -chosen_logps / chosen_lengths

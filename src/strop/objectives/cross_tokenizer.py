@@ -74,8 +74,10 @@ def token_ends(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(encoded["input_ids"]) == list(ids):
         return text, [end for _, end in encoded["offset_mapping"]]
-    ends = [len(tokenizer.decode(ids[: k + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-            for k in range(len(ids))]
+    ends = [
+        len(tokenizer.decode(ids[: k + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        for k in range(len(ids))
+    ]
     return text, ends
 
 

@@ -32,18 +32,32 @@ from strop.objectives.sft import SFTObjective
 
 
 class DistillParams(BaseModel):
-    distill_teacher: str | None = Field(None, description="Teacher model (alias, hub id, folder or GGUF); another tokenizer needs distill_cross_tokenizer.")
-    distill_alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label cross-entropy; 1 - alpha weighs the soft term.")
+    distill_teacher: str | None = Field(
+        None,
+        description="Teacher model (alias, hub id, folder or GGUF); another tokenizer needs distill_cross_tokenizer.",
+    )
+    distill_alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the hard-label cross-entropy; 1 - alpha weighs the soft term."
+    )
     distill_temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both distributions.")
-    distill_loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence between teacher and student.")
+    distill_loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="Divergence between teacher and student."
+    )
     distill_jsd_beta: float = Field(0.5, gt=0, lt=1, description="Teacher weight of the JSD mixture.")
     distill_cross_tokenizer: Literal["auto", "uld", "off"] = Field(
-        "auto", description="Teacher with another tokenizer: uld (Universal Logit Distillation on offset-aligned "
-        "positions; replaces distill_loss), auto (uld when the vocabularies differ), off (refuse).")
+        "auto",
+        description="Teacher with another tokenizer: uld (Universal Logit Distillation on offset-aligned "
+        "positions; replaces distill_loss), auto (uld when the vocabularies differ), off (refuse).",
+    )
 
 
-def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-                     kind: str = "forward_kl", beta: float = 0.5) -> torch.Tensor:
+def token_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    kind: str = "forward_kl",
+    beta: float = 0.5,
+) -> torch.Tensor:
     """Per-position divergence between temperature-softened teacher and student distributions."""
     dtype = torch.promote_types(student_logits.dtype, torch.float32)  # at least fp32; float64 stays
     log_s = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
@@ -56,17 +70,19 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return beta * (log_t.exp() * (log_t - log_m)).sum(-1) + (1 - beta) * (log_s.exp() * (log_s - log_m)).sum(-1)
 
 
-def distill_loss(token_logps: torch.Tensor, divergence: torch.Tensor, mask: torch.Tensor, alpha: float,
-                 temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+def distill_loss(
+    token_logps: torch.Tensor, divergence: torch.Tensor, mask: torch.Tensor, alpha: float, temperature: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-example α·NLL + (1−α)·T²·D summed over response tokens, with both parts as metrics."""
     nll = -(token_logps * mask).sum(1)
     soft = (divergence * mask).sum(1)
-    per_example = alpha * nll + (1 - alpha) * temperature ** 2 * soft
+    per_example = alpha * nll + (1 - alpha) * temperature**2 * soft
     return per_example, {"nll": float(nll.detach().sum()), "divergence": float(soft.detach().sum())}
 
 
-def _other_tokenizer(teacher_path: str, student_tokenizer, teacher_vocab: int, student_vocab: int,
-                     trust_remote_code: bool) -> bool:
+def _other_tokenizer(
+    teacher_path: str, student_tokenizer, teacher_vocab: int, student_vocab: int, trust_remote_code: bool
+) -> bool:
     """Whether the teacher tokenizes differently: another vocabulary size, or the same size with other
     tokens. A teacher folder without tokenizer files of the same size is taken to share the student's."""
     from strop.models import load_tokenizer
@@ -96,14 +112,20 @@ class DistillObjective(SFTObjective):
         teacher = load_model(path, torch.float32, cfg.trust_remote_code)
         student_vocab = run.strategy.base_model(run.model).config.vocab_size
         if cfg.distill_cross_tokenizer == "off" and teacher.config.vocab_size != student_vocab:
-            raise StropError(f"distill_teacher has vocabulary {teacher.config.vocab_size}, the student {student_vocab}: "
-                             "teacher and student must share a tokenizer (or set distill_cross_tokenizer: uld)")
+            raise StropError(
+                f"distill_teacher has vocabulary {teacher.config.vocab_size}, the student {student_vocab}: "
+                "teacher and student must share a tokenizer (or set distill_cross_tokenizer: uld)"
+            )
         mode = cfg.distill_cross_tokenizer
-        if mode == "uld" or (mode == "auto" and _other_tokenizer(path, run.tokenizer, teacher.config.vocab_size,
-                                                                 student_vocab, cfg.trust_remote_code)):
+        if mode == "uld" or (
+            mode == "auto"
+            and _other_tokenizer(path, run.tokenizer, teacher.config.vocab_size, student_vocab, cfg.trust_remote_code)
+        ):
             if cfg.sample_packing:
-                raise StropError("distill_cross_tokenizer: packed rows cannot be re-tokenized for the teacher; "
-                                 "set sample_packing: false")
+                raise StropError(
+                    "distill_cross_tokenizer: packed rows cannot be re-tokenized for the teacher; "
+                    "set sample_packing: false"
+                )
             self.cross = True
             self.student_tokenizer, self.teacher_tokenizer = run.tokenizer, load_tokenizer(path, cfg.trust_remote_code)
         self.teacher = teacher.to(run.device).eval().requires_grad_(False)
@@ -119,8 +141,9 @@ class DistillObjective(SFTObjective):
         else:
             with torch.no_grad():
                 teacher = self.teacher(**model_inputs(batch, self.teacher), use_cache=False).logits
-            divergence = token_divergence(student[:, :-1], teacher[:, :-1], cfg.distill_temperature,
-                                          cfg.distill_loss, cfg.distill_jsd_beta)
+            divergence = token_divergence(
+                student[:, :-1], teacher[:, :-1], cfg.distill_temperature, cfg.distill_loss, cfg.distill_jsd_beta
+            )
             extra = {}
         per_example, metrics = distill_loss(token_logps, divergence, mask, cfg.distill_alpha, cfg.distill_temperature)
         loss = per_example.sum() / denominator
@@ -146,8 +169,12 @@ class DistillObjective(SFTObjective):
         with torch.no_grad():
             teacher = self.teacher(input_ids=ids, attention_mask=attention, use_cache=False).logits
         targets = batch["labels"][:, 1:]
-        picks = [(b, i, j) for b in range(len(rows))
-                 for i, j in aligned_positions(student_ends[b][:-1], teacher_rows[b][1][:-1]) if targets[b, i] != IGNORE]
+        picks = [
+            (b, i, j)
+            for b in range(len(rows))
+            for i, j in aligned_positions(student_ends[b][:-1], teacher_rows[b][1][:-1])
+            if targets[b, i] != IGNORE
+        ]
         if not picks:
             return torch.zeros(targets.shape, device=device), 0.0
         rows_at, student_at, teacher_at = (torch.tensor(column, device=device) for column in zip(*picks))

@@ -32,10 +32,16 @@ from strop.objectives.preference_common import PairObjective, ReferenceParams, b
 
 
 class DPOParams(ReferenceParams):
-    dpo_loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field("sigmoid", description="DPO variant "
-                                                                         "(rl: ipo selects ipo).")
-    dpo_label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε: assumed share of flipped preference "
-                                       "labels (conservative DPO for sigmoid, robust DPO for robust).")
+    dpo_loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid", description="DPO variant (rl: ipo selects ipo)."
+    )
+    dpo_label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="ε: assumed share of flipped preference "
+        "labels (conservative DPO for sigmoid, robust DPO for robust).",
+    )
 
 
 def sigmoid_loss(h: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -58,9 +64,15 @@ def robust_loss(h: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> t
 VARIANTS = {"sigmoid": sigmoid_loss, "ipo": ipo_loss, "hinge": hinge_loss, "robust": robust_loss}
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float = 0.1, variant: str = "sigmoid",
-             label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+    variant: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair DPO-family losses from (summed or averaged) log-probs, and per-pair metrics."""
     chosen_ratio, rejected_ratio = policy_chosen - ref_chosen, policy_rejected - ref_rejected
     losses = VARIANTS[variant](chosen_ratio - rejected_ratio, beta, label_smoothing)

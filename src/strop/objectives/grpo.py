@@ -45,23 +45,43 @@ from strop.objectives.rl_common import RLObjective, RolloutParams, k3_kl, per_to
 
 
 class GRPOParams(RolloutParams):
-    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field("grpo", description="(GRPO) Loss aggregation: grpo (per-completion "
-                                                          "mean), dapo (token-level), dr_grpo (constant normaliser).")
-    scale_rewards: bool = Field(True, description="(GRPO) Divide advantages by the group's reward std (false: Dr. GRPO).")
-    dynamic_sampling: bool = Field(False, description="(GRPO) DAPO: drop groups whose rewards are all equal and sample more prompts.")
-    dynamic_sampling_max_rounds: int = Field(3, ge=0, description="(GRPO) Extra sampling rounds dynamic sampling may take per step.")
-    overlong_buffer_length: int | None = Field(None, gt=0, description="(GRPO) DAPO overlong shaping: penalty ramps over this "
-                                               "many tokens before max_completion_length.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field(
+        "grpo",
+        description="(GRPO) Loss aggregation: grpo (per-completion "
+        "mean), dapo (token-level), dr_grpo (constant normaliser).",
+    )
+    scale_rewards: bool = Field(
+        True, description="(GRPO) Divide advantages by the group's reward std (false: Dr. GRPO)."
+    )
+    dynamic_sampling: bool = Field(
+        False, description="(GRPO) DAPO: drop groups whose rewards are all equal and sample more prompts."
+    )
+    dynamic_sampling_max_rounds: int = Field(
+        3, ge=0, description="(GRPO) Extra sampling rounds dynamic sampling may take per step."
+    )
+    overlong_buffer_length: int | None = Field(
+        None,
+        gt=0,
+        description="(GRPO) DAPO overlong shaping: penalty ramps over this many tokens before max_completion_length.",
+    )
     overlong_penalty_factor: float = Field(1.0, ge=0, description="(GRPO) Penalty at max_completion_length.")
-    mask_truncated_completions: bool = Field(False, description="(GRPO) Zero the loss of completions cut at max_completion_length "
-                                             "(they still count in the grpo and dr_grpo normalisers).")
+    mask_truncated_completions: bool = Field(
+        False,
+        description="(GRPO) Zero the loss of completions cut at max_completion_length "
+        "(they still count in the grpo and dr_grpo normalisers).",
+    )
 
 
 #: Defaults `rl: dapo` and `rl: dr_grpo` apply to keys the config does not set.
 PRESETS: dict[str, dict] = {
     "grpo": {},
-    "dapo": {"loss_type": "dapo", "epsilon_high": 0.28, "dynamic_sampling": True, "overlong_buffer_length": 64,
-             "mask_truncated_completions": True},
+    "dapo": {
+        "loss_type": "dapo",
+        "epsilon_high": 0.28,
+        "dynamic_sampling": True,
+        "overlong_buffer_length": 64,
+        "mask_truncated_completions": True,
+    },
     "dr_grpo": {"loss_type": "dr_grpo", "scale_rewards": False},
 }
 
@@ -84,8 +104,15 @@ def overlong_penalty(length: int, max_length: int, buffer: int, factor: float) -
     return -factor * min(1.0, (length - start) / buffer)
 
 
-def grpo_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float,
-                    ref_logps: torch.Tensor | None = None, beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def grpo_token_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+    ref_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per-token clipped surrogate (+ β·KL): returns (loss, where the clip cut the gradient, KL or None).
 
     logps/old_logps/ref_logps: (B, T) token log-probs; advantages: (B,) or (B, T)."""
@@ -144,7 +171,10 @@ class GRPOObjective(RLObjective):
         if not buffer:
             return super().reward_shaping(completions, per_reward)
         limit = self.cfg.max_completion_length
-        penalties = [overlong_penalty(len(c.ids), limit, min(buffer, limit), self.cfg.overlong_penalty_factor) for c in completions]
+        penalties = [
+            overlong_penalty(len(c.ids), limit, min(buffer, limit), self.cfg.overlong_penalty_factor)
+            for c in completions
+        ]
         per_reward["overlong"] = penalties
         return penalties
 
@@ -158,13 +188,20 @@ class GRPOObjective(RLObjective):
         rounds = 0
         while len(informative) < len(groups) and rounds < self.cfg.dynamic_sampling_max_rounds:
             rounds += 1
-            picks = torch.randint(len(run.train_rows), (len(groups) - len(informative),),
-                                  generator=torch.Generator().manual_seed(seed + 7919 * rounds)).tolist()
-            extra = sampler.sample_groups(run, [run.train_rows[i] for i in picks], self.cfg.num_generations, seed + 7919 * rounds)
+            picks = torch.randint(
+                len(run.train_rows),
+                (len(groups) - len(informative),),
+                generator=torch.Generator().manual_seed(seed + 7919 * rounds),
+            ).tolist()
+            extra = sampler.sample_groups(
+                run, [run.train_rows[i] for i in picks], self.cfg.num_generations, seed + 7919 * rounds
+            )
             informative += [g for g in extra if max(g["rewards"]) > min(g["rewards"])]
-        kept = (informative + flat)[:len(groups)]  # refill what is still missing with flat groups (zero advantage)
-        return kept, {"dynamic_sampling_rounds": rounds,
-                      "kept_zero_variance_groups": sum(max(g["rewards"]) == min(g["rewards"]) for g in kept) / len(kept)}
+        kept = (informative + flat)[: len(groups)]  # refill what is still missing with flat groups (zero advantage)
+        return kept, {
+            "dynamic_sampling_rounds": rounds,
+            "kept_zero_variance_groups": sum(max(g["rewards"]) == min(g["rewards"]) for g in kept) / len(kept),
+        }
 
     def score_rows(self, run, groups: list[dict]) -> list[dict]:
         n = self.cfg.num_generations
@@ -202,8 +239,9 @@ class GRPOObjective(RLObjective):
         logps, mask = shifted_token_logps(logits, batch["labels"])
         mask = mask & (batch["weights"][:, None] > 0)
         old = batch["old_logps"] if "old_logps" in batch else logps.detach()
-        token_loss, cut, kl = grpo_token_loss(logps, old, batch["advantages"], self.eps_low, self.eps_high,
-                                              batch.get("ref_logps"), self.kl_beta)
+        token_loss, cut, kl = grpo_token_loss(
+            logps, old, batch["advantages"], self.eps_low, self.eps_high, batch.get("ref_logps"), self.kl_beta
+        )
         loss = aggregate(token_loss, mask, self.loss_type).sum() / denominator
         stats = {"tokens": mask.sum(), "clip_fraction": (cut & mask).sum(), "entropy": token_entropy(logits, mask)}
         if kl is not None:

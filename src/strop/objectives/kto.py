@@ -29,9 +29,18 @@ from torch import nn
 
 from strop.data.preference import PAIR_FORMATS, UNPAIRED_FORMATS, build_unpaired_data, collate_unpaired
 from strop.objectives.base import Objective
-from strop.objectives.preference_common import (REFERENCE_CACHE, ReferenceContext, ReferenceParams, beta, halves,
-                                                prepare_reference,
-                                                reference_logps, rows_of, sequence_logps, shares)
+from strop.objectives.preference_common import (
+    REFERENCE_CACHE,
+    ReferenceContext,
+    ReferenceParams,
+    beta,
+    halves,
+    prepare_reference,
+    reference_logps,
+    rows_of,
+    sequence_logps,
+    shares,
+)
 
 
 class KTOParams(ReferenceParams):
@@ -44,13 +53,22 @@ def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tenso
     return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
 
 
-def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor,
-             beta: float = 0.1, desirable_weight: float = 1.0,
-             undesirable_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def kto_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    kl: torch.Tensor,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-example KTO losses and metrics (NaN where a metric does not apply to the example)."""
     ratio = policy_logps - ref_logps
-    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl))),
-                         undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratio))))
+    losses = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratio))),
+    )
     nan = torch.full_like(ratio, float("nan"))
     rewards = (beta * ratio).detach()
     metrics = {
@@ -87,7 +105,9 @@ class KTOObjective(Objective):
         self.reference_context = run.strategy.reference_context
         if run.cfg.precompute_ref_log_probs:
             done = prepare_reference(run, self.collate, "unpaired")
-            print(f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed")
+            print(
+                f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed"
+            )
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         n, cfg = self.count(batch), self.cfg
@@ -96,6 +116,7 @@ class KTOObjective(Objective):
             policy_kl, _ = sequence_logps(model, rows_of(batch, slice(n, 2 * n)))
         ref, ref_kl = halves(reference_logps(model, batch, cfg.precompute_ref_log_probs, self.reference_context))
         kl = kto_reference_point(policy_kl, ref_kl)
-        per_example, metrics = kto_loss(policy, ref, batch["desirable"], kl, beta(cfg, 0.1),
-                                        cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
+        per_example, metrics = kto_loss(
+            policy, ref, batch["desirable"], kl, beta(cfg, 0.1), cfg.kto_desirable_weight, cfg.kto_undesirable_weight
+        )
         return shares(per_example, metrics, denominator)

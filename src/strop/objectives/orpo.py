@@ -37,13 +37,16 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def orpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor,
-              alpha: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def orpo_loss(
+    chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, alpha: float = 0.1
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair ORPO losses from length-averaged log-probs, and per-pair metrics."""
     log_odds = (chosen_mean_logps - rejected_mean_logps) - (log1mexp(chosen_mean_logps) - log1mexp(rejected_mean_logps))
     ratio_loss = -F.logsigmoid(log_odds)
     nll = -chosen_mean_logps
-    metrics = pair_metrics(alpha * chosen_mean_logps, alpha * rejected_mean_logps, chosen_mean_logps, rejected_mean_logps)
+    metrics = pair_metrics(
+        alpha * chosen_mean_logps, alpha * rejected_mean_logps, chosen_mean_logps, rejected_mean_logps
+    )
     metrics.update({"nll_loss": nll.detach(), "log_odds_ratio": log_odds.detach()})
     return nll + alpha * ratio_loss, metrics
 

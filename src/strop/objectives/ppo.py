@@ -40,7 +40,9 @@ class PPOParams(RolloutParams):
     gae_gamma: float = Field(1.0, ge=0, le=1, description="(PPO) Discount γ of the per-token rewards.")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="(PPO) GAE λ.")
     vf_coef: float = Field(0.1, ge=0, description="(PPO) Weight c_v of the value loss.")
-    cliprange_value: float = Field(0.2, gt=0, description="(PPO) Clip of the value prediction around its rollout value.")
+    cliprange_value: float = Field(
+        0.2, gt=0, description="(PPO) Clip of the value prediction around its rollout value."
+    )
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,12 +84,14 @@ class PPOObjective(RLObjective):
         self.lm_head = base.get_output_embeddings()
         self.value_head = attach_head(base, VALUE_HEAD_ATTRIBUTE, ValueHead(base.config.hidden_size).to(run.device))
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, token log-probs, completion mask and values at the shifted positions."""
         with capture_final_hidden(self.lm_head) as captured:
             logits = model(**model_inputs(batch, model), use_cache=False).logits
         logps, mask = shifted_token_logps(logits, batch["labels"])
-        hidden = captured["hidden"][:, -logits.shape[1]:]  # prompt tuning: its virtual positions come first
+        hidden = captured["hidden"][:, -logits.shape[1] :]  # prompt tuning: its virtual positions come first
         values = self.value_head(hidden[:, :-1].float()).squeeze(-1)
         return logits, logps, mask, values
 
@@ -107,7 +111,11 @@ class PPOObjective(RLObjective):
                 rewards = -self.kl_beta * kl
                 rewards[-1] += row["reward"]
                 advantages, returns = gae(rewards, torch.tensor(row["old_values"]), cfg.gae_gamma, cfg.gae_lambda)
-                row["advantages"], row["returns"], row["rollout_kl"] = advantages.tolist(), returns.tolist(), float(kl.sum())
+                row["advantages"], row["returns"], row["rollout_kl"] = (
+                    advantages.tolist(),
+                    returns.tolist(),
+                    float(kl.sum()),
+                )
         flat = torch.tensor([a for row in rows for a in row["advantages"]])
         centre, spread = flat.mean(), flat.std() if flat.numel() > 1 else torch.tensor(1.0)
         for row in rows:
@@ -130,15 +138,25 @@ class PPOObjective(RLObjective):
     def loss(self, model, batch, denominator):
         cfg = self.cfg
         logits, logps, mask, values = self.forward(model, batch)
-        policy, cut, _ = grpo_token_loss(logps, batch["old_logps"], batch["advantages"], cfg.epsilon_low,
-                                         cfg.epsilon_high or cfg.epsilon_low)
+        policy, cut, _ = grpo_token_loss(
+            logps, batch["old_logps"], batch["advantages"], cfg.epsilon_low, cfg.epsilon_high or cfg.epsilon_low
+        )
         critic = value_loss(values, batch["old_values"], batch["returns"], cfg.cliprange_value)
         loss = ((policy + cfg.vf_coef * critic) * mask).sum() / denominator
-        self.add_train_stats(tokens=float(mask.sum()), clip_fraction=float((cut & mask).sum()),
-                             value_loss=float((critic.detach() * mask).sum()), entropy=float(token_entropy(logits, mask)))
+        self.add_train_stats(
+            tokens=float(mask.sum()),
+            clip_fraction=float((cut & mask).sum()),
+            value_loss=float((critic.detach() * mask).sum()),
+            entropy=float(token_entropy(logits, mask)),
+        )
         return loss, {"loss": float(loss.detach())}
 
     def save_artifacts(self, model: nn.Module, out_dir: Path) -> None:
         head = self.value_head
-        save_file({"weight": head.weight.detach().float().cpu().contiguous(), "bias": head.bias.detach().float().cpu().contiguous()},
-                  str(Path(out_dir) / VALUE_HEAD_FILE))
+        save_file(
+            {
+                "weight": head.weight.detach().float().cpu().contiguous(),
+                "bias": head.bias.detach().float().cpu().contiguous(),
+            },
+            str(Path(out_dir) / VALUE_HEAD_FILE),
+        )

@@ -34,14 +34,18 @@ ReferenceContext = Callable[[nn.Module], AbstractContextManager | None]
 
 
 class BetaParams(BaseModel):
-    rl_beta: float | None = Field(None, gt=0, description="β of the preference objective (default per objective: "
-                                  "DPO/IPO/CPO/KTO 0.1, SimPO 2.0).")
+    rl_beta: float | None = Field(
+        None, gt=0, description="β of the preference objective (default per objective: DPO/IPO/CPO/KTO 0.1, SimPO 2.0)."
+    )
     dpo_beta: float | None = Field(None, gt=0, description="Alias of rl_beta.")
 
 
 class ReferenceParams(BetaParams):
-    precompute_ref_log_probs: bool = Field(True, description="Cache reference log-probs before step 0 (any strategy); "
-                                           "false: compute them live with the adapter switched off (LoRA only).")
+    precompute_ref_log_probs: bool = Field(
+        True,
+        description="Cache reference log-probs before step 0 (any strategy); "
+        "false: compute them live with the adapter switched off (LoRA only).",
+    )
 
 
 def beta(cfg, default: float) -> float:
@@ -50,10 +54,12 @@ def beta(cfg, default: float) -> float:
 
 # ---------------------------------------------------------------- log-probs ---------------------------
 
+
 def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of each sequence's reply tokens, and how many reply tokens it has."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **vision_inputs(batch),
-                   use_cache=False).logits
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **vision_inputs(batch), use_cache=False
+    ).logits
     token_logps, mask = shifted_token_logps(logits, batch["labels"])
     return token_logps.sum(dim=1), mask.sum(dim=1)
 
@@ -63,28 +69,38 @@ def rows_of(batch: dict[str, torch.Tensor], part: slice) -> dict[str, torch.Tens
     return {k: batch[k][part] for k in ("input_ids", "attention_mask", "labels")}
 
 
-def live_reference_logps(model: nn.Module, batch: dict[str, torch.Tensor],
-                         reference_context: ReferenceContext | None) -> torch.Tensor:
+def live_reference_logps(
+    model: nn.Module, batch: dict[str, torch.Tensor], reference_context: ReferenceContext | None
+) -> torch.Tensor:
     """log π_ref of every sequence, from the model inside the strategy's reference context (adapter off)."""
     context = reference_context(model) if reference_context else None
     if context is None:
-        raise StropError("precompute_ref_log_probs: false needs an adapter strategy (e.g. adapter: lora), whose "
-                         "base model is the reference; set it to true for full fine-tuning")
+        raise StropError(
+            "precompute_ref_log_probs: false needs an adapter strategy (e.g. adapter: lora), whose "
+            "base model is the reference; set it to true for full fine-tuning"
+        )
     with torch.no_grad(), eval_mode(model), context:
         return sequence_logps(model, batch)[0]
 
 
-def reference_logps(model: nn.Module, batch: dict[str, torch.Tensor], precomputed: bool,
-                    reference_context: ReferenceContext | None = None) -> torch.Tensor:
+def reference_logps(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    precomputed: bool,
+    reference_context: ReferenceContext | None = None,
+) -> torch.Tensor:
     if "ref_logps" in batch:
         return batch["ref_logps"]
     if precomputed:
-        raise StropError("reference log-probs are missing from the batch: objective.prepare_training(run) was "
-                         "not called before training")
+        raise StropError(
+            "reference log-probs are missing from the batch: objective.prepare_training(run) was "
+            "not called before training"
+        )
     return live_reference_logps(model, batch, reference_context)
 
 
 # ---------------------------------------------------------------- the reference cache -----------------
+
 
 def _read_cache(path: Path, identity: dict[str, str]) -> dict[str, tuple[float, float]]:
     if not path.is_file():
@@ -103,22 +119,29 @@ def _read_cache(path: Path, identity: dict[str, str]) -> dict[str, tuple[float, 
 def _write_cache(path: Path, identity: dict[str, str], cache: dict[str, tuple[float, float]]) -> None:
     keys = sorted(cache)
     with disk_errors(path), staged_file(path) as tmp:
-        save_file({"logps": torch.tensor([cache[k] for k in keys], dtype=torch.float64).reshape(-1, 2)}, str(tmp),
-                  metadata={**identity, "keys": json.dumps(keys)})
+        save_file(
+            {"logps": torch.tensor([cache[k] for k in keys], dtype=torch.float64).reshape(-1, 2)},
+            str(tmp),
+            metadata={**identity, "keys": json.dumps(keys)},
+        )
 
 
 @torch.no_grad()
-def compute_reference(model: nn.Module, rows: list[dict], collate: Callable, pad_id: int, batch_size: int,
-                      device: torch.device, amp_dtype) -> list[tuple[float, float]]:
+def compute_reference(
+    model: nn.Module, rows: list[dict], collate: Callable, pad_id: int, batch_size: int, device: torch.device, amp_dtype
+) -> list[tuple[float, float]]:
     """(first, second) reference log-prob of each row: chosen/rejected, or matched/mismatched for KTO."""
     from strop.runtime.precision import autocast
 
     out: list[tuple[float, float]] = []
     with eval_mode(model):
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([{k: v for k, v in r.items() if k != "ref"} for r in chunk], pad_id).items()
-                     if k in ("input_ids", "attention_mask", "labels") or k.startswith("vision.")}
+            chunk = rows[start : start + batch_size]
+            batch = {
+                k: v.to(device)
+                for k, v in collate([{k: v for k, v in r.items() if k != "ref"} for r in chunk], pad_id).items()
+                if k in ("input_ids", "attention_mask", "labels") or k.startswith("vision.")
+            }
             with autocast(device, amp_dtype):
                 logps = sequence_logps(model, batch)[0].double().cpu()
             n = len(chunk)
@@ -132,8 +155,12 @@ def prepare_reference(run, collate: Callable, kind: str) -> dict[str, int]:
     from strop.runtime.precision import autocast_dtype
 
     amp_dtype = autocast_dtype(run.cfg, run.device)
-    identity = {"format": "strop-reference-logps/1", "kind": kind, "model": str(run.model_path),
-                "autocast": str(amp_dtype)}
+    identity = {
+        "format": "strop-reference-logps/1",
+        "kind": kind,
+        "model": str(run.model_path),
+        "autocast": str(amp_dtype),
+    }
     out_dir = Path(run.cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / REFERENCE_CACHE
@@ -141,8 +168,15 @@ def prepare_reference(run, collate: Callable, kind: str) -> dict[str, int]:
     rows = list(run.train_rows) + list(run.val_rows)
     todo = list({r["key"]: r for r in rows if r["key"] not in cache}.values())
     if todo:
-        values = compute_reference(run.model, todo, collate, run.tokenizer.pad_token_id,
-                                   max(run.cfg.micro_batch_size, 8), run.device, amp_dtype)
+        values = compute_reference(
+            run.model,
+            todo,
+            collate,
+            run.tokenizer.pad_token_id,
+            max(run.cfg.micro_batch_size, 8),
+            run.device,
+            amp_dtype,
+        )
         cache.update({r["key"]: v for r, v in zip(todo, values)})
         _write_cache(path, identity, cache)
     for row in rows:
@@ -152,7 +186,10 @@ def prepare_reference(run, collate: Callable, kind: str) -> dict[str, int]:
 
 # ---------------------------------------------------------------- metrics -----------------------------
 
-def shares(per_example: torch.Tensor, metrics: dict[str, torch.Tensor], denominator: float) -> tuple[torch.Tensor, dict[str, float]]:
+
+def shares(
+    per_example: torch.Tensor, metrics: dict[str, torch.Tensor], denominator: float
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch's share of the step loss, and of each metric's step mean.
 
     A metric is a per-example tensor, NaN where it does not apply (e.g. KTO's rewards/chosen on an
@@ -169,8 +206,12 @@ def shares(per_example: torch.Tensor, metrics: dict[str, torch.Tensor], denomina
     return loss, out
 
 
-def pair_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, chosen_logps: torch.Tensor,
-                 rejected_logps: torch.Tensor) -> dict[str, torch.Tensor]:
+def pair_metrics(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """The metrics every pair objective logs, per example."""
     return {
         "rewards/chosen": chosen_rewards.detach(),
@@ -210,11 +251,17 @@ class PairObjective(Objective):
         self.reference_context = run.strategy.reference_context
         if self.needs_reference and run.cfg.precompute_ref_log_probs:
             done = prepare_reference(run, self.collate, "pair")
-            print(f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed")
+            print(
+                f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed"
+            )
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         logps, lengths = sequence_logps(model, batch)
-        ref = reference_logps(model, batch, self.cfg.precompute_ref_log_probs, self.reference_context) if self.needs_reference else None
+        ref = (
+            reference_logps(model, batch, self.cfg.precompute_ref_log_probs, self.reference_context)
+            if self.needs_reference
+            else None
+        )
         per_example, metrics = self.pair_loss(logps, lengths, ref)
         return shares(per_example, metrics, denominator)
 

@@ -27,7 +27,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from strop.data.preference import PAIR_FORMATS
-from strop.models.heads import HEAD_ATTRIBUTE, HEAD_CONFIG, HEAD_FILE, RewardHead, attach_head, find_head, sequence_rewards
+from strop.models.heads import (
+    HEAD_ATTRIBUTE,
+    HEAD_CONFIG,
+    HEAD_FILE,
+    RewardHead,
+    attach_head,
+    find_head,
+    sequence_rewards,
+)
 from strop.objectives.preference_common import PairObjective, halves, pair_metrics, shares
 
 
@@ -35,7 +43,9 @@ class RewardParams(BaseModel):
     reward_model: bool = Field(False, description="Train a reward model (same as rl: reward).")
 
 
-def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair −log σ(r_c − r_r) and metrics."""
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards)
     metrics = pair_metrics(chosen_rewards, rejected_rewards, chosen_rewards, rejected_rewards)
@@ -55,7 +65,11 @@ class RewardObjective(PairObjective):
         if isinstance(getattr(base, HEAD_ATTRIBUTE, None), RewardHead):
             return
         config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-        attach_head(base, HEAD_ATTRIBUTE, RewardHead(config.hidden_size, getattr(config, "initializer_range", 0.02)).to(run.device))
+        attach_head(
+            base,
+            HEAD_ATTRIBUTE,
+            RewardHead(config.hidden_size, getattr(config, "initializer_range", 0.02)).to(run.device),
+        )
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         chosen, rejected = halves(sequence_rewards(model, find_head(model), batch))
@@ -66,6 +80,14 @@ class RewardObjective(PairObjective):
         """reward_head.safetensors (weight [1, hidden]) and reward_head.json beside the model/adapter."""
         head = find_head(model)
         save_file({"weight": head.weight.detach().float().cpu().contiguous()}, str(Path(out_dir) / HEAD_FILE))
-        (Path(out_dir) / HEAD_CONFIG).write_text(json.dumps(
-            {"format": "strop-reward-head/1", "hidden_size": head.in_features, "pooling": "last_token",
-             "hidden": "final normed hidden state of the decoder"}, indent=1))
+        (Path(out_dir) / HEAD_CONFIG).write_text(
+            json.dumps(
+                {
+                    "format": "strop-reward-head/1",
+                    "hidden_size": head.in_features,
+                    "pooling": "last_token",
+                    "hidden": "final normed hidden state of the decoder",
+                },
+                indent=1,
+            )
+        )

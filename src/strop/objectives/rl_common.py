@@ -29,20 +29,36 @@ from strop.rl.rollout import Completion
 
 
 class RolloutParams(BaseModel):
-    rewards: list[RewardSpec] = Field(default_factory=list, description="(RL) Reward functions: list of {type, weight, "
-                                      f"name?, ...options}}; types {', '.join(REWARDS)}.")
+    rewards: list[RewardSpec] = Field(
+        default_factory=list,
+        description=f"(RL) Reward functions: list of {{type, weight, name?, ...options}}; types {', '.join(REWARDS)}.",
+    )
     num_generations: int = Field(8, gt=0, description="(RL) Completions sampled per prompt (the GRPO group size).")
     max_completion_length: int = Field(256, gt=0, description="(RL) Most tokens generated per completion.")
     temperature: float = Field(1.0, ge=0, description="(RL) Sampling temperature of rollouts (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="(RL) Nucleus sampling of rollouts.")
     top_k: int = Field(0, ge=0, description="(RL) Top-k sampling of rollouts (0: off).")
-    stop_strings: list[str] = Field(default_factory=list, description="(RL) A completion also ends where one of these appears.")
-    generation_batch_size: int | None = Field(None, gt=0, description="(RL) Prompts per sampling call (default: all prompts of an optimizer step).")
-    num_iterations: int = Field(1, gt=0, description="(RL) Optimizer steps on each batch of rollouts (μ; PPO's epochs).")
-    kl_beta: float | None = Field(None, ge=0, description="(RL) KL coefficient to the reference policy (GRPO default 0: no "
-                                  "reference is loaded; PPO default 0.05).")
-    epsilon_low: float = Field(0.2, gt=0, lt=1, description="(RL) Lower clip bound of the importance ratio: 1 - epsilon_low.")
-    epsilon_high: float | None = Field(None, gt=0, description="(RL) Upper clip bound 1 + epsilon_high (DAPO's clip-higher; default epsilon_low).")
+    stop_strings: list[str] = Field(
+        default_factory=list, description="(RL) A completion also ends where one of these appears."
+    )
+    generation_batch_size: int | None = Field(
+        None, gt=0, description="(RL) Prompts per sampling call (default: all prompts of an optimizer step)."
+    )
+    num_iterations: int = Field(
+        1, gt=0, description="(RL) Optimizer steps on each batch of rollouts (μ; PPO's epochs)."
+    )
+    kl_beta: float | None = Field(
+        None,
+        ge=0,
+        description="(RL) KL coefficient to the reference policy (GRPO default 0: no "
+        "reference is loaded; PPO default 0.05).",
+    )
+    epsilon_low: float = Field(
+        0.2, gt=0, lt=1, description="(RL) Lower clip bound of the importance ratio: 1 - epsilon_low."
+    )
+    epsilon_high: float | None = Field(
+        None, gt=0, description="(RL) Upper clip bound 1 + epsilon_high (DAPO's clip-higher; default epsilon_low)."
+    )
     log_completions_steps: int = Field(10, gt=0, description="(RL) Print a table of sampled completions every N steps.")
 
 
@@ -58,7 +74,7 @@ def per_token(rows: list[dict], key: str, width: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         start = row["prompt_len"] - 1
         values = row[key]
-        out[i, start:start + len(values)] = torch.tensor(values, dtype=torch.float32)
+        out[i, start : start + len(values)] = torch.tensor(values, dtype=torch.float32)
     return out
 
 
@@ -74,7 +90,7 @@ def token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk: int = 1024) -
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
     selected = logits[:, :-1][mask]
     for start in range(0, selected.shape[0], chunk):
-        log_p = selected[start:start + chunk].float().log_softmax(-1)
+        log_p = selected[start : start + chunk].float().log_softmax(-1)
         total += -(log_p.exp() * log_p).sum()
     return total
 
@@ -94,7 +110,9 @@ class RLObjective(Objective):
 
     def build_data(self, cfg, tokenizer, base_dir: Path | None):
         if not cfg.rewards:
-            raise StropError(f"rl: {self.name} needs rewards: e.g. rewards: [{{type: math, weight: 1.0}}] (see README, RL)")
+            raise StropError(
+                f"rl: {self.name} needs rewards: e.g. rewards: [{{type: math, weight: 1.0}}] (see README, RL)"
+            )
         return build_prompt_data(cfg, tokenizer, base_dir, cfg.max_completion_length)
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
@@ -115,8 +133,12 @@ class RLObjective(Objective):
             from strop.models import load_model
 
             dtype = next(run.strategy.base_model(run.model).parameters()).dtype
-            self.reference = load_model(run.model_path, dtype if dtype.is_floating_point else torch.float32,
-                                        cfg.trust_remote_code).to(run.device).eval().requires_grad_(False)
+            self.reference = (
+                load_model(run.model_path, dtype if dtype.is_floating_point else torch.float32, cfg.trust_remote_code)
+                .to(run.device)
+                .eval()
+                .requires_grad_(False)
+            )
         self.train_stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ rollouts
@@ -126,8 +148,17 @@ class RLObjective(Objective):
 
     def rollout_rows(self, group: dict) -> list[dict]:
         prompt = group["prompt_row"]["input_ids"]
-        return [{"input_ids": prompt + c.ids, "prompt_len": len(prompt), "completion_len": len(c.ids),
-                 "finished": c.finished, "reward": r, "weight": 1.0} for c, r in zip(group["completions"], group["rewards"])]
+        return [
+            {
+                "input_ids": prompt + c.ids,
+                "prompt_len": len(prompt),
+                "completion_len": len(c.ids),
+                "finished": c.finished,
+                "reward": r,
+                "weight": 1.0,
+            }
+            for c, r in zip(group["completions"], group["rewards"])
+        ]
 
     def select_groups(self, sampler, run, groups: list[dict], seed: int) -> tuple[list[dict], dict[str, float]]:
         """The groups to train on, out of those `sampler` (the rollout engine) sampled, and metrics of the
@@ -148,7 +179,10 @@ class RLObjective(Objective):
         with torch.no_grad(), eval_mode(model):
             logits = model(**model_inputs(batch, model), use_cache=False).logits
         logps, _ = shifted_token_logps(logits, batch["labels"])
-        return [logps[i, r["prompt_len"] - 1: r["prompt_len"] - 1 + r["completion_len"]].tolist() for i, r in enumerate(rows)]
+        return [
+            logps[i, r["prompt_len"] - 1 : r["prompt_len"] - 1 + r["completion_len"]].tolist()
+            for i, r in enumerate(rows)
+        ]
 
     def reference_logps(self, run, rows: list[dict]) -> list[list[float]]:
         if self.reference is not None:
@@ -162,7 +196,7 @@ class RLObjective(Objective):
 
     def chunks(self, rows: list[dict]) -> list[list[dict]]:
         size = self.cfg.micro_batch_size * self.cfg.num_generations
-        return [rows[i:i + size] for i in range(0, len(rows), size)]
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
 
     # ------------------------------------------------------------------ metrics
     def add_train_stats(self, **values: float) -> None:

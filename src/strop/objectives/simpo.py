@@ -29,12 +29,21 @@ from strop.objectives.preference_common import BetaParams, PairObjective, beta, 
 
 class SimPOParams(BetaParams):
     simpo_gamma: float = Field(0.5, ge=0, description="γ: target reward margin of SimPO.")
-    simpo_nll_alpha: float = Field(0.0, ge=0, description="α: weight of a chosen-reply NLL added to SimPO (CPO-SimPO; "
-                                   "TRL's CPOTrainer(loss_type='simpo') uses 1.0). 0: the SimPO paper.")
+    simpo_nll_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="α: weight of a chosen-reply NLL added to SimPO (CPO-SimPO; "
+        "TRL's CPOTrainer(loss_type='simpo') uses 1.0). 0: the SimPO paper.",
+    )
 
 
-def simpo_loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, beta: float = 2.0,
-               gamma: float = 0.5, nll_alpha: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def simpo_loss(
+    chosen_mean_logps: torch.Tensor,
+    rejected_mean_logps: torch.Tensor,
+    beta: float = 2.0,
+    gamma: float = 0.5,
+    nll_alpha: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair SimPO (or, with nll_alpha > 0, CPO-SimPO) losses from length-averaged log-probs, and metrics."""
     chosen_rewards, rejected_rewards = beta * chosen_mean_logps, beta * rejected_mean_logps
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)

@@ -25,8 +25,16 @@ from strop.objectives.dpo import DPOObjective, IPOObjective
 from strop.objectives.orpo import ORPOObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
-from strop.vlm.data import (Encoder, _folders, build_vision_sft_data, collate_sft, collate_vision, has_images,
-                            parse_conversation, vision_extras)
+from strop.vlm.data import (
+    Encoder,
+    _folders,
+    build_vision_sft_data,
+    collate_sft,
+    collate_vision,
+    has_images,
+    parse_conversation,
+    vision_extras,
+)
 from strop.vlm.images import decode
 from strop.vlm.models import load_processor, set_trainable_parts
 
@@ -34,15 +42,25 @@ VISION_DATASET_TYPES = ("vision_chat", "vision_dpo")
 
 
 class VisionParams(BaseModel):
-    freeze_vision_tower: bool = Field(True, description="Keep the vision encoder frozen (LoRA "
-                                      "targets then leave it out too).")
-    train_projector_only: bool = Field(False, description="Stage 1 alignment: train only the "
-                                       "projector between vision encoder and language model (full strategy).")
-    text_only_ratio: float | None = Field(None, ge=0, lt=1, description="Share of training rows that "
-                                          "are text-only (from chat/alpaca datasets), sampled or repeated to match; "
-                                          "null keeps the rows as read.")
-    allow_image_urls: bool = Field(False, description="Let image parts name http(s) URLs, "
-                                   "downloaded while the data is built.")
+    freeze_vision_tower: bool = Field(
+        True, description="Keep the vision encoder frozen (LoRA targets then leave it out too)."
+    )
+    train_projector_only: bool = Field(
+        False,
+        description="Stage 1 alignment: train only the "
+        "projector between vision encoder and language model (full strategy).",
+    )
+    text_only_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Share of training rows that "
+        "are text-only (from chat/alpaca datasets), sampled or repeated to match; "
+        "null keeps the rows as read.",
+    )
+    allow_image_urls: bool = Field(
+        False, description="Let image parts name http(s) URLs, downloaded while the data is built."
+    )
 
 
 class VisionMixin:
@@ -54,8 +72,10 @@ class VisionMixin:
         from strop.models import resolve_model_path
 
         if cfg.train_projector_only and cfg.strategy != "full":
-            raise StropError(f"train_projector_only trains the projector's own weights: leave adapter unset "
-                             f"(full), not '{cfg.adapter}'; use an adapter in stage 2")
+            raise StropError(
+                f"train_projector_only trains the projector's own weights: leave adapter unset "
+                f"(full), not '{cfg.adapter}'; use an adapter in stage 2"
+            )
         self.processor = load_processor(resolve_model_path(cfg.base_model), cfg.trust_remote_code)
         return self.processor
 
@@ -124,7 +144,7 @@ def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], lis
         full = encoder.render(prompt + [{"role": "assistant", "content": [{"type": "text", "text": text}]}])
         if not full.startswith(prompt_text):
             raise StropError(f"{where}: the chat template does not render the prompt as a prefix of the conversation")
-        replies.append(encoder.processor.tokenizer(full[len(prompt_text):], add_special_tokens=False)["input_ids"])
+        replies.append(encoder.processor.tokenizer(full[len(prompt_text) :], add_special_tokens=False)["input_ids"])
     if replies[0] == replies[1]:
         raise StropError(f"{where}: 'chosen' and 'rejected' are the same reply: nothing to prefer")
     return encoded["input_ids"][0].tolist(), replies, vision_extras(encoded, sources)
@@ -136,7 +156,9 @@ def build_vision_pair_data(cfg, processor, base_dir: Path | None) -> tuple[list[
     report, rows = DataReport(), []
     for spec in cfg.datasets:
         if spec.type != "vision_dpo":
-            raise StropError(f"datasets: type '{spec.type}' cannot be mixed into a vision preference run (use vision_dpo)")
+            raise StropError(
+                f"datasets: type '{spec.type}' cannot be mixed into a vision preference run (use vision_dpo)"
+            )
         encoder = Encoder(processor, _folders(spec.path, base_dir), cfg.allow_image_urls)
         for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
             report.rows += 1
@@ -187,5 +209,11 @@ VISION_OBJECTIVES = {
     "vision_cpo": _vision_pair(CPOObjective, "vision_cpo")(),
 }
 #: The objective a text `rl` value means when the datasets hold images.
-VISION_OF = {"dpo": "vision_dpo", "ipo": "vision_ipo", "orpo": "vision_orpo", "simpo": "vision_simpo",
-             "cpo": "vision_cpo", "sft": "vision_sft"}
+VISION_OF = {
+    "dpo": "vision_dpo",
+    "ipo": "vision_ipo",
+    "orpo": "vision_orpo",
+    "simpo": "vision_simpo",
+    "cpo": "vision_cpo",
+    "sft": "vision_sft",
+}

@@ -21,8 +21,18 @@ from strop.plan.rules import GOALS, RULES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-__all__ = ["GOALS", "RULES", "DataProfile", "Hardware", "Plan", "StagePlan", "make_plan", "parse_gpu",
-           "profile_file", "write_pipeline"]
+__all__ = [
+    "GOALS",
+    "RULES",
+    "DataProfile",
+    "Hardware",
+    "Plan",
+    "StagePlan",
+    "make_plan",
+    "parse_gpu",
+    "profile_file",
+    "write_pipeline",
+]
 
 
 def _tokenizer(base_model: str, notes: list[str]):
@@ -32,8 +42,10 @@ def _tokenizer(base_model: str, notes: list[str]):
     try:
         return load_tokenizer(resolve_model_path(base_model))
     except (StropError, OSError, ValueError) as err:
-        notes.append(f"lengths estimated from words (1.3 tokens a word): the tokenizer of {base_model} did not "
-                     f"load ({str(err).splitlines()[0]})")
+        notes.append(
+            f"lengths estimated from words (1.3 tokens a word): the tokenizer of {base_model} did not "
+            f"load ({str(err).splitlines()[0]})"
+        )
         return None
 
 
@@ -58,8 +70,10 @@ def read_partial(path: str | None) -> dict[str, Any]:
         raise StropError(f"--config {path}: expected a mapping of config keys")
     fixed = sorted(PLANNER_KEYS & set(raw))
     if fixed:
-        raise StropError(f"--config {path}: {', '.join(fixed)} are for strop plan to decide; remove them "
-                         "(the data comes from --data)")
+        raise StropError(
+            f"--config {path}: {', '.join(fixed)} are for strop plan to decide; remove them "
+            "(the data comes from --data)"
+        )
     return raw
 
 
@@ -76,8 +90,10 @@ def make_plan(data: list[str], gpu: str, goal: str, partial: dict[str, Any] | No
         if p.format == "kto":
             notes.append(f"{p.path}: unpaired (KTO) rows are not planned yet; train them with rl: kto")
         elif p.format == "prompt" and not p.reward:
-            notes.append(f"{p.path}: prompts without a checkable answer (answer, tests or schema on every row): "
-                         "no GRPO stage (it would need a reward model)")
+            notes.append(
+                f"{p.path}: prompts without a checkable answer (answer, tests or schema on every row): "
+                "no GRPO stage (it would need a reward model)"
+            )
     if goal == "reasoning" and not any(p.reward for p in profiles):
         notes.append("goal reasoning, but no row has a checkable answer: no GRPO stage")
     stages = plan_stages(profiles, hardware, goal, _shapes(base_model, partial), partial)
@@ -97,13 +113,15 @@ def write_pipeline(plan: Plan, out: Path, overwrite: bool = False, export: str |
         raise StropError(f"{', '.join(clashes)} already exist; pass --overwrite to replace them")
     for stage in plan.stages:
         config = dict(stage.config)
-        config["datasets"] = [{**d, "path": os.path.relpath(Path(d["path"]).resolve(), folder)} for d in config["datasets"]]
+        config["datasets"] = [
+            {**d, "path": os.path.relpath(Path(d["path"]).resolve(), folder)} for d in config["datasets"]
+        ]
         header = f"# strop plan: stage {stage.name} ({stage.strategy}), expected peak {stage.estimate.peak / 2**30:.2f} GiB\n"
         write_text(files[stage.name], header + yaml.safe_dump(config, sort_keys=False))
     stages = [{"name": s.name, "kind": "train", "config": files[s.name].name} for s in plan.stages]
     if export:
         stages.append({"name": "export", "kind": "export", "gguf": export})
     spec = {"base_model": plan.base_model, "output_dir": f"outputs/{out.stem}", "stages": stages}
-    header = (f"# strop plan for {plan.hardware.describe()}, goal {plan.goal}. Run: strop pipeline {out.name}\n")
+    header = f"# strop plan for {plan.hardware.describe()}, goal {plan.goal}. Run: strop pipeline {out.name}\n"
     write_text(out, header + yaml.safe_dump(spec, sort_keys=False))
     return [*files.values(), out]

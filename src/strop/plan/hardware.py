@@ -14,11 +14,28 @@ from strop.errors import StropError
 
 #: name → (GiB of memory, bf16). Keys are matched after lower-casing and dropping spaces and dashes.
 GPUS: dict[str, tuple[float, bool]] = {
-    "rtx3060": (12, True), "rtx3080": (10, True), "rtx3090": (24, True), "rtx4060ti": (16, True),
-    "rtx4070": (12, True), "rtx4080": (16, True), "rtx4090": (24, True), "rtx5090": (32, True),
-    "t4": (16, False), "v100": (16, False), "v10032gb": (32, False), "a10": (24, True), "a10g": (24, True),
-    "l4": (24, True), "l40s": (48, True), "a6000": (48, True), "a100": (80, True), "a10040gb": (40, True),
-    "a10080gb": (80, True), "h100": (80, True), "h200": (141, True), "b200": (180, True),
+    "rtx3060": (12, True),
+    "rtx3080": (10, True),
+    "rtx3090": (24, True),
+    "rtx4060ti": (16, True),
+    "rtx4070": (12, True),
+    "rtx4080": (16, True),
+    "rtx4090": (24, True),
+    "rtx5090": (32, True),
+    "t4": (16, False),
+    "v100": (16, False),
+    "v10032gb": (32, False),
+    "a10": (24, True),
+    "a10g": (24, True),
+    "l4": (24, True),
+    "l40s": (48, True),
+    "a6000": (48, True),
+    "a100": (80, True),
+    "a10040gb": (40, True),
+    "a10080gb": (80, True),
+    "h100": (80, True),
+    "h200": (141, True),
+    "b200": (180, True),
 }
 #: Share of a GPU's memory a plan may fill, after the CUDA context (about 0.5 GiB, see strop estimate):
 #: allocator fragmentation and the odd longer batch need the rest.
@@ -53,7 +70,7 @@ class Hardware:
 def _ram_gib() -> float:
     import os
 
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
 
 
 def parse_gpu(text: str) -> Hardware:
@@ -70,5 +87,6 @@ def parse_gpu(text: str) -> Hardware:
     custom = re.fullmatch(r"(\d+(?:\.\d+)?)gi?b", key)
     if custom and count > 0:
         return Hardware("custom", count, float(custom.group(1)), True)
-    raise StropError(f"--gpu: unknown GPU '{text}'; use cpu, a memory size such as '24GB', or one of: "
-                     + ", ".join(sorted(GPUS)))
+    raise StropError(
+        f"--gpu: unknown GPU '{text}'; use cpu, a memory size such as '24GB', or one of: " + ", ".join(sorted(GPUS))
+    )

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from strop.errors import StropError
-from strop.train.estimate import GIB, Estimate, Shapes, estimate
 from strop.plan.hardware import Hardware
 from strop.plan.profile import DataProfile
 from strop.plan.rules import Facts, decide
+from strop.train.estimate import GIB, Estimate, Shapes, estimate
 
 SFT_FORMATS = ("alpaca", "chat", "completion", "text")
 #: Measured `strop train` tokens/s on one GPU (README, "GPU speed": H200, sequence 2048, bf16):
@@ -63,19 +63,38 @@ def _precision(hardware: Hardware) -> dict[str, Any]:
     return {"bf16": "auto"} if hardware.bf16 else {"bf16": False, "fp16": True}
 
 
-SETTING_TOPICS = ("fixed", "objective_keys", "strategies", "rank", "learning_rate", "epochs", "batch", "length_share",
-                  "max_length", "neftune", "generations")
+SETTING_TOPICS = (
+    "fixed",
+    "objective_keys",
+    "strategies",
+    "rank",
+    "learning_rate",
+    "epochs",
+    "batch",
+    "length_share",
+    "max_length",
+    "neftune",
+    "generations",
+)
 
 
-def _stage_settings(stage: str, data: list[DataProfile], facts: Facts, hardware: Hardware) -> tuple[dict, list[str], tuple]:
+def _stage_settings(
+    stage: str, data: list[DataProfile], facts: Facts, hardware: Hardware
+) -> tuple[dict, list[str], tuple]:
     """The stage's config keys that do not depend on memory, the reasons, and the strategy candidates."""
     rules = {topic: decide(topic, facts) for topic in SETTING_TOPICS}
     longest = max(profile.percentile(rules["length_share"].then) for profile in data)
     length = min(rules["max_length"].then, longest)
     rank = rules["rank"].then
-    config: dict[str, Any] = {**rules["fixed"].then, **rules["objective_keys"].then, "lora_r": rank,
-                              "lora_alpha": 2 * rank, "num_epochs": rules["epochs"].then, "logging_steps": 5,
-                              **_precision(hardware)}
+    config: dict[str, Any] = {
+        **rules["fixed"].then,
+        **rules["objective_keys"].then,
+        "lora_r": rank,
+        "lora_alpha": 2 * rank,
+        "num_epochs": rules["epochs"].then,
+        "logging_steps": 5,
+        **_precision(hardware),
+    }
     if stage == "sft" and rules["neftune"].then:
         config["neftune_noise_alpha"] = rules["neftune"].then
     if stage == "grpo":
@@ -83,8 +102,11 @@ def _stage_settings(stage: str, data: list[DataProfile], facts: Facts, hardware:
         reward = data[0].reward
         if reward is None:
             raise StropError("plan: a grpo stage needs data with a verifiable reward")
-        config.update(num_generations=generations, max_completion_length=completion,
-                      rewards=[{"type": reward[0], "field": reward[1]}])
+        config.update(
+            num_generations=generations,
+            max_completion_length=completion,
+            rewards=[{"type": reward[0], "field": reward[1]}],
+        )
     config["sequence_len"] = _round_up(length + config.get("max_completion_length", 0))
     used = [t for t in SETTING_TOPICS if t not in ("max_length", "neftune", "generations")]
     used += ["max_length"] * (longest > length) + ["neftune"] * (stage == "sft") + ["generations"] * (stage == "grpo")
@@ -104,8 +126,15 @@ def validated(raw: dict[str, Any], source: str):
         raise StropError(_format_validation_error(err, source)) from err
 
 
-def fit(stage: str, config: dict[str, Any], candidates: tuple[str, ...], batch: int, shapes: Shapes,
-        hardware: Hardware, partial: dict[str, Any]) -> tuple[dict[str, Any], Estimate]:
+def fit(
+    stage: str,
+    config: dict[str, Any],
+    candidates: tuple[str, ...],
+    batch: int,
+    shapes: Shapes,
+    hardware: Hardware,
+    partial: dict[str, Any],
+) -> tuple[dict[str, Any], Estimate]:
     """The first candidate strategy (then checkpointing, then the largest micro-batch) that fits."""
     # rows in one forward pass per micro-batch row: a pair is two sequences, a GRPO prompt G completions
     per_row = 2 if stage in ("dpo", "orpo") else config.get("num_generations", 1)
@@ -115,17 +144,24 @@ def fit(stage: str, config: dict[str, Any], candidates: tuple[str, ...], batch: 
     for strategy in candidates:
         for checkpointing in (False, True):
             for micro in (m for m in (16, 8, 4, 2, 1) if m <= batch and batch % m == 0):
-                trial = {**config, "adapter": strategy, "micro_batch_size": micro,
-                         "gradient_accumulation_steps": batch // micro, "gradient_checkpointing": checkpointing,
-                         **partial}
+                trial = {
+                    **config,
+                    "adapter": strategy,
+                    "micro_batch_size": micro,
+                    "gradient_accumulation_steps": batch // micro,
+                    "gradient_checkpointing": checkpointing,
+                    **partial,
+                }
                 cfg = validated({**trial, "micro_batch_size": trial["micro_batch_size"] * per_row}, f"stage {stage}")
                 result = estimate(strategy, cfg, shapes, hardware.bf16)
                 if result.peak / GIB <= hardware.budget_gib:
                     return trial, result
                 smallest = min(smallest or result, result, key=lambda e: e.peak)
-    raise StropError(f"stage {stage}: nothing fits {hardware.describe()}: the smallest setting tried "
-                     f"({smallest.strategy}, micro-batch 1, gradient checkpointing) needs {smallest.peak / GIB:.1f} GiB "
-                     f"of the {hardware.budget_gib:.1f} GiB a run may use; choose a smaller base_model or a larger GPU")
+    raise StropError(
+        f"stage {stage}: nothing fits {hardware.describe()}: the smallest setting tried "
+        f"({smallest.strategy}, micro-batch 1, gradient checkpointing) needs {smallest.peak / GIB:.1f} GiB "
+        f"of the {hardware.budget_gib:.1f} GiB a run may use; choose a smaller base_model or a larger GPU"
+    )
 
 
 def stage_seconds(stage: StagePlan, hardware: Hardware, params: int) -> float | None:
@@ -140,11 +176,15 @@ def stage_seconds(stage: StagePlan, hardware: Hardware, params: int) -> float | 
     return None
 
 
-def plan_stages(profiles: list[DataProfile], hardware: Hardware, goal: str, shapes: Shapes,
-                partial: dict[str, Any]) -> list[StagePlan]:
+def plan_stages(
+    profiles: list[DataProfile], hardware: Hardware, goal: str, shapes: Shapes, partial: dict[str, Any]
+) -> list[StagePlan]:
     """Stages in the survey's order (SFT → preference → GRPO), each with settings that fit."""
-    by_stage = {"sft": [p for p in profiles if p.format in SFT_FORMATS], "preference": [p for p in profiles if p.pairs],
-                "rl": [p for p in profiles if p.reward]}
+    by_stage = {
+        "sft": [p for p in profiles if p.format in SFT_FORMATS],
+        "preference": [p for p in profiles if p.pairs],
+        "rl": [p for p in profiles if p.reward],
+    }
     rows = {key: sum(p.rows for p in value) for key, value in by_stage.items()}
     facts = Facts(goal, rows["sft"], rows["preference"], rows["rl"], hardware.cpu)
     stages = []
@@ -153,14 +193,18 @@ def plan_stages(profiles: list[DataProfile], hardware: Hardware, goal: str, shap
         if chosen is None:
             continue
         stage_facts = Facts(**{**facts.__dict__, "stage": chosen.then, "rows": rows[topic]})
-        config, reasons, (candidates, batch, rates) = _stage_settings(chosen.then, by_stage[topic], stage_facts, hardware)
+        config, reasons, (candidates, batch, rates) = _stage_settings(
+            chosen.then, by_stage[topic], stage_facts, hardware
+        )
         config["datasets"] = [{"path": str(p.path), "type": _dataset_type(chosen.then, p)} for p in by_stage[topic]]
         trial, result = fit(chosen.then, config, candidates, batch, shapes, hardware, partial)
         trial.setdefault("learning_rate", rates[1] if result.strategy in ("full", "galore") else rates[0])
         stages.append(StagePlan(chosen.then, by_stage[topic], trial, result, [f"stage: {chosen.because}", *reasons]))
     if not stages:
-        raise StropError("the data holds nothing strop plan can train on: no SFT rows, no preference pairs and no "
-                         "prompts with checkable answers (answer, tests or schema fields)")
+        raise StropError(
+            "the data holds nothing strop plan can train on: no SFT rows, no preference pairs and no "
+            "prompts with checkable answers (answer, tests or schema fields)"
+        )
     for stage in stages:
         stage.seconds = stage_seconds(stage, hardware, shapes.total)
     return stages

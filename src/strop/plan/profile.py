@@ -69,8 +69,10 @@ def detect_format(row: dict[str, Any], where: str) -> str:
         return "text"
     if "prompt" in keys:
         return "prompt"
-    raise StropError(f"{where}: cannot tell the row's format from its fields {sorted(keys)}: expected "
-                     "messages, instruction/output, prompt/completion, text, prompt/chosen/rejected or prompt")
+    raise StropError(
+        f"{where}: cannot tell the row's format from its fields {sorted(keys)}: expected "
+        "messages, instruction/output, prompt/completion, text, prompt/chosen/rejected or prompt"
+    )
 
 
 def _converter(kind: str):
@@ -134,15 +136,29 @@ def profile_file(path: str, tokenizer=None) -> DataProfile:
     kind = detect_format(rows[0][1], rows[0][0])
     convert, count = _converter(kind), _counter(tokenizer)
     lengths = []
-    with Progress(TextColumn(f"reading {Path(path).name}"), BarColumn(), MofNCompleteColumn(), transient=True,
-                  disable=len(rows) < PROGRESS_FROM) as progress:
+    with Progress(
+        TextColumn(f"reading {Path(path).name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        disable=len(rows) < PROGRESS_FROM,
+    ) as progress:
         for where, row in progress.track(rows):
             if detect_format(row, where) != kind:
-                raise StropError(f"{where}: row format '{detect_format(row, where)}' differs from the first row's "
-                                 f"'{kind}'; give one format per file")
+                raise StropError(
+                    f"{where}: row format '{detect_format(row, where)}' differs from the first row's "
+                    f"'{kind}'; give one format per file"
+                )
             convert(row, where)
             text, messages = _row_text(row, kind)
             lengths.append(count(text) + TEMPLATE_TOKENS_PER_MESSAGE * messages)
     plain = [row for _, row in rows]
-    return DataProfile(Path(path), kind, len(rows), lengths, "tokenizer" if tokenizer else "word estimate",
-                       pairs=kind == "dpo", reward=_reward_for(plain, kind) if kind in ("prompt", "alpaca") else None)
+    return DataProfile(
+        Path(path),
+        kind,
+        len(rows),
+        lengths,
+        "tokenizer" if tokenizer else "word estimate",
+        pairs=kind == "dpo",
+        reward=_reward_for(plain, kind) if kind in ("prompt", "alpaca") else None,
+    )

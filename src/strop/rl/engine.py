@@ -38,13 +38,16 @@ class RolloutEngine:
         """Built with the data, before the model: a reward that cannot be built fails before any output."""
         self.cfg, self.objective = cfg, objective
         self.rewards = build_rewards(cfg.rewards, base_dir)
-        self.sampling = SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop_strings))
+        self.sampling = SamplingParams(
+            cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop_strings)
+        )
         self.generator: torch.Generator | None = None
         self.buffer_step: int | None = None
         self.buffer: list[list[dict]] = []
 
-    def sample_groups(self, run: Any, prompt_rows: list[dict], n: int, seed: int,
-                      params: SamplingParams | None = None) -> list[dict]:
+    def sample_groups(
+        self, run: Any, prompt_rows: list[dict], n: int, seed: int, params: SamplingParams | None = None
+    ) -> list[dict]:
         """Completions for each prompt row, scored: one dict per prompt with its n completions."""
         if self.generator is None:
             self.generator = torch.Generator(device=run.device)
@@ -52,18 +55,28 @@ class RolloutEngine:
         size = self.cfg.generation_batch_size or len(prompt_rows)
         completions: list[Completion] = []
         for start in range(0, len(prompt_rows), size):
-            chunk = prompt_rows[start:start + size]
-            completions += sample(run.model, run.tokenizer, [r["input_ids"] for r in chunk], params or self.sampling, n, self.generator)
+            chunk = prompt_rows[start : start + size]
+            completions += sample(
+                run.model, run.tokenizer, [r["input_ids"] for r in chunk], params or self.sampling, n, self.generator
+            )
         prompts = [r["prompt"] for r in prompt_rows for _ in range(n)]
         rows = [r["row"] for r in prompt_rows for _ in range(n)]
         where = [r["where"] for r in prompt_rows for _ in range(n)]
         total, per_reward = score_rewards(self.rewards, prompts, [c.text for c in completions], rows, where)
         total = [t + s for t, s in zip(total, self.objective.reward_shaping(completions, per_reward))]
-        return [{"prompt_row": r, "completions": completions[i * n:(i + 1) * n], "rewards": total[i * n:(i + 1) * n],
-                 "per_reward": {k: v[i * n:(i + 1) * n] for k, v in per_reward.items()}}
-                for i, r in enumerate(prompt_rows)]
+        return [
+            {
+                "prompt_row": r,
+                "completions": completions[i * n : (i + 1) * n],
+                "rewards": total[i * n : (i + 1) * n],
+                "per_reward": {k: v[i * n : (i + 1) * n] for k, v in per_reward.items()},
+            }
+            for i, r in enumerate(prompt_rows)
+        ]
 
-    def step_rows(self, run: Any, step: int, micro_batches: list[list[dict]]) -> tuple[list[list[dict]], dict[str, float]]:
+    def step_rows(
+        self, run: Any, step: int, micro_batches: list[list[dict]]
+    ) -> tuple[list[list[dict]], dict[str, float]]:
         """The rollouts the step trains on, grouped as the prompts were, and the rollout metrics. Rollouts
         are sampled on the first of each `num_iterations` steps (and after a resume) and reused after."""
         data_step = step // self.cfg.num_iterations
@@ -80,7 +93,7 @@ class RolloutEngine:
         n = self.cfg.num_generations
         out, start = [], 0
         for count in groups_per_micro:
-            out.append(rows[start * n:(start + count) * n])
+            out.append(rows[start * n : (start + count) * n])
             start += count
         self.buffer_step, self.buffer = data_step, out
         self.log_completions(run, step, groups)
@@ -92,9 +105,20 @@ class RolloutEngine:
         with disk_errors(path), path.open("a") as out:
             for g in groups:
                 for i, c in enumerate(g["completions"]):
-                    out.write(json.dumps({"step": step, "prompt": g["prompt_row"]["prompt"][-1]["content"], "completion": c.text,
-                                          "tokens": len(c.ids), "finished": c.finished, "reward": g["rewards"][i],
-                                          **{k: v[i] for k, v in g["per_reward"].items()}}) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "prompt": g["prompt_row"]["prompt"][-1]["content"],
+                                "completion": c.text,
+                                "tokens": len(c.ids),
+                                "finished": c.finished,
+                                "reward": g["rewards"][i],
+                                **{k: v[i] for k, v in g["per_reward"].items()},
+                            }
+                        )
+                        + "\n"
+                    )
         tracker = getattr(run, "tracker", None)
         if tracker is None or step % self.cfg.log_completions_steps:
             return
@@ -129,10 +153,13 @@ def rollout_metrics(groups: list[dict]) -> dict[str, float]:
     """Reward mean/std overall and per reward function, constant-reward groups, lengths, truncation."""
     rewards = [r for g in groups for r in g["rewards"]]
     completions = [c for g in groups for c in g["completions"]]
-    metrics = {"reward": mean(rewards), "reward_std": std(rewards),
-               "zero_variance_groups": mean([float(max(g["rewards"]) == min(g["rewards"])) for g in groups]),
-               "completion_length": mean([len(c.ids) for c in completions]),
-               "truncated": mean([float(not c.finished) for c in completions])}
+    metrics = {
+        "reward": mean(rewards),
+        "reward_std": std(rewards),
+        "zero_variance_groups": mean([float(max(g["rewards"]) == min(g["rewards"])) for g in groups]),
+        "completion_length": mean([len(c.ids) for c in completions]),
+        "truncated": mean([float(not c.finished) for c in completions]),
+    }
     for name in groups[0]["per_reward"]:
         values = [v for g in groups for v in g["per_reward"][name]]
         metrics[f"reward/{name}"], metrics[f"reward/{name}_std"] = mean(values), std(values)

@@ -38,13 +38,16 @@ class RewardScorer:
         text, prompt_ids = encode_prompt(self.tokenizer, prompt)
         reply = encode_reply(self.tokenizer, prompt, text, response)
         ids = prompt_ids + reply
-        return ids[-self.max_length:], len(prompt_ids)
+        return ids[-self.max_length :], len(prompt_ids)
 
     @torch.no_grad()
     def score(self, prompts: list, responses: list[str], batch_size: int = 8) -> list[float]:
         scores: list[float] = []
         for start in range(0, len(prompts), batch_size):
-            seqs = [self._ids(p, r) for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
+            seqs = [
+                self._ids(p, r)
+                for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
+            ]
             batch = {k: v.to(self.device) for k, v in collate_sequences(seqs, self.tokenizer.pad_token_id).items()}
             scores += sequence_rewards(self.model, self.head, batch).float().cpu().tolist()
         return scores

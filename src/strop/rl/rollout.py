@@ -114,8 +114,14 @@ def _left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) ->
 
 
 @torch.no_grad()
-def sample(model: nn.Module, tokenizer, prompts: list[list[int]], params: SamplingParams, n: int = 1,
-           generator: torch.Generator | None = None) -> list[Completion]:
+def sample(
+    model: nn.Module,
+    tokenizer,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    n: int = 1,
+    generator: torch.Generator | None = None,
+) -> list[Completion]:
     """`n` completions of each prompt, grouped: result[i * n + j] is the j-th completion of prompt i."""
     with eval_mode(model):
         if _uses_prompt_learning(model):
@@ -142,8 +148,12 @@ class _Rows:
                 continue
             row = self.generated[self.active[slot]]
             row.append(token)
-            stopped = bool(self.longest_stop) and _cut_at_stop(
-                self.tokenizer.decode(row[-(self.longest_stop + 1):], skip_special_tokens=True), self.stops)[1]
+            stopped = (
+                bool(self.longest_stop)
+                and _cut_at_stop(
+                    self.tokenizer.decode(row[-(self.longest_stop + 1) :], skip_special_tokens=True), self.stops
+                )[1]
+            )
             self.done[slot] = token in self.ends or stopped
         return all(self.done)
 
@@ -158,8 +168,14 @@ def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[
     device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
     cache = DynamicCache()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
     if n > 1:
         cache.batch_repeat_interleave(n)
         logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
@@ -176,8 +192,14 @@ def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[
             rows.active, rows.done = [rows.active[i] for i in keep], [False] * len(keep)
             tokens, mask, next_position = tokens[index], mask[index], next_position[index]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_position,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
         next_position = next_position + 1
     return rows.completions()
 
@@ -201,8 +223,15 @@ def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture:
     prefill_mask = torch.zeros(count, 1, width, total, dtype=torch.bool, device=device)
     prefill_mask[:, 0, :, :width] = (causal & mask[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=prefill_mask, position_ids=positions, past_key_values=cache,
-                   cache_position=torch.arange(width, device=device), use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(
+        input_ids=ids,
+        attention_mask=prefill_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        cache_position=torch.arange(width, device=device),
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
     token = torch.zeros(count, 1, dtype=torch.long, device=device)
     position = positions[:, -1:] + 1
     cache_position = torch.tensor([width], device=device)
@@ -210,8 +239,15 @@ def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture:
     step_mask[:, 0, 0, :width] = mask
 
     def step() -> torch.Tensor:
-        return model(input_ids=token, attention_mask=step_mask, position_ids=position, past_key_values=cache,
-                     cache_position=cache_position, use_cache=True, logits_to_keep=1).logits[:, -1]
+        return model(
+            input_ids=token,
+            attention_mask=step_mask,
+            position_ids=position,
+            past_key_values=cache,
+            cache_position=cache_position,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
 
     rows = _Rows(count, ends, params, tokenizer)
     replay = None
@@ -234,8 +270,11 @@ def _record(step, cache):
     returns a function that replays it and gives its output. transformers' static cache layers count
     their own write position on the device; the warm-up and capture runs advance it, so it is wound
     back to where it stood before them."""
-    counters = [layer.cumulative_length for layer in getattr(cache, "layers", ())
-                if torch.is_tensor(getattr(layer, "cumulative_length", None))]
+    counters = [
+        layer.cumulative_length
+        for layer in getattr(cache, "layers", ())
+        if torch.is_tensor(getattr(layer, "cumulative_length", None))
+    ]
     saved = [counter.clone() for counter in counters]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -258,14 +297,29 @@ def _record(step, cache):
 
 def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
     device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
-    settings: dict[str, Any] = {"do_sample": False} if params.temperature == 0 else {
-        "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
+    settings: dict[str, Any] = (
+        {"do_sample": False}
+        if params.temperature == 0
+        else {
+            "do_sample": True,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k or None,
+        }
+    )
     if generator is not None:  # generate has no generator argument: seed from ours
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
-                         num_return_sequences=n, pad_token_id=pad, eos_token_id=sorted(ends), **settings,
-                         **({"stop_strings": list(params.stop_strings), "tokenizer": tokenizer} if params.stop_strings else {}))
-    rows = out[:, ids.shape[1]:].tolist()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=params.max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=pad,
+        eos_token_id=sorted(ends),
+        **settings,
+        **({"stop_strings": list(params.stop_strings), "tokenizer": tokenizer} if params.stop_strings else {}),
+    )
+    rows = out[:, ids.shape[1] :].tolist()
     return [_completion(_strip_trailing(row, pad), ends, tokenizer, params.stop_strings) for row in rows]
 
 

@@ -50,12 +50,18 @@ class FsdpParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sharding: Literal["full_shard", "shard_grad_op", "no_shard"] = Field(
-        "full_shard", description="full_shard (ZeRO-3), shard_grad_op (ZeRO-2) or no_shard (data parallel).")
-    cpu_offload: bool = Field(False, description="Keep sharded parameters, gradients and optimizer state in CPU memory (CUDA only).")
-    activation_checkpointing: bool = Field(False, description="Recompute each decoder layer in backward (as gradient_checkpointing).")
+        "full_shard", description="full_shard (ZeRO-3), shard_grad_op (ZeRO-2) or no_shard (data parallel)."
+    )
+    cpu_offload: bool = Field(
+        False, description="Keep sharded parameters, gradients and optimizer state in CPU memory (CUDA only)."
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer in backward (as gradient_checkpointing)."
+    )
 
 
 # --- ranks ---------------------------------------------------------------------------------------
+
 
 def launched() -> bool:
     """Whether this process was started by torchrun with more than one process."""
@@ -122,6 +128,7 @@ def activation_checkpointing(cfg) -> bool:
 
 # --- collectives over plain numbers ------------------------------------------------------------------
 
+
 def _comm_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -155,10 +162,11 @@ def loss_scale() -> float:
 def shard(rows: list, per_rank: int) -> list:
     """This rank's slice of a global micro-batch of per_rank × world_size rows (may be short or empty)."""
     start = rank() * per_rank
-    return rows[start:start + per_rank]
+    return rows[start : start + per_rank]
 
 
 # --- wrapping -------------------------------------------------------------------------------------------
+
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks: modules whose class the model lists in `_no_split_modules` (HF's own
@@ -186,10 +194,13 @@ def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dty
         mesh = init_device_mesh(device.type, (n, 1), mesh_dim_names=("replicate", "shard"))
     else:
         mesh = init_device_mesh(device.type, (n,), mesh_dim_names=("shard",))
-    mp = MixedPrecisionPolicy(param_dtype=amp_dtype, reduce_dtype=torch.float32) if amp_dtype else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=amp_dtype, reduce_dtype=torch.float32) if amp_dtype else MixedPrecisionPolicy()
+    )
     offload = CPUOffloadPolicy() if params.cpu_offload and device.type == "cuda" else OffloadPolicy()
-    options: dict[str, Any] = dict(mesh=mesh, mp_policy=mp, offload_policy=offload,
-                   reshard_after_forward=params.sharding == "full_shard")
+    options: dict[str, Any] = dict(
+        mesh=mesh, mp_policy=mp, offload_policy=offload, reshard_after_forward=params.sharding == "full_shard"
+    )
     for layer in decoder_layers(model):
         fully_shard(layer, **options)
     fully_shard(model, **options)
@@ -226,10 +237,19 @@ def describe(cfg, device: torch.device) -> str:
 
 # --- launcher -------------------------------------------------------------------------------------------
 
+
 def launch(nproc: int, strop_args: list[str]) -> int:
     """`strop train --nproc N ...`: run the same command under torchrun on N local processes.
     --standalone lets torchrun pick a free rendezvous port, so two runs on one machine do not collide."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "strop", *strop_args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "strop",
+        *strop_args,
+    ]
     print("strop: launching " + " ".join(command[1:]), flush=True)
     return subprocess.call(command)

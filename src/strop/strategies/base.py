@@ -27,17 +27,26 @@ class StrategyParams(BaseModel):
     """Keys every strategy understands (each strategy's own `params` model extends this one)."""
 
     neftune_noise_alpha: float | None = Field(
-        None, ge=0, description="(any strategy) NEFTune: uniform noise of size alpha/sqrt(L*d) on input embeddings while training; 5 is typical.")
+        None,
+        ge=0,
+        description="(any strategy) NEFTune: uniform noise of size alpha/sqrt(L*d) on input embeddings while training; 5 is typical.",
+    )
     load_in_4bit: bool = Field(
-        False, description="(adapter strategies) Load the frozen base in 4-bit NF4 with double quantization: QLoRA when adapter is lora.")
+        False,
+        description="(adapter strategies) Load the frozen base in 4-bit NF4 with double quantization: QLoRA when adapter is lora.",
+    )
     kernels: bool = Field(
-        True, description="(any strategy; CUDA, one process) strop's kernels: Triton RMSNorm and SwiGLU, fused LoRA "
-                          "projections, chunked linear+cross-entropy SFT loss, frozen base in bf16 under bf16 autocast. "
-                          "No effect on the CPU; false keeps transformers' and PEFT's own forward.")
+        True,
+        description="(any strategy; CUDA, one process) strop's kernels: Triton RMSNorm and SwiGLU, fused LoRA "
+        "projections, chunked linear+cross-entropy SFT loss, frozen base in bf16 under bf16 autocast. "
+        "No effect on the CPU; false keeps transformers' and PEFT's own forward.",
+    )
     kernel_checkpoint: Literal["auto", "gpu", "offload", "none"] = Field(
-        "auto", description="(with kernels) auto: strop's per-layer checkpointing replaces transformers' when "
-                            "gradient_checkpointing is on; gpu/offload: always (offload keeps layer inputs in host "
-                            "memory); none: checkpointing left to gradient_checkpointing.")
+        "auto",
+        description="(with kernels) auto: strop's per-layer checkpointing replaces transformers' when "
+        "gradient_checkpointing is on; gpu/offload: always (offload keeps layer inputs in host "
+        "memory); none: checkpointing left to gradient_checkpointing.",
+    )
 
 
 def is_4bit(param: torch.Tensor) -> bool:
@@ -69,15 +78,19 @@ class Strategy:
         """Load the base model; strategies that quantize or shard the base override this."""
         if getattr(cfg, "load_in_8bit", False) and not getattr(cfg, "load_in_4bit", False) and self.name != "qlora":
             if not self.supports_quantized_base:
-                raise StropError(f"load_in_8bit: the '{self.name}' strategy trains the base weights themselves, so "
-                                 "they cannot be stored in 8-bit; use an adapter (lora, dora, ia3, ...) or drop load_in_8bit")
+                raise StropError(
+                    f"load_in_8bit: the '{self.name}' strategy trains the base weights themselves, so "
+                    "they cannot be stored in 8-bit; use an adapter (lora, dora, ia3, ...) or drop load_in_8bit"
+                )
             from strop.models.quantized import load_4bit
 
             return load_4bit(model_path, cfg, device, eight_bit=True)
         if getattr(cfg, "load_in_4bit", False):
             if not self.supports_quantized_base:
-                raise StropError(f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "
-                                 "they cannot be stored in 4-bit; use an adapter (lora, qlora, dora, ia3, ...) or drop load_in_4bit")
+                raise StropError(
+                    f"load_in_4bit: the '{self.name}' strategy trains the base weights themselves, so "
+                    "they cannot be stored in 4-bit; use an adapter (lora, qlora, dora, ia3, ...) or drop load_in_4bit"
+                )
             from strop.models.quantized import load_4bit
             from strop.strategies.kernels import load_dtype
 
@@ -156,9 +169,12 @@ def write_quantization_note(model: nn.Module, out_dir: Path) -> None:
         return
     config = getattr(base.config, "quantization_config", None)
     details = config.to_dict() if hasattr(config, "to_dict") else {}
-    note = {"base_quantization": "bitsandbytes 4-bit", "quant_type": details.get("bnb_4bit_quant_type", "nf4"),
-            "double_quant": details.get("bnb_4bit_use_double_quant", True),
-            "compute_dtype": str(details.get("bnb_4bit_compute_dtype", "")),
-            "note": "adapter trained against the 4-bit NF4 base (QLoRA); load the base with the same quantization "
-                    "for identical outputs, or merge into the float base (an approximation)."}
+    note = {
+        "base_quantization": "bitsandbytes 4-bit",
+        "quant_type": details.get("bnb_4bit_quant_type", "nf4"),
+        "double_quant": details.get("bnb_4bit_use_double_quant", True),
+        "compute_dtype": str(details.get("bnb_4bit_compute_dtype", "")),
+        "note": "adapter trained against the 4-bit NF4 base (QLoRA); load the base with the same quantization "
+        "for identical outputs, or merge into the float base (an approximation).",
+    }
     (Path(out_dir) / "strop_quantization.json").write_text(json.dumps(note, indent=1) + "\n")

@@ -25,9 +25,11 @@ class BitFitStrategy(FullStrategy):
         biases = set(bias_names(model))
         if not biases:
             arch = ", ".join(getattr(model.config, "architectures", None) or [type(model).__name__])
-            raise StropError(f"adapter: bitfit trains only bias terms, and this model ({arch}) has no biases "
-                             "(Llama, Mistral and SmolLM2 linear layers have none). Use a model with biases "
-                             "(e.g. Qwen2, GPT-2, Phi) or another strategy such as lora.")
+            raise StropError(
+                f"adapter: bitfit trains only bias terms, and this model ({arch}) has no biases "
+                "(Llama, Mistral and SmolLM2 linear layers have none). Use a model with biases "
+                "(e.g. Qwen2, GPT-2, Phi) or another strategy such as lora."
+            )
         for name, param in model.named_parameters():
             param.requires_grad_(name in biases)
         return model

@@ -33,9 +33,13 @@ from strop.strategies.layers import check_target_modules
 
 class GaLoreParams(StrategyParams):
     galore_rank: int = Field(128, gt=0, description="(galore) Rank r of the gradient projection.")
-    galore_update_proj_gap: int = Field(200, gt=0, description="(galore) T: recompute the projection (SVD of the gradient) every T steps.")
+    galore_update_proj_gap: int = Field(
+        200, gt=0, description="(galore) T: recompute the projection (SVD of the gradient) every T steps."
+    )
     galore_scale: float = Field(0.25, gt=0, description="(galore) α: scale of the projected-back update.")
-    galore_target_modules: list[str] = Field(["attn", "mlp"], description="(galore) Linear layers whose name contains one of these get projected updates.")
+    galore_target_modules: list[str] = Field(
+        ["attn", "mlp"], description="(galore) Linear layers whose name contains one of these get projected updates."
+    )
 
 
 def compute_projection(grad: torch.Tensor, rank: int) -> torch.Tensor:
@@ -55,10 +59,23 @@ def project_back(low: torch.Tensor, projection: torch.Tensor, shape: torch.Size)
 class GaLoreAdamW(torch.optim.Optimizer):
     """AdamW; groups with a `rank` key get GaLore's projected update for their 2-D parameters."""
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
-                    "rank": None, "update_proj_gap": 200, "scale": 1.0}
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "rank": None,
+            "update_proj_gap": 200,
+            "scale": 1.0,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -92,8 +109,8 @@ class GaLoreAdamW(torch.optim.Optimizer):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
-        update = exp_avg / (1 - beta1 ** t) / denom
+        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
+        update = exp_avg / (1 - beta1**t) / denom
         if low_rank:
             update = project_back(update, state["projection"], param.shape) * group["scale"]
         if group["weight_decay"]:
@@ -103,13 +120,17 @@ class GaLoreAdamW(torch.optim.Optimizer):
 
 def galore_targets(model: nn.Module, targets: list[str]) -> set[str]:
     """Names of the 2-D weights of linear layers whose module name contains one of `targets`."""
-    return {f"{name}.weight" for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and any(t in name for t in targets)}
+    return {
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(t in name for t in targets)
+    }
 
 
 def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
-    check_target_modules(model, cfg.galore_target_modules, "galore_target_modules",
-                         lambda name, target: target in name, linear_only=True)
+    check_target_modules(
+        model, cfg.galore_target_modules, "galore_target_modules", lambda name, target: target in name, linear_only=True
+    )
     targets = galore_targets(model, cfg.galore_target_modules)
     projected: list[nn.Parameter] = []
     decay: list[nn.Parameter] = []
@@ -118,9 +139,17 @@ def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
         if not param.requires_grad:
             continue
         (projected if name in targets else decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": projected, "weight_decay": cfg.weight_decay, "rank": cfg.galore_rank,
-               "update_proj_gap": cfg.galore_update_proj_gap, "scale": cfg.galore_scale},
-              {"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {
+            "params": projected,
+            "weight_decay": cfg.weight_decay,
+            "rank": cfg.galore_rank,
+            "update_proj_gap": cfg.galore_update_proj_gap,
+            "scale": cfg.galore_scale,
+        },
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -130,9 +159,15 @@ class GaLoreStrategy(FullStrategy):
     params = GaLoreParams
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
-        return GaLoreAdamW(galore_param_groups(model, cfg), lr=cfg.learning_rate,
-                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+        return GaLoreAdamW(
+            galore_param_groups(model, cfg),
+            lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_epsilon,
+        )
 
     def describe(self, cfg) -> str:
-        return (f"rank={cfg.galore_rank} T={cfg.galore_update_proj_gap} scale={cfg.galore_scale} "
-                f"targets={cfg.galore_target_modules}")
+        return (
+            f"rank={cfg.galore_rank} T={cfg.galore_update_proj_gap} scale={cfg.galore_scale} "
+            f"targets={cfg.galore_target_modules}"
+        )

@@ -18,9 +18,13 @@ from strop.strategies.peft_base import PeftStrategy
 
 class IA3Params(StrategyParams):
     ia3_target_modules: list[str] | None = Field(
-        None, description="(ia3) Modules to rescale; default: PEFT's choice for the architecture (e.g. k_proj, v_proj, down_proj).")
+        None,
+        description="(ia3) Modules to rescale; default: PEFT's choice for the architecture (e.g. k_proj, v_proj, down_proj).",
+    )
     ia3_feedforward_modules: list[str] | None = Field(
-        None, description="(ia3) Which targets are feed-forward (scaled on their input, not output); default: PEFT's choice.")
+        None,
+        description="(ia3) Which targets are feed-forward (scaled on their input, not output); default: PEFT's choice.",
+    )
 
 
 class IA3Strategy(PeftStrategy):
@@ -31,8 +35,11 @@ class IA3Strategy(PeftStrategy):
     def peft_config(self, cfg):
         from peft import IA3Config
 
-        return IA3Config(target_modules=cfg.ia3_target_modules, feedforward_modules=cfg.ia3_feedforward_modules,
-                         task_type="CAUSAL_LM")
+        return IA3Config(
+            target_modules=cfg.ia3_target_modules,
+            feedforward_modules=cfg.ia3_feedforward_modules,
+            task_type="CAUSAL_LM",
+        )
 
     def describe(self, cfg) -> str:
         return f"targets={cfg.ia3_target_modules or 'PEFT default'}"

@@ -109,8 +109,13 @@ def describe_kernels(model: nn.Module) -> str:
     if "off" in what:
         return f"off ({what['off']})"
     done = what["patched"]
-    names = {"rms_norm": "RMSNorm", "swiglu": "SwiGLU", "lora": "LoRA layers", "groups": "grouped projections",
-             "cast": "frozen tensors in bf16"}
+    names = {
+        "rms_norm": "RMSNorm",
+        "swiglu": "SwiGLU",
+        "lora": "LoRA layers",
+        "groups": "grouped projections",
+        "cast": "frozen tensors in bf16",
+    }
     parts = [f"{label} {done[key]}" for key, label in names.items() if done.get(key)]
     if done.get("rope"):
         parts.append("compiled RoPE")

@@ -41,8 +41,9 @@ def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit")
 
 
-def check_target_modules(model: nn.Module, targets, key: str,
-                         matches: Callable[[str, str], bool] = _peft_match, linear_only: bool = False) -> None:
+def check_target_modules(
+    model: nn.Module, targets, key: str, matches: Callable[[str, str], bool] = _peft_match, linear_only: bool = False
+) -> None:
     """A StropError naming every entry of `targets` (the config key `key`) that matches no module of the
     model (no linear one when `linear_only`), with the model's linear-layer names to choose from: a typo
     would otherwise adapt nothing (PEFT's own error, a traceback) or, next to a valid name, silently
@@ -54,7 +55,11 @@ def check_target_modules(model: nn.Module, targets, key: str,
     if not missing:
         return
     linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _is_linear(module)})
-    hints = [f"'{t}' (did you mean '{close[0]}'?)" if (close := difflib.get_close_matches(t, linear, n=1)) else f"'{t}'"
-             for t in missing]
-    raise StropError(f"{key}: {', '.join(hints)} not found in {type(model).__name__}; "
-                     f"its linear layers are: {', '.join(linear) or 'none'}")
+    hints = [
+        f"'{t}' (did you mean '{close[0]}'?)" if (close := difflib.get_close_matches(t, linear, n=1)) else f"'{t}'"
+        for t in missing
+    ]
+    raise StropError(
+        f"{key}: {', '.join(hints)} not found in {type(model).__name__}; "
+        f"its linear layers are: {', '.join(linear) or 'none'}"
+    )

@@ -23,7 +23,9 @@ from strop.strategies.layers import decoder_layers
 
 
 class LisaParams(StrategyParams):
-    lisa_n_layers: int = Field(2, gt=0, description="(lisa) γ: decoder layers trained at a time (besides embeddings and head).")
+    lisa_n_layers: int = Field(
+        2, gt=0, description="(lisa) γ: decoder layers trained at a time (besides embeddings and head)."
+    )
     lisa_step_interval: int = Field(20, gt=0, description="(lisa) K: draw a new set of layers every K optimizer steps.")
 
 

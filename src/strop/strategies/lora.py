@@ -25,11 +25,19 @@ from strop.strategies.peft_base import PeftStrategy
 
 class LoraParams(StrategyParams):
     lora_r: int = Field(8, gt=0, description="LoRA rank.")
-    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    lora_alpha: float = Field(
+        16, gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."
+    )
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
-    lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or all-linear.")
-    peft_use_dora: bool = Field(False, description="DoRA: decompose each adapted weight into magnitude and direction (LoRA on the direction).")
-    peft_use_rslora: bool = Field(False, description="rsLoRA: scale the update by lora_alpha / sqrt(lora_r) instead of lora_alpha / lora_r.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or all-linear."
+    )
+    peft_use_dora: bool = Field(
+        False, description="DoRA: decompose each adapted weight into magnitude and direction (LoRA on the direction)."
+    )
+    peft_use_rslora: bool = Field(
+        False, description="rsLoRA: scale the update by lora_alpha / sqrt(lora_r) instead of lora_alpha / lora_r."
+    )
 
 
 class LoraStrategy(PeftStrategy):
@@ -69,11 +77,19 @@ class LoraStrategy(PeftStrategy):
         return options
 
     def describe(self, cfg) -> str:
-        flags = [f for f, on in (("dora", self.use_dora or cfg.peft_use_dora), ("rslora", self.use_rslora or cfg.peft_use_rslora),
-                                 ("4-bit base", cfg.load_in_4bit or self.name == "qlora"),
-                                 ("8-bit base", getattr(cfg, "load_in_8bit", False) and not cfg.load_in_4bit
-                                  and self.name != "qlora")) if on]
-        return f"r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}" + (f" ({', '.join(flags)})" if flags else "")
+        flags = [
+            f
+            for f, on in (
+                ("dora", self.use_dora or cfg.peft_use_dora),
+                ("rslora", self.use_rslora or cfg.peft_use_rslora),
+                ("4-bit base", cfg.load_in_4bit or self.name == "qlora"),
+                ("8-bit base", getattr(cfg, "load_in_8bit", False) and not cfg.load_in_4bit and self.name != "qlora"),
+            )
+            if on
+        ]
+        return f"r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}" + (
+            f" ({', '.join(flags)})" if flags else ""
+        )
 
 
 class DoraStrategy(LoraStrategy):

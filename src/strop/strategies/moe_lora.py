@@ -22,8 +22,12 @@ from strop.strategies.lora import LoraParams
 
 class MoeLoraParams(LoraParams):
     moe_lora_experts: int = Field(4, ge=1, description="(moe_lora) LoRA experts per targeted linear layer.")
-    moe_lora_top_k: int = Field(2, ge=0, description="(moe_lora) Experts each token uses, chosen by a learned router; "
-                                                      "0 or moe_lora_experts: all, with no router (merges into the model).")
+    moe_lora_top_k: int = Field(
+        2,
+        ge=0,
+        description="(moe_lora) Experts each token uses, chosen by a learned router; "
+        "0 or moe_lora_experts: all, with no router (merges into the model).",
+    )
 
 
 class MoeLoraStrategy(Strategy):
@@ -36,8 +40,15 @@ class MoeLoraStrategy(Strategy):
     def adapt(self, model: nn.Module, cfg) -> nn.Module:
         check_target_modules(model, cfg.lora_target_modules, "lora_target_modules")
         model.requires_grad_(False)
-        lora_experts.add_lora_experts(model, cfg.lora_target_modules, cfg.moe_lora_experts, min(cfg.moe_lora_top_k, cfg.moe_lora_experts),
-                                      cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        lora_experts.add_lora_experts(
+            model,
+            cfg.lora_target_modules,
+            cfg.moe_lora_experts,
+            min(cfg.moe_lora_top_k, cfg.moe_lora_experts),
+            cfg.lora_r,
+            cfg.lora_alpha,
+            cfg.lora_dropout,
+        )
         model._strop_base_path = cfg.base_model
         return model
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from torch import nn
 
-from strop.vlm.models import restrict_adapter_to_language
 from strop.errors import StropError
 from strop.strategies.base import Strategy, write_quantization_note
 from strop.strategies.layers import check_target_modules
+from strop.vlm.models import restrict_adapter_to_language
 
 
 class PeftStrategy(Strategy):

@@ -20,7 +20,9 @@ from strop.strategies.peft_base import PeftStrategy
 
 
 class SoftPromptParams(StrategyParams):
-    num_virtual_tokens: int = Field(20, gt=0, description="(prompt_tuning, prefix_tuning) Number of trained virtual tokens.")
+    num_virtual_tokens: int = Field(
+        20, gt=0, description="(prompt_tuning, prefix_tuning) Number of trained virtual tokens."
+    )
 
 
 def _drop_virtual_logits(model: nn.Module, n: int) -> None:

@@ -38,9 +38,16 @@ from strop.strategies.layers import layer_type
 
 
 class SpectrumParams(StrategyParams):
-    spectrum_top_fraction: float = Field(0.25, gt=0, le=1, description="(spectrum) Share of each matrix role (per layer type) to train, highest SNR first.")
+    spectrum_top_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="(spectrum) Share of each matrix role (per layer type) to train, highest SNR first.",
+    )
     spectrum_unfrozen_parameters: list[str] | None = Field(
-        None, description="(spectrum) Parameter names or regexes to train (as written by `strop spectrum`); overrides spectrum_top_fraction.")
+        None,
+        description="(spectrum) Parameter names or regexes to train (as written by `strop spectrum`); overrides spectrum_top_fraction.",
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,7 +84,7 @@ def matrix_snr(name: str, weight: torch.Tensor) -> MatrixSNR:
     s = torch.linalg.svdvals(w).double()
     sigma = float(s.median()) / math.sqrt(n * mp_median(m / n))
     edge = sigma * (math.sqrt(m) + math.sqrt(n))
-    energy = s ** 2
+    energy = s**2
     signal, noise = float(energy[s > edge].sum()), float(energy[s <= edge].sum())
     snr = signal / noise if noise > 0 else math.inf
     return MatrixSNR(name, (weight.shape[0], weight.shape[1]), snr, sigma, edge, int((s > edge).sum()))
@@ -132,8 +139,10 @@ class SpectrumStrategy(FullStrategy):
             param.requires_grad_(train)
             selected += train
         if not selected:
-            raise StropError("adapter: spectrum selected no parameters to train: raise spectrum_top_fraction, or "
-                             "check spectrum_unfrozen_parameters against the model's parameter names")
+            raise StropError(
+                "adapter: spectrum selected no parameters to train: raise spectrum_top_fraction, or "
+                "check spectrum_unfrozen_parameters against the model's parameter names"
+            )
         return model
 
     def describe(self, cfg) -> str:

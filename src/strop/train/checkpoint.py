@@ -48,8 +48,13 @@ def _flat(prefix: str, value: Any, tensors: dict[str, torch.Tensor], scalars: di
     elif torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
         names, ctx = value.__tensor_flatten__()
         cls = type(value)
-        scalars[f"{prefix}@"] = {"class": f"{cls.__module__}:{cls.__qualname__}", "names": list(names),
-                                 "ctx": ctx, "size": list(value.size()), "stride": list(value.stride())}
+        scalars[f"{prefix}@"] = {
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "names": list(names),
+            "ctx": ctx,
+            "size": list(value.size()),
+            "stride": list(value.stride()),
+        }
         for name in names:
             tensors[f"{prefix}@{name}"] = getattr(value, name).detach().contiguous().cpu()
     elif torch.is_tensor(value):
@@ -122,7 +127,9 @@ def _rebuild(flat: dict[str, Any]) -> dict[str, Any]:
             module, _, cls_name = spec["class"].partition(":")
             cls = getattr(importlib.import_module(module), cls_name)
             inner = {n: parts[f"@{n}"] for n in spec["names"]}
-            out[name] = cls.__tensor_unflatten__(inner, _tuples(spec["ctx"]), tuple(spec["size"]), tuple(spec["stride"]))
+            out[name] = cls.__tensor_unflatten__(
+                inner, _tuples(spec["ctx"]), tuple(spec["size"]), tuple(spec["stride"])
+            )
     return out
 
 
@@ -153,8 +160,15 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tensor], optimizer, scheduler,
-                    extra: dict[str, Any], keep: int | None) -> Path:
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    optimizer,
+    scheduler,
+    extra: dict[str, Any],
+    keep: int | None,
+) -> Path:
     final, tmp = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.tmp"
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     weights = {k: v.detach().contiguous().cpu() for k, v in trainable.items()}
@@ -165,7 +179,13 @@ def save_checkpoint(output_dir: Path, step: int, trainable: dict[str, torch.Tens
         write("optimizer.safetensors", lambda path: save_file(opt_tensors, path))
         rng_tensors, rng_meta = rng_state()
         write("rng.safetensors", lambda path: save_file(rng_tensors, path))
-        state = {"step": step, "optimizer": opt_meta, "scheduler": _jsonable(scheduler.state_dict()), "rng": rng_meta, **extra}
+        state = {
+            "step": step,
+            "optimizer": opt_meta,
+            "scheduler": _jsonable(scheduler.state_dict()),
+            "rng": rng_meta,
+            **extra,
+        }
         write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     _commit(tmp, final, keep)
     return final
@@ -246,9 +266,11 @@ def load_checkpoint(path: Path, trainable: dict[str, torch.nn.Parameter], optimi
     weights = load_file(path / "trainable.safetensors")
     missing = set(trainable) - set(weights)
     if missing:
-        raise StropError(f"{path} was written by another run (a different model or strategy: it lacks "
-                         f"{sorted(missing)[:3]}); --resume needs this run's output_dir, or drop --resume "
-                         "and pass --overwrite to replace that run")
+        raise StropError(
+            f"{path} was written by another run (a different model or strategy: it lacks "
+            f"{sorted(missing)[:3]}); --resume needs this run's output_dir, or drop --resume "
+            "and pass --overwrite to replace that run"
+        )
     with torch.no_grad():
         for name, param in trainable.items():
             param.copy_(weights[name])
@@ -264,6 +286,7 @@ def load_checkpoint(path: Path, trainable: dict[str, torch.nn.Parameter], optimi
 # checkpoint-N.tmp/; after a barrier rank 0 adds trainer_state.json and renames the folder, so the
 # checkpoint-N/ rule above holds. Tensors are keyed by parameter name (get_state_dict), not by layout,
 # so DCP reshards on load: a checkpoint written by N processes resumes on M, or on one process.
+
 
 def is_sharded(path: Path) -> bool:
     return (path / ".metadata").is_file()
@@ -281,8 +304,9 @@ def _state_options(**kwargs):
     return StateDictOptions(ignore_frozen_params=True, **kwargs)
 
 
-def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any],
-                            keep: int | None) -> Path:
+def save_sharded_checkpoint(
+    output_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any], keep: int | None
+) -> Path:
     """Every rank must call this. Trainable weights and optimizer state as DCP shards, plus the
     scheduler, step and each rank's RNG; committed by rank 0's rename once all ranks are done."""
     import torch.distributed.checkpoint as dcp
@@ -302,7 +326,12 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, optimizer, sched
         write(f"rng-{dist.rank()}.json", lambda path: path.write_text(json.dumps(rng_meta)))
         dist.barrier()
         if dist.is_main():
-            state = {"step": step, "scheduler": _jsonable(scheduler.state_dict()), "world_size": dist.world_size(), **extra}
+            state = {
+                "step": step,
+                "scheduler": _jsonable(scheduler.state_dict()),
+                "world_size": dist.world_size(),
+                **extra,
+            }
             write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
     if dist.is_main():
         _commit(tmp, final, keep)
@@ -316,8 +345,13 @@ def _load_sharded(path: Path, model, optimizer) -> None:
 
     model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
     dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                   options=_state_options(strict=False))
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=model_state,
+        optim_state_dict=optim_state,
+        options=_state_options(strict=False),
+    )
 
 
 def _load_single_into_sharded(path: Path, state: dict[str, Any], model, optimizer) -> None:
@@ -328,10 +362,17 @@ def _load_single_into_sharded(path: Path, state: dict[str, Any], model, optimize
     indexed = _join_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"])
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    optim_state = {"state": {order[i]: v for i, v in indexed["state"].items()},
-                   "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in indexed["param_groups"]]}
-    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim_state,  # type: ignore[arg-type]
-                   options=_state_options(full_state_dict=True, strict=False))
+    optim_state = {
+        "state": {order[i]: v for i, v in indexed["state"].items()},
+        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in indexed["param_groups"]],
+    }
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=weights,  # type: ignore[arg-type]
+        optim_state_dict=optim_state,  # type: ignore[arg-type]
+        options=_state_options(full_state_dict=True, strict=False),
+    )
 
 
 def resume(path: Path, model, trainable: dict[str, torch.nn.Parameter], optimizer, scheduler) -> dict[str, Any]:

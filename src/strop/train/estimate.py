@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-GIB = 1024 ** 3
+GIB = 1024**3
 NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
 ALTERNATIVES = ("full", "lora", "qlora", "dora", "galore")
 
@@ -83,12 +83,19 @@ def shapes_of(model: nn.Module) -> Shapes:
     _, layers = decoder_layers(model)
     linears = [(n, m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     params = dict(model.named_parameters())
-    return Shapes(total=sum(p.numel() for p in params.values()), hidden=hidden, kv=kv,
-                  intermediate=getattr(config, "intermediate_size", 4 * hidden), layers=len(layers),
-                  vocab=config.vocab_size, linears=linears,
-                  biases=sum(p.numel() for n, p in params.items() if n.endswith(".bias")),
-                  layer_params=sum(p.numel() for p in layers.parameters()), model_type=config.model_type,
-                  moe_parts=_moe_parts(model))
+    return Shapes(
+        total=sum(p.numel() for p in params.values()),
+        hidden=hidden,
+        kv=kv,
+        intermediate=getattr(config, "intermediate_size", 4 * hidden),
+        layers=len(layers),
+        vocab=config.vocab_size,
+        linears=linears,
+        biases=sum(p.numel() for n, p in params.items() if n.endswith(".bias")),
+        layer_params=sum(p.numel() for p in layers.parameters()),
+        model_type=config.model_type,
+        moe_parts=_moe_parts(model),
+    )
 
 
 def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, ...]], int]]:
@@ -104,8 +111,11 @@ def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, .
     parts: dict[str, tuple[list[str], list[tuple[int, ...]], int]] = {}
     for part in get_args(LoraPart):
         linears, fused, saved = lora_selection(model, [part])
-        parts[part] = (linears, [tuple(params[n].shape) for n in fused],
-                       sum(p.numel() for n in saved for p in modules[n].parameters()))
+        parts[part] = (
+            linears,
+            [tuple(params[n].shape) for n in fused],
+            sum(p.numel() for n in saved for p in modules[n].parameters()),
+        )
     return parts
 
 
@@ -141,8 +151,10 @@ def trainable_count(strategy: str, cfg, shapes: Shapes) -> int:
     if strategy == "moe_lora":  # E LoRA pairs per target, plus an E × in router unless every expert is on
         experts, k = cfg.moe_lora_experts, cfg.moe_lora_top_k
         routed = 0 < k < experts
-        return sum(experts * cfg.lora_r * (i + o) + (experts * i if routed else 0)
-                   for _, i, o in _lora_targets(shapes, cfg.lora_target_modules))
+        return sum(
+            experts * cfg.lora_r * (i + o) + (experts * i if routed else 0)
+            for _, i, o in _lora_targets(shapes, cfg.lora_target_modules)
+        )
     if strategy == "ia3":
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
@@ -190,7 +202,9 @@ def activation_bytes(cfg, shapes: Shapes, bf16: bool, strategy: str = "full") ->
 
 
 def weight_bytes(strategy: str, cfg, shapes: Shapes, trainable: int) -> float:
-    adapter = trainable if strategy in ("lora", "qlora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning") else 0
+    adapter = (
+        trainable if strategy in ("lora", "qlora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning") else 0
+    )
     if strategy == "qlora" or (cfg.load_in_4bit and adapter):
         quantized = _quantized_linear_params(shapes)
         return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter
@@ -215,8 +229,15 @@ class Estimate:
 def estimate(strategy: str, cfg, shapes: Shapes, bf16: bool, trainable: int | None = None) -> Estimate:
     trainable = trainable_count(strategy, cfg, shapes) if trainable is None else trainable
     # LISA's gradients exist only for the active layers; everyone else's for what they train
-    return Estimate(strategy, trainable, shapes.total, weight_bytes(strategy, cfg, shapes, trainable), 4 * trainable,
-                    optimizer_bytes(strategy, cfg, shapes, trainable), activation_bytes(cfg, shapes, bf16, strategy))
+    return Estimate(
+        strategy,
+        trainable,
+        shapes.total,
+        weight_bytes(strategy, cfg, shapes, trainable),
+        4 * trainable,
+        optimizer_bytes(strategy, cfg, shapes, trainable),
+        activation_bytes(cfg, shapes, bf16, strategy),
+    )
 
 
 def spectrum_count(model: nn.Module, cfg) -> int:
@@ -241,8 +262,9 @@ def estimates_for(cfg) -> tuple[list[Estimate], Shapes, bool]:
     shapes = shapes_of(model)
     bf16 = cfg.bf16 is True or (cfg.bf16 == "auto" and not cfg.fp16)
     names = [cfg.strategy] + [s for s in ALTERNATIVES if s != cfg.strategy]
-    rows = [estimate(name, cfg, shapes, bf16, spectrum_count(model, cfg) if name == "spectrum" else None)
-            for name in names]
+    rows = [
+        estimate(name, cfg, shapes, bf16, spectrum_count(model, cfg) if name == "spectrum" else None) for name in names
+    ]
     return rows, shapes, bf16
 
 

@@ -43,8 +43,11 @@ def _package(name: str, key: str):
     try:
         return __import__(name)
     except ImportError:
-        print(f"strop: {key} is set but {name} is not installed: metrics stay in metrics.jsonl "
-              f"(pip install {name} to log there)", file=sys.stderr)
+        print(
+            f"strop: {key} is set but {name} is not installed: metrics stay in metrics.jsonl "
+            f"(pip install {name} to log there)",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -61,8 +64,12 @@ def open_sinks(cfg, output_dir: Path) -> list:
     wandb = _package("wandb", "wandb_project") if project else None
     if wandb is None:
         return sinks
-    options = {"project": project, "entity": cfg.wandb_entity, "name": cfg.wandb_name or Path(output_dir).name,
-               "config": json.loads(cfg.model_dump_json())}
+    options = {
+        "project": project,
+        "entity": cfg.wandb_entity,
+        "name": cfg.wandb_name or Path(output_dir).name,
+        "config": json.loads(cfg.model_dump_json()),
+    }
     if cfg.wandb_run_id:
         options.update(id=cfg.wandb_run_id, resume="allow")
     if cfg.wandb_mode:

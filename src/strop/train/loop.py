@@ -43,8 +43,8 @@ from strop.runtime.precision import autocast, autocast_dtype
 from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import Strategy, get_strategy
 from strop.train import checkpoint as ckpt
-from strop.train import output_dir as outputs
 from strop.train import external_trackers, run_keys
+from strop.train import output_dir as outputs
 from strop.train.optim import build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
 from strop.train.rows import DatasetRows, RowSource
@@ -83,7 +83,9 @@ class Run:
     def total_steps(self) -> int:
         if self.cfg.max_steps:
             return self.cfg.max_steps
-        data_steps = max(1, math.ceil(self.cfg.num_epochs * self.micro_batches_per_epoch / self.cfg.gradient_accumulation_steps))
+        data_steps = max(
+            1, math.ceil(self.cfg.num_epochs * self.micro_batches_per_epoch / self.cfg.gradient_accumulation_steps)
+        )
         return data_steps * self.objective.updates_per_batch(self.cfg)
 
 
@@ -104,13 +106,27 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     model = strategy.load(model_path, cfg, device)
     fit_embeddings(model, tokenizer)
     if new_tokens:
-        report.notes.append(f"added tokens {new_tokens}: new embedding rows learn only where the embeddings "
-                            "train (full fine-tuning, or lora_modules_to_save listing embed_tokens and lm_head)")
+        report.notes.append(
+            f"added tokens {new_tokens}: new embedding rows learn only where the embeddings "
+            "train (full fine-tuning, or lora_modules_to_save listing embed_tokens and lm_head)"
+        )
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
-    return Run(cfg, model, tokenizer, strategy, objective, rows, train_rows, val_rows, report.notes, device, model_path,
-               evaluators=evaluators)
+    return Run(
+        cfg,
+        model,
+        tokenizer,
+        strategy,
+        objective,
+        rows,
+        train_rows,
+        val_rows,
+        report.notes,
+        device,
+        model_path,
+        evaluators=evaluators,
+    )
 
 
 def micro_batch_rows(run: Run, index: int) -> list:
@@ -118,9 +134,11 @@ def micro_batch_rows(run: Run, index: int) -> list:
     in a single process, the whole micro-batch. The last one of an epoch may leave a rank none."""
     per_epoch = run.micro_batches_per_epoch
     epoch, position = divmod(index, per_epoch)
-    order = torch.randperm(len(run.train_rows), generator=torch.Generator().manual_seed(run_keys.data_seed(run.cfg) + epoch))
+    order = torch.randperm(
+        len(run.train_rows), generator=torch.Generator().manual_seed(run_keys.data_seed(run.cfg) + epoch)
+    )
     size = run.global_micro_batch
-    rows = [run.train_rows[i] for i in order[position * size:(position + 1) * size].tolist()]
+    rows = [run.train_rows[i] for i in order[position * size : (position + 1) * size].tolist()]
     return distributed.shard(rows, run.cfg.micro_batch_size)
 
 
@@ -171,7 +189,9 @@ class Prefetcher:
         self.pending: dict[int, Future] = {}
 
     def get(self, step: int) -> StepBatches:
-        future = self.pending.pop(step, None) or self.pool.submit(step_batches, self.run, step, self.amp_dtype, self.pin)
+        future = self.pending.pop(step, None) or self.pool.submit(
+            step_batches, self.run, step, self.amp_dtype, self.pin
+        )
         if step + 1 < self.run.total_steps:
             self.pending[step + 1] = self.pool.submit(step_batches, self.run, step + 1, self.amp_dtype, self.pin)
         return future.result()
@@ -192,7 +212,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
     metrics: dict[str, Any]  # the objective's floats, plus the router's device tensors
     for batch, weight in prepared.batches:
         batch = _to(batch, run.device)
-        with autocast(run.device, amp_dtype), (run.router.recording(batch) if run.router else nullcontext()):
+        with autocast(run.device, amp_dtype), run.router.recording(batch) if run.router else nullcontext():
             loss, metrics = run.objective.loss(run.model, batch, denominator)
         if run.router:  # the load-balancing and z-losses, a mean over the step's micro-batches
             router_loss, router_metrics = run.router.take(1 / len(prepared.batches))
@@ -238,7 +258,7 @@ def evaluate(run: Run, amp_dtype) -> dict[str, float]:
     size = (getattr(run.cfg, "eval_batch_size", None) or run.cfg.micro_batch_size) * distributed.world_size()
     total, count = 0.0, 0
     for start in range(0, len(run.val_rows), size):
-        rows = distributed.shard(run.val_rows[start:start + size], size // distributed.world_size())
+        rows = distributed.shard(run.val_rows[start : start + size], size // distributed.world_size())
         batch, weight = _collate_or_filler(run, rows, run.val_rows[:1])
         batch = _to(batch, run.device)
         n = run.objective.count(batch)
@@ -279,8 +299,9 @@ def _save_final_sharded(run: Run, output_dir: Path) -> None:
     distributed.barrier()
 
 
-def train(cfg: Config, base_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
-          dry_run: bool = False) -> Path | None:
+def train(
+    cfg: Config, base_dir: Path | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False
+) -> Path | None:
     try:
         run = prepare(cfg, base_dir)
         run.model = run.strategy.apply(run.model, cfg)
@@ -378,8 +399,15 @@ def _progress(run: Run, step: int, tokens_seen: int, started: float) -> dict[str
     clock includes all of its device work; `elapsed_s` and `tokens_seen` let a benchmark take the rate
     between any two logged steps."""
     cfg, elapsed = run.cfg, time.perf_counter() - started
-    progress = {"tokens_seen": tokens_seen, "elapsed_s": round(elapsed, 4), "tokens_per_s": tokens_seen / elapsed,
-                "epoch": step * cfg.gradient_accumulation_steps / run.micro_batches_per_epoch / run.objective.updates_per_batch(cfg)}
+    progress = {
+        "tokens_seen": tokens_seen,
+        "elapsed_s": round(elapsed, 4),
+        "tokens_per_s": tokens_seen / elapsed,
+        "epoch": step
+        * cfg.gradient_accumulation_steps
+        / run.micro_batches_per_epoch
+        / run.objective.updates_per_batch(cfg),
+    }
     if run.device.type == "cuda":
         progress["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated(run.device) / 2**30, 3)
     return progress

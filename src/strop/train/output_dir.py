@@ -19,9 +19,9 @@ from pathlib import Path
 
 from strop import manifest
 from strop.errors import StropError
+from strop.runtime import distributed
 from strop.safe_io import disk_errors, staged_file
 from strop.train import checkpoint as ckpt
-from strop.runtime import distributed
 
 #: What the loop itself writes into output_dir besides the final artifact and the checkpoints.
 LOOP_FILES = ("metrics.jsonl", "loss.png", "tensorboard")
@@ -77,22 +77,31 @@ def _refuse_foreign(output_dir: Path, overwrite: bool) -> None:
     others = manifest.foreign(output_dir)
     if others:
         how = "--overwrite removes only what strop wrote, so it" if overwrite else "strop"
-        old = (f" (it has no {manifest.MANIFEST}: if it is a run of an older strop, delete it yourself)"
-               if manifest.read(output_dir) is None else "")
-        raise StropError(f"output_dir {output_dir} holds files strop did not write ({manifest.describe(others)}){old}; "
-                         f"{how} will not train there: choose a new or empty folder with --output-dir")
+        old = (
+            f" (it has no {manifest.MANIFEST}: if it is a run of an older strop, delete it yourself)"
+            if manifest.read(output_dir) is None
+            else ""
+        )
+        raise StropError(
+            f"output_dir {output_dir} holds files strop did not write ({manifest.describe(others)}){old}; "
+            f"{how} will not train there: choose a new or empty folder with --output-dir"
+        )
 
 
 def _replace_earlier_run(output_dir: Path, overwrite: bool, inputs: list[tuple[str, Path]]) -> None:
     """An earlier run is replaced only on request, and never while it holds this run's own inputs
     (`strop train out/strop_config.yml --overwrite`, or data or a model kept in that folder)."""
     if not overwrite:
-        raise StropError(f"output_dir {output_dir} holds an earlier run: use --resume to continue it, "
-                         "--overwrite to replace it, or another --output-dir")
+        raise StropError(
+            f"output_dir {output_dir} holds an earlier run: use --resume to continue it, "
+            "--overwrite to replace it, or another --output-dir"
+        )
     for what, path in inputs:
         if _inside(path, output_dir):
-            raise StropError(f"output_dir {output_dir} holds {what} {path}, which --overwrite would delete: "
-                             "move it out of the folder or choose another --output-dir")
+            raise StropError(
+                f"output_dir {output_dir} holds {what} {path}, which --overwrite would delete: "
+                "move it out of the folder or choose another --output-dir"
+            )
     distributed.barrier()  # every rank has looked before rank 0 deletes
     if distributed.is_main():
         manifest.remove_own(output_dir)
@@ -130,8 +139,10 @@ def cut_log(path: Path, first_dropped: int) -> None:
         if step < first_dropped:
             kept.append(line)
     if torn:
-        print(f"strop: note: {path.name}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn[:5]))}), "
-              "what a crash or a full disk leaves behind")
+        print(
+            f"strop: note: {path.name}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn[:5]))}), "
+            "what a crash or a full disk leaves behind"
+        )
     text = b"".join(line + b"\n" for line in kept)
     if text != raw:
         with disk_errors(path), staged_file(path) as tmp:

@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from strop.strategies.kernels import describe_kernels
 from strop.runtime import distributed
+from strop.strategies.kernels import describe_kernels
 
 console = Console()
 
@@ -26,9 +26,12 @@ def print_plan(run) -> None:
         ("trainable parameters", f"{trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"),
         ("train rows", f"{len(run.train_rows):,} ({tokens:,} tokens{', packed' if cfg.sample_packing else ''})"),
         ("validation rows", f"{len(run.val_rows):,}"),
-        ("batch", f"{cfg.micro_batch_size} x {cfg.gradient_accumulation_steps} accumulation"
-                  + (f" x {distributed.world_size()} processes" if distributed.active() else "")
-                  + f", sequence_len {cfg.sequence_len}"),
+        (
+            "batch",
+            f"{cfg.micro_batch_size} x {cfg.gradient_accumulation_steps} accumulation"
+            + (f" x {distributed.world_size()} processes" if distributed.active() else "")
+            + f", sequence_len {cfg.sequence_len}",
+        ),
         ("steps", f"{run.total_steps:,} ({run.micro_batches_per_epoch:,} micro-batches an epoch)"),
         ("device", distributed.describe(cfg, run.device)),
         ("output_dir", cfg.output_dir),

@@ -47,8 +47,9 @@ def checkpoint_to_resume(cfg, output_dir: Path) -> Path | None:
     found = {p.resolve(): p for p in ckpt.list_checkpoints(output_dir)}
     if path.resolve() not in found and (output_dir / path.name).resolve() not in found:
         names = ", ".join(p.name for p in found.values()) or "none"
-        raise StropError(f"resume_from_checkpoint: {name} is not a checkpoint of output_dir {output_dir} "
-                         f"(its checkpoints: {names})")
+        raise StropError(
+            f"resume_from_checkpoint: {name} is not a checkpoint of output_dir {output_dir} (its checkpoints: {names})"
+        )
     return found.get(path.resolve()) or found[(output_dir / path.name).resolve()]
 
 
@@ -73,6 +74,8 @@ class StopRules:
         if self.threshold and "loss" in metrics:
             self.high = self.high + 1 if metrics["loss"] > self.threshold else 0
             if self.high >= self.watch_patience:
-                return (f"loss watchdog: loss above {self.threshold} for {self.high} steps in a row "
-                        f"(last {metrics['loss']:.4g})")
+                return (
+                    f"loss watchdog: loss above {self.threshold} for {self.high} steps in a row "
+                    f"(last {metrics['loss']:.4g})"
+                )
         return None

@@ -21,8 +21,13 @@ class Tracker:
             self.file = self.path.open("a")
         self.writer = self._tensorboard(output_dir, start_step)
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
         )
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
         self.sinks: list = []  # external trackers (train/external_trackers.py): log(step, metrics), finish()
@@ -59,7 +64,11 @@ class Tracker:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, step)
-        shown = [f"{k} {_short(metrics[k])}" for k in ("loss", "eval_loss", "reward", "eval_reward", "lr", "tokens_per_s") if k in metrics]
+        shown = [
+            f"{k} {_short(metrics[k])}"
+            for k in ("loss", "eval_loss", "reward", "eval_reward", "lr", "tokens_per_s")
+            if k in metrics
+        ]
         self.progress.update(self.task, info="  ".join(shown))
 
     def advance(self, step: int) -> None:
@@ -100,7 +109,10 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
     panel per configured evaluator (`eval/<name>/<metric>`) and for MoE models the router's health
     (strop/moe/monitor.py); returns None when there is nothing to plot."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
-    curves = {key: [(r["step"], r[key]) for r in records if key in r] for key in ("loss", "eval_loss", "reward", "eval_reward")}
+    curves = {
+        key: [(r["step"], r[key]) for r in records if key in r]
+        for key in ("loss", "eval_loss", "reward", "eval_reward")
+    }
     if not curves["loss"]:
         return None
     import matplotlib
@@ -113,7 +125,7 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
     router = [r for r in records if "moe_layers" in r]
     width = len(panels) + len(evaluators) + bool(router)
     fig, axes = plt.subplots(1, width, figsize=(7 * width, 4), squeeze=False)
-    for ax, (name, lines) in zip(axes[0][len(panels):], evaluators.items()):
+    for ax, (name, lines) in zip(axes[0][len(panels) :], evaluators.items()):
         for key, points in lines.items():
             ax.plot(*zip(*points), "o-", label=key)
         ax.set_xlabel("step")
@@ -152,8 +164,12 @@ def _router_panel(ax, records: list[dict]) -> None:
     router entropy: the survey's "monitor routing continuously"."""
     steps = [r["step"] for r in records]
     for index in range(len(records[-1]["moe_layers"])):
-        ax.plot(steps, [r["moe_layers"][index]["load_entropy"] if index < len(r["moe_layers"]) else None for r in records],
-                label=f"layer {index} load entropy", alpha=0.7)
+        ax.plot(
+            steps,
+            [r["moe_layers"][index]["load_entropy"] if index < len(r["moe_layers"]) else None for r in records],
+            label=f"layer {index} load entropy",
+            alpha=0.7,
+        )
     ax.plot(steps, [r["moe_router_entropy_mean"] for r in records], "k--", label="mean router entropy")
     ax.set_xlabel("step")
     ax.set_ylabel("entropy / log E")

@@ -88,7 +88,9 @@ def text_conversation(row: dict[str, Any], where: str, kind: str) -> list[dict[s
     """A text-only row of any SFT format (chat, alpaca, ...) as parts, for mixing into a vision run."""
     example = FORMATS[kind](row, where)
     if "messages" not in example:
-        raise StropError(f"{where}: dataset type '{kind}' has no conversation; mix chat or alpaca rows into a vision run")
+        raise StropError(
+            f"{where}: dataset type '{kind}' has no conversation; mix chat or alpaca rows into a vision run"
+        )
     return [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in example["messages"]]
 
 
@@ -113,8 +115,10 @@ class Encoder:
         return [decode(data) for data in self.sources(messages, where, field)]
 
     def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
-        plain = [{"role": m["role"], "content": [{"type": "image"} if p["type"] in IMAGE_TYPES else p for p in m["content"]]}
-                 for m in messages]
+        plain = [
+            {"role": m["role"], "content": [{"type": "image"} if p["type"] in IMAGE_TYPES else p for p in m["content"]]}
+            for m in messages
+        ]
         return self.processor.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt)
 
     def process(self, text: str, images: list) -> dict[str, torch.Tensor]:
@@ -167,9 +171,11 @@ def encode_conversation(encoder: Encoder, messages: list[dict], where: str, trai
             start = encoder.ids(messages[:index], images, generation_prompt=True) if index else []
             end = encoder.ids(messages[: index + 1], images)
             if ids[: len(end)] != end or end[: len(start)] != start:
-                raise StropError(f"{where}: the chat template does not render conversation prefixes as token "
-                                 "prefixes; set train_on_inputs: true")
-            labels[len(start):len(end)] = end[len(start):]
+                raise StropError(
+                    f"{where}: the chat template does not render conversation prefixes as token "
+                    "prefixes; set train_on_inputs: true"
+                )
+            labels[len(start) : len(end)] = end[len(start) :]
     labels = [IGNORE if token in encoder.image_ids else label for token, label in zip(ids, labels)]
     return {"input_ids": ids, "labels": labels, **vision_extras(encoded, sources)}
 
@@ -193,12 +199,17 @@ def _read_examples(cfg, processor, base_dir: Path | None, report: DataReport) ->
         before = report.rows
         for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
             report.rows += 1
-            messages = (parse_conversation(row, where) if spec.type == "vision_chat"
-                        else text_conversation(row, where, spec.type))
+            messages = (
+                parse_conversation(row, where)
+                if spec.type == "vision_chat"
+                else text_conversation(row, where, spec.type)
+            )
             example = encode_conversation(encoder, messages, where, cfg.train_on_inputs)
             if len(example["input_ids"]) > cfg.sequence_len:
                 strategy = "error" if cfg.excess_length_strategy == "error" else "drop"
-                drop_excess(report, strategy, where, f"{len(example['input_ids'])} tokens", f"sequence_len={cfg.sequence_len}")
+                drop_excess(
+                    report, strategy, where, f"{len(example['input_ids'])} tokens", f"sequence_len={cfg.sequence_len}"
+                )
                 continue
             if all(label == IGNORE for label in example["labels"][1:]):
                 report.no_target += 1
@@ -224,15 +235,19 @@ def mix_text_rows(image_rows: list, text_rows: list, ratio: float | None, seed: 
     random.Random(seed).shuffle(order)
     chosen = [text_rows[order[i % len(order)]] for i in range(want)] if want else []
     total = len(image_rows) + len(chosen)
-    report.notes.append(f"text-only rows: {len(chosen)} of {total} ({len(chosen) / total:.2f}, asked {ratio:.2f}; "
-                        f"{len(text_rows)} read)")
+    report.notes.append(
+        f"text-only rows: {len(chosen)} of {total} ({len(chosen) / total:.2f}, asked {ratio:.2f}; "
+        f"{len(text_rows)} read)"
+    )
     return image_rows + chosen
 
 
 def build_vision_sft_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
     if cfg.sample_packing:
-        raise StropError("sample_packing: image conversations are not packed (a packed row would need each "
-                         "example's image features and image position ids per segment); set sample_packing: false")
+        raise StropError(
+            "sample_packing: image conversations are not packed (a packed row would need each "
+            "example's image features and image position ids per segment); set sample_packing: false"
+        )
     report = DataReport()
     image_rows, text_rows = _read_examples(cfg, processor, base_dir, report)
     note_excess(report, cfg, "examples")
@@ -255,7 +270,9 @@ def _cat_padded(pieces: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
-def collate_vision(rows: list[dict], sequences: list[tuple[dict, int]], length: int, processor) -> dict[str, torch.Tensor]:
+def collate_vision(
+    rows: list[dict], sequences: list[tuple[dict, int]], length: int, processor
+) -> dict[str, torch.Tensor]:
     """The image tensors of the sequences, concatenated along the first dimension (images or patches),
     and their per-token outputs, right-padded with 0 to `length`. A sequence is (its row, its token
     count): a pair batch holds every prompt twice, a reply's tokens are text (0)."""
@@ -264,16 +281,18 @@ def collate_vision(rows: list[dict], sequences: list[tuple[dict, int]], length: 
     out = {k: _cat_padded([made[id(r)][k] for r, _ in sequences if k in made[id(r)]]) for k in tensors}
     for key in sorted({k for r in rows for k in r if k.startswith(TOKEN_PREFIX)}):
         padded = [(row.get(key, [])[:size] + [0] * length)[:length] for row, size in sequences]
-        out[VISION_PREFIX + key[len(TOKEN_PREFIX):]] = torch.tensor(padded, dtype=torch.long)
+        out[VISION_PREFIX + key[len(TOKEN_PREFIX) :]] = torch.tensor(padded, dtype=torch.long)
     return out
 
 
 def collate_sft(rows: list[dict], pad_id: int, processor=None) -> dict[str, torch.Tensor]:
     """Right-padded ids, labels and mask, plus the image inputs (`processor` makes them from image bytes)."""
     batch = collate_text([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows], pad_id)
-    return batch | collate_vision(rows, [(r, len(r["input_ids"])) for r in rows], batch["input_ids"].shape[1], processor)
+    return batch | collate_vision(
+        rows, [(r, len(r["input_ids"])) for r in rows], batch["input_ids"].shape[1], processor
+    )
 
 
 def vision_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's keyword inputs among a batch's `vision.` entries."""
-    return {k[len(VISION_PREFIX):]: v for k, v in batch.items() if k.startswith(VISION_PREFIX)}
+    return {k[len(VISION_PREFIX) :]: v for k, v in batch.items() if k.startswith(VISION_PREFIX)}

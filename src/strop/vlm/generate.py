@@ -14,8 +14,14 @@ from strop.vlm.data import Encoder
 
 
 @torch.no_grad()
-def answer_images(model: nn.Module, processor, conversations: list[list[dict]], max_new_tokens: int = 64,
-                  folders: list[Path] | None = None, batch_size: int = 8) -> list[str]:
+def answer_images(
+    model: nn.Module,
+    processor,
+    conversations: list[list[dict]],
+    max_new_tokens: int = 64,
+    folders: list[Path] | None = None,
+    batch_size: int = 8,
+) -> list[str]:
     """Greedy replies to conversations whose user turns hold image parts (left-padded batches)."""
     encoder = Encoder(processor, folders or [], allow_urls=False)
     tokenizer = processor.tokenizer
@@ -23,8 +29,10 @@ def answer_images(model: nn.Module, processor, conversations: list[list[dict]], 
     replies = []
     with eval_mode(model):
         for start in range(0, len(conversations), batch_size):
-            chunk = conversations[start:start + batch_size]
-            images = [image for index, c in enumerate(chunk) for image in encoder.images(c, f"conversation {start + index}")]
+            chunk = conversations[start : start + batch_size]
+            images = [
+                image for index, c in enumerate(chunk) for image in encoder.images(c, f"conversation {start + index}")
+            ]
             texts = [encoder.render(c, generation_prompt=True) for c in chunk]
             side, tokenizer.padding_side = tokenizer.padding_side, "left"
             try:
@@ -32,9 +40,10 @@ def answer_images(model: nn.Module, processor, conversations: list[list[dict]], 
             finally:
                 tokenizer.padding_side = side
             inputs = {k: v.to(device) for k, v in inputs.items()}
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            new = out[:, inputs["input_ids"].shape[1]:]
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            new = out[:, inputs["input_ids"].shape[1] :]
             replies += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return replies
 
@@ -47,13 +56,14 @@ def image_conversation(prompt: str, images: list[str], system: str | None = None
     content = [{"type": "image", "path": str(Path(image).resolve())} for image in images]
     content.append({"type": "text", "text": prompt})
     return ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []) + [
-        {"role": "user", "content": content}]
+        {"role": "user", "content": content}
+    ]
 
 
 def chat_processor(target: str, trust_remote_code: bool = False):
     """The processor saved with an adapter or model folder, else its base model's."""
-    from strop.models.saved import adapter_base
     from strop.models import resolve_model_path
+    from strop.models.saved import adapter_base
     from strop.vlm.models import load_processor
 
     folder = Path(target)

@@ -31,8 +31,10 @@ def image_source(part: dict[str, Any], loc: str) -> tuple[str, str]:
     else:
         present = [k for k in SOURCE_KEYS if part.get(k) is not None]
         if len(present) != 1:
-            raise StropError(f"{loc}: an image part needs exactly one of 'path', 'url' or 'base64' "
-                             f"(got {', '.join(present) or 'none'})")
+            raise StropError(
+                f"{loc}: an image part needs exactly one of 'path', 'url' or 'base64' "
+                f"(got {', '.join(present) or 'none'})"
+            )
         kind, value = present[0], part[present[0]]
         if kind == "image":  # HF datasets' {"type": "image", "image": "file.png"}
             kind = "url" if str(value).startswith(("http://", "https://", "data:")) else "path"
@@ -97,8 +99,10 @@ def load_image(part: dict[str, Any], loc: str, folders: list[Path], allow_urls: 
 
 def _download(url: str, loc: str, allow_urls: bool) -> bytes:
     if not allow_urls:
-        raise StropError(f"{loc}: image URL {url}: strop reads no URL unless allowed; download the image and "
-                         "give its 'path', or set allow_image_urls: true")
+        raise StropError(
+            f"{loc}: image URL {url}: strop reads no URL unless allowed; download the image and "
+            "give its 'path', or set allow_image_urls: true"
+        )
     if not url.startswith(("http://", "https://")):
         raise StropError(f"{loc}: image URL {url} is neither http(s) nor a data: URL")
     import urllib.request

@@ -58,8 +58,10 @@ def set_trainable_parts(model: nn.Module, freeze_vision: bool, projector_only: b
         if param.requires_grad:
             counts[part] += param.numel()
     if projector_only and not counts["projector"]:
-        raise StropError(f"train_projector_only: {type(model).__name__} has no projector parameters "
-                         f"(looked for {', '.join(PROJECTOR_PARTS)})")
+        raise StropError(
+            f"train_projector_only: {type(model).__name__} has no projector parameters "
+            f"(looked for {', '.join(PROJECTOR_PARTS)})"
+        )
     return counts
 
 
@@ -86,10 +88,12 @@ def restrict_adapter_to_language(model: nn.Module, peft_config, cfg) -> None:
     kind = type(peft_config).__name__
     if kind == "LoraConfig":
         wanted = peft_config.target_modules
-        peft_config.target_modules = language_linear_names(model, "all-linear" if wanted in ("all-linear", None) else sorted(wanted))
+        peft_config.target_modules = language_linear_names(
+            model, "all-linear" if wanted in ("all-linear", None) else sorted(wanted)
+        )
     elif kind == "IA3Config":
-        from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
-                                TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS)
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         text_type = base.config.get_text_config().model_type
@@ -108,14 +112,18 @@ def load_processor(model_path: str | Path, trust_remote_code: bool = False):
     try:
         processor = AutoProcessor.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise StropError(f"could not load the processor of '{model_path}' ({type(err).__name__}: "
-                         f"{' '.join(str(err).split())}); a VLM folder needs processor_config.json, the image "
-                         "processor's and the tokenizer's files (Qwen2-VL's processor also needs torchvision)") from err
+        raise StropError(
+            f"could not load the processor of '{model_path}' ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}); a VLM folder needs processor_config.json, the image "
+            "processor's and the tokenizer's files (Qwen2-VL's processor also needs torchvision)"
+        ) from err
     if not hasattr(processor, "image_processor"):
         raise StropError(f"'{model_path}' has no image processor: is it a vision-language model?")
     if not getattr(processor, "chat_template", None):
-        raise StropError(f"'{model_path}': the processor has no chat template (chat_template.jinja or "
-                         "processor_config.json's chat_template); copy it from the original model")
+        raise StropError(
+            f"'{model_path}': the processor has no chat template (chat_template.jinja or "
+            "processor_config.json's chat_template); copy it from the original model"
+        )
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -126,8 +134,18 @@ def load_processor(model_path: str | Path, trust_remote_code: bool = False):
 def image_token_ids(processor) -> set[int]:
     """Token ids that stand for image content (placeholders, their expansions, boundaries): never trained on."""
     tokenizer = processor.tokenizer
-    names = [getattr(processor, attr, None) for attr in ("image_token", "boi_token", "eoi_token", "fake_image_token",
-                                                         "global_image_token", "vision_start_token", "vision_end_token")]
+    names = [
+        getattr(processor, attr, None)
+        for attr in (
+            "image_token",
+            "boi_token",
+            "eoi_token",
+            "fake_image_token",
+            "global_image_token",
+            "vision_start_token",
+            "vision_end_token",
+        )
+    ]
     names += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<image>", "<fake_token_around_image>"]
     ids = {tokenizer.convert_tokens_to_ids(n) for n in names if isinstance(n, str)}
     ids |= {i for i in (getattr(processor, "image_token_id", None),) if isinstance(i, int)}

@@ -25,9 +25,14 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), 
 SHAPES = ("circle", "square", "triangle")
 QUESTIONS = {"colour": "What colour is the shape?", "shape": "What shape is this?"}
 SIZE = 56
-TEXT_ROWS = [("What is two plus two?", "four"), ("Name a colour of the sky.", "blue"),
-             ("How many sides has a triangle?", "three"), ("What is the opposite of yes?", "no"),
-             ("Say hello.", "hello"), ("How many sides has a square?", "four")]
+TEXT_ROWS = [
+    ("What is two plus two?", "four"),
+    ("Name a colour of the sky.", "blue"),
+    ("How many sides has a triangle?", "three"),
+    ("What is the opposite of yes?", "no"),
+    ("Say hello.", "hello"),
+    ("How many sides has a square?", "four"),
+]
 
 
 def draw(shape: str, colour: str, rng: random.Random):
@@ -51,9 +56,18 @@ def draw(shape: str, colour: str, rng: random.Random):
 
 def _question_rows(image: str, colour: str, shape: str) -> list[dict]:
     answers = {"colour": colour, "shape": shape}
-    return [{"messages": [{"role": "user", "content": [{"type": "image", "path": image},
-                                                        {"type": "text", "text": QUESTIONS[kind]}]},
-                          {"role": "assistant", "content": answers[kind]}]} for kind in QUESTIONS]
+    return [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "path": image}, {"type": "text", "text": QUESTIONS[kind]}],
+                },
+                {"role": "assistant", "content": answers[kind]},
+            ]
+        }
+        for kind in QUESTIONS
+    ]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -75,21 +89,39 @@ def write_dataset(folder: Path, train_per_pair: int = 3, held_out_per_pair: int 
                     held_out += _question_rows(name, colour, shape)
                     continue
                 train += _question_rows(name, colour, shape)
-                captions.append({"messages": [
-                    {"role": "user", "content": [{"type": "image", "path": name}, {"type": "text", "text": "Describe the image."}]},
-                    {"role": "assistant", "content": f"a {colour} {shape}"}]})
+                captions.append(
+                    {
+                        "messages": [
+                            {
+                                "role": "user",
+                                "content": [
+                                    {"type": "image", "path": name},
+                                    {"type": "text", "text": "Describe the image."},
+                                ],
+                            },
+                            {"role": "assistant", "content": f"a {colour} {shape}"},
+                        ]
+                    }
+                )
     _write_jsonl(folder / "captions.jsonl", captions)
     _write_jsonl(folder / "train.jsonl", train)
     _write_jsonl(folder / "held_out.jsonl", held_out)
-    _write_jsonl(folder / "text_only.jsonl", [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-                                              for q, a in TEXT_ROWS])
+    _write_jsonl(
+        folder / "text_only.jsonl",
+        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in TEXT_ROWS],
+    )
     return folder
 
 
 def corpus() -> list[str]:
     """Words of the dataset, for training a tiny tokenizer that knows them."""
-    return [" ".join(COLOURS), " ".join(SHAPES), *QUESTIONS.values(), "Describe the image. a red circle",
-            *(f"{q} {a}" for q, a in TEXT_ROWS)]
+    return [
+        " ".join(COLOURS),
+        " ".join(SHAPES),
+        *QUESTIONS.values(),
+        "Describe the image. a red circle",
+        *(f"{q} {a}" for q, a in TEXT_ROWS),
+    ]
 
 
 def held_out_accuracy(target: str, folder: Path = SHIPPED, max_new_tokens: int = 3) -> float:
@@ -99,8 +131,9 @@ def held_out_accuracy(target: str, folder: Path = SHIPPED, max_new_tokens: int =
 
     rows = [json.loads(line) for line in (Path(folder) / "held_out.jsonl").read_text().splitlines() if line]
     model, _ = load_for_chat(target)
-    answers = answer_images(model, chat_processor(target), [row["messages"][:1] for row in rows], max_new_tokens,
-                            folders=[Path(folder)])
+    answers = answer_images(
+        model, chat_processor(target), [row["messages"][:1] for row in rows], max_new_tokens, folders=[Path(folder)]
+    )
     right = sum(answer.split()[:1] == [row["messages"][1]["content"]] for answer, row in zip(answers, rows))
     return right / len(rows)
 

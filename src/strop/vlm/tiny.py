@@ -16,9 +16,15 @@ from pathlib import Path
 
 import torch
 
-CORPUS = ["The quick brown fox jumps over the lazy dog.", "What shape is this? A red circle.",
-          "Describe the image. A blue square on white.", "green triangle yellow star purple",
-          "What colour is the shape? orange", "hello world " * 3, "Sentiment: positive negative"]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What shape is this? A red circle.",
+    "Describe the image. A blue square on white.",
+    "green triangle yellow star purple",
+    "What colour is the shape? orange",
+    "hello world " * 3,
+    "Sentiment: positive negative",
+]
 
 #: The family's image placeholder and the other special tokens its processor and template use.
 FAMILY_TOKENS = {
@@ -56,49 +62,104 @@ def build_tokenizer(family: str, corpus: list[str] | None = None, vocab_size: in
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", image_token, *extra]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS + list(corpus or []), trainer)
     named = {"image_token": image_token}
     if family == "gemma3":  # Gemma 3's processor reads the image boundary tokens from the tokenizer
         named |= {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>", extra_special_tokens=named)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        extra_special_tokens=named,
+    )
     fast.chat_template = chat_template(family)
     return fast
 
 
 def _text_sizes(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, tok) -> dict:
-    return dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                tie_word_embeddings=False)
+    return dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=False,
+    )
 
 
-def qwen2_vl_config(token_ids: dict[str, int], vocab: int, hidden: int = 64, layers: int = 2, heads: int = 4,
-                    kv_heads: int = 2, intermediate: int = 128, vision_width: int = 32, vision_depth: int = 2,
-                    vision_heads: int = 2, mlp_ratio: float = 2):
+def qwen2_vl_config(
+    token_ids: dict[str, int],
+    vocab: int,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    vision_width: int = 32,
+    vision_depth: int = 2,
+    vision_heads: int = 2,
+    mlp_ratio: float = 2,
+):
     """A Qwen2-VL config; `token_ids` holds eos/pad/bos and the image, video and vision boundary token ids."""
     from transformers import Qwen2VLConfig
 
-    text = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=32768,
-                eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"], bos_token_id=token_ids["bos"],
-                tie_word_embeddings=False,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_sections(hidden // heads)})
-    vision = dict(depth=vision_depth, embed_dim=vision_width, hidden_size=hidden, num_heads=vision_heads,
-                  mlp_ratio=mlp_ratio, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-    return Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=token_ids["image_token_id"],
-                         video_token_id=token_ids["video_token_id"],
-                         vision_start_token_id=token_ids["vision_start_token_id"],
-                         vision_end_token_id=token_ids["vision_end_token_id"], tie_word_embeddings=False)
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=32768,
+        eos_token_id=token_ids["eos"],
+        pad_token_id=token_ids["pad"],
+        bos_token_id=token_ids["bos"],
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_sections(hidden // heads)},
+    )
+    vision = dict(
+        depth=vision_depth,
+        embed_dim=vision_width,
+        hidden_size=hidden,
+        num_heads=vision_heads,
+        mlp_ratio=mlp_ratio,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+    )
+    return Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=token_ids["image_token_id"],
+        video_token_id=token_ids["video_token_id"],
+        vision_start_token_id=token_ids["vision_start_token_id"],
+        vision_end_token_id=token_ids["vision_end_token_id"],
+        tie_word_embeddings=False,
+    )
 
 
 def qwen2_vl_token_ids(tok) -> dict[str, int]:
-    names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
-             "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    names = {
+        "image_token_id": "<|image_pad|>",
+        "video_token_id": "<|video_pad|>",
+        "vision_start_token_id": "<|vision_start|>",
+        "vision_end_token_id": "<|vision_end|>",
+    }
     return {k: tok.convert_tokens_to_ids(v) for k, v in names.items()} | {
-        "eos": tok.eos_token_id, "pad": tok.pad_token_id, "bos": tok.bos_token_id}
+        "eos": tok.eos_token_id,
+        "pad": tok.pad_token_id,
+        "bos": tok.bos_token_id,
+    }
 
 
 def qwen2_vl_parts(tok, **sizes):
@@ -107,8 +168,9 @@ def qwen2_vl_parts(tok, **sizes):
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
 
     config = qwen2_vl_config(qwen2_vl_token_ids(tok), sizes.pop("vocab", None) or len(tok), **sizes)
-    images = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2,
-                                   temporal_patch_size=2)
+    images = Qwen2VLImageProcessor(
+        min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
     processor = Qwen2VLProcessor(image_processor=images, tokenizer=tok, chat_template=tok.chat_template)
     return config, processor
 
@@ -121,65 +183,154 @@ def _mrope_sections(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
-def llava_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
-                vision_width: int = 32, vision_depth: int = 2, image_size: int = 28, vocab: int | None = None):
+def llava_parts(
+    tok,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    vision_width: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 28,
+    vocab: int | None = None,
+):
     """(config, processor) of a LLaVA-1.5 (CLIP vision tower, two-layer MLP projector, Llama decoder)."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaProcessor
 
-    text = dict(model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok))
+    text = dict(
+        model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok)
+    )
     patch = 14
-    vision = dict(model_type="clip_vision_model", hidden_size=vision_width, intermediate_size=vision_width * 2,
-                  num_hidden_layers=vision_depth, num_attention_heads=2, image_size=image_size, patch_size=patch,
-                  projection_dim=vision_width)
-    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                         vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=False)
-    images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch,
-                               vision_feature_select_strategy="default", chat_template=tok.chat_template,
-                               num_additional_image_tokens=1)
+    vision = dict(
+        model_type="clip_vision_model",
+        hidden_size=vision_width,
+        intermediate_size=vision_width * 2,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+        projection_dim=vision_width,
+    )
+    config = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=False,
+    )
+    images = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=images,
+        tokenizer=tok,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        chat_template=tok.chat_template,
+        num_additional_image_tokens=1,
+    )
     return config, processor
 
 
-def idefics3_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
-                   vision_width: int = 32, vision_depth: int = 2, image_size: int = 56, vocab: int | None = None):
+def idefics3_parts(
+    tok,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    vision_width: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 56,
+    vocab: int | None = None,
+):
     """(config, processor) of an Idefics3 / SmolVLM (SigLIP tower, pixel-shuffle connector, Llama decoder);
     one image per picture (no splitting into tiles), (image_size / 14 / 2)² tokens each."""
     from transformers import Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
 
-    text = dict(model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok))
-    vision = dict(hidden_size=vision_width, intermediate_size=vision_width * 2, num_hidden_layers=vision_depth,
-                  num_attention_heads=2, image_size=image_size, patch_size=14)
-    config = Idefics3Config(text_config=text, vision_config=vision, scale_factor=2,
-                            image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
-    images = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": image_size},
-                                    max_image_size={"longest_edge": image_size})
-    processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=(image_size // 28) ** 2,
-                                  chat_template=tok.chat_template)
+    text = dict(
+        model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok)
+    )
+    vision = dict(
+        hidden_size=vision_width,
+        intermediate_size=vision_width * 2,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=14,
+    )
+    config = Idefics3Config(
+        text_config=text,
+        vision_config=vision,
+        scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=False,
+    )
+    images = Idefics3ImageProcessor(
+        do_image_splitting=False, size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size}
+    )
+    processor = Idefics3Processor(
+        image_processor=images, tokenizer=tok, image_seq_len=(image_size // 28) ** 2, chat_template=tok.chat_template
+    )
     return config, processor
 
 
-def gemma3_parts(tok, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
-                 vision_width: int = 32, vision_depth: int = 2, image_size: int = 56, vocab: int | None = None):
+def gemma3_parts(
+    tok,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    vision_width: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 56,
+    vocab: int | None = None,
+):
     """(config, processor) of a Gemma 3 (SigLIP tower, pooled projector, Gemma 3 decoder); 4 tokens an image."""
     from transformers import Gemma3Config, Gemma3ImageProcessor, Gemma3Processor
 
-    text = dict(model_type="gemma3_text", head_dim=hidden // heads, sliding_window=64,
-                **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok))
-    vision = dict(model_type="siglip_vision_model", hidden_size=vision_width, intermediate_size=vision_width * 2,
-                  num_hidden_layers=vision_depth, num_attention_heads=2, image_size=image_size, patch_size=14)
-    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (("boi_token_index", "<start_of_image>"),
-           ("eoi_token_index", "<end_of_image>"), ("image_token_index", "<image_soft_token>"))}
-    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, **ids, tie_word_embeddings=False)
+    text = dict(
+        model_type="gemma3_text",
+        head_dim=hidden // heads,
+        sliding_window=64,
+        **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok),
+    )
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=vision_width,
+        intermediate_size=vision_width * 2,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=14,
+    )
+    ids = {
+        name: tok.convert_tokens_to_ids(token)
+        for name, token in (
+            ("boi_token_index", "<start_of_image>"),
+            ("eoi_token_index", "<end_of_image>"),
+            ("image_token_index", "<image_soft_token>"),
+        )
+    }
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, **ids, tie_word_embeddings=False
+    )
     images = Gemma3ImageProcessor(size={"height": image_size, "width": image_size})
-    processor = Gemma3Processor(image_processor=images, tokenizer=tok, image_seq_length=4, chat_template=tok.chat_template)
+    processor = Gemma3Processor(
+        image_processor=images, tokenizer=tok, image_seq_length=4, chat_template=tok.chat_template
+    )
     return config, processor
 
 
 BUILDERS = {"qwen2_vl": qwen2_vl_parts, "llava": llava_parts, "idefics3": idefics3_parts, "gemma3": gemma3_parts}
 
 
-def build_tiny_vlm(folder: Path, family: str = "qwen2_vl", seed: int = 0, corpus: list[str] | None = None,
-                   **sizes) -> Path:
+def build_tiny_vlm(
+    folder: Path, family: str = "qwen2_vl", seed: int = 0, corpus: list[str] | None = None, **sizes
+) -> Path:
     """Write a random-weight VLM of `family` with its processor into `folder` and return the folder."""
     from transformers import AutoModelForImageTextToText
 

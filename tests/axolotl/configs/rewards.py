@@ -22,8 +22,12 @@ def prompt_transform(cfg, *args, **kwargs):
     """GSM8K rows {question, answer: "... #### 42"} as chat prompts with the bare answer."""
 
     def transform_fn(example, tokenizer=None):
-        return {"prompt": [{"role": "system", "content": "Think in <think>, answer in <answer>."},
-                           {"role": "user", "content": example["question"]}],
-                "answer": example["answer"].split("####")[-1].strip()}
+        return {
+            "prompt": [
+                {"role": "system", "content": "Think in <think>, answer in <answer>."},
+                {"role": "user", "content": example["question"]},
+            ],
+            "answer": example["answer"].split("####")[-1].strip(),
+        }
 
     return transform_fn, {"remove_columns": ["question"]}

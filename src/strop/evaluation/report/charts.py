@@ -34,14 +34,20 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
     def at(x: float, y: float) -> tuple[float, float]:
         return LEFT + (x - x0) / (x1 - x0) * plot_w, TOP + (1 - (y - y0) / (y1 - y0)) * plot_h
 
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT + 18 * len(series)}" '
-              f'role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="11">'),
-             f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>',
-             f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT + 18 * len(series)}" '
+            f'role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="11">'
+        ),
+        f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>',
+        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
     for y in _ticks(y0, y1):
         _, py = at(x0, y)
-        parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>'
-                     f'<text x="{LEFT - 4}" y="{py + 4:.1f}" text-anchor="end">{_label(y)}</text>')
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>'
+            f'<text x="{LEFT - 4}" y="{py + 4:.1f}" text-anchor="end">{_label(y)}</text>'
+        )
     for x in _ticks(x0, x1):
         px, _ = at(x, y0)
         parts.append(f'<text x="{px:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle">{_label(x)}</text>')
@@ -55,7 +61,9 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
         if len(coords) <= 30:
             parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in coords]
         legend_y = HEIGHT + 18 * index + 4
-        parts.append(f'<rect x="{LEFT}" y="{legend_y}" width="12" height="4" fill="{colour}"/>'
-                     f'<text x="{LEFT + 18}" y="{legend_y + 6}">{escape(name)}</text>')
+        parts.append(
+            f'<rect x="{LEFT}" y="{legend_y}" width="12" height="4" fill="{colour}"/>'
+            f'<text x="{LEFT + 18}" y="{legend_y + 6}">{escape(name)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)

@@ -15,11 +15,13 @@ from strop.evaluation.report.charts import line_chart
 from strop.evaluation.report.runs import RunRecord, config_differences, load_run, run_names
 from strop.safe_io import write_text
 
-STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
-         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "vertical-align:top;text-align:left;font-size:13px}th{background:#f3f3f3}td.num{text-align:right;"
-         "font-variant-numeric:tabular-nums}.charts{display:flex;flex-wrap:wrap;gap:12px}"
-         "pre{white-space:pre-wrap;margin:0;font-size:12px}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 8px;"
+    "vertical-align:top;text-align:left;font-size:13px}th{background:#f3f3f3}td.num{text-align:right;"
+    "font-variant-numeric:tabular-nums}.charts{display:flex;flex-wrap:wrap;gap:12px}"
+    "pre{white-space:pre-wrap;margin:0;font-size:12px}"
+)
 
 
 @dataclass
@@ -38,9 +40,17 @@ def _cell(value: Any) -> str:
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(
-        f'<td class="num">{escape(_cell(v))}</td>' if isinstance(v, (int, float)) and not isinstance(v, bool)
-        else f"<td><pre>{escape(_cell(v))}</pre></td>" for v in row) + "</tr>" for row in table.rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{escape(_cell(v))}</td>'
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            else f"<td><pre>{escape(_cell(v))}</pre></td>"
+            for v in row
+        )
+        + "</tr>"
+        for row in table.rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -53,9 +63,19 @@ def _md_table(table: Table) -> str:
 
 
 def overview(runs: list[RunRecord]) -> Table:
-    return Table(["run", "folder", "base model", "objective", "strategy"],
-                 [[r.name, str(r.folder), r.config.get("base_model"), r.config.get("rl") or "sft",
-                   r.config.get("adapter") or "full"] for r in runs])
+    return Table(
+        ["run", "folder", "base model", "objective", "strategy"],
+        [
+            [
+                r.name,
+                str(r.folder),
+                r.config.get("base_model"),
+                r.config.get("rl") or "sft",
+                r.config.get("adapter") or "full",
+            ]
+            for r in runs
+        ],
+    )
 
 
 def differences(runs: list[RunRecord]) -> Table:
@@ -82,8 +102,17 @@ def forgetting(runs: list[RunRecord]) -> Table:
             item = run.forgetting.get(side)
             if item:
                 good = (item["change"] >= 0) == item["higher_is_better"] or item["change"] == 0
-                rows.append([run.name, side, item["metric"], item["base"], item["tuned"], item["change"],
-                             "better" if good else "worse"])
+                rows.append(
+                    [
+                        run.name,
+                        side,
+                        item["metric"],
+                        item["base"],
+                        item["tuned"],
+                        item["change"],
+                        "better" if good else "worse",
+                    ]
+                )
     return Table(["run", "side", "metric", "base", "tuned", "change", "verdict"], rows)
 
 
@@ -95,8 +124,9 @@ def samples(runs: list[RunRecord]) -> list[tuple[str, Table]]:
     for name in names:
         columns: dict[str, dict[str, Any]] = {}
         prompts: dict[str, str] = {}
-        base: list[dict[str, Any]] = next((r.forgetting["samples"]["base"].get(name, []) for r in runs
-                                           if r.forgetting.get("samples")), [])
+        base: list[dict[str, Any]] = next(
+            (r.forgetting["samples"]["base"].get(name, []) for r in runs if r.forgetting.get("samples")), []
+        )
         for label, items in [("base", base)] + [(r.name, r.evals.get("samples", {}).get(name, [])) for r in runs]:
             for item in items:
                 if "reply" not in item:  # scored text (perplexity) or given pairs: nothing generated
@@ -108,7 +138,10 @@ def samples(runs: list[RunRecord]) -> list[tuple[str, Table]]:
         labels = [label for label in ["base", *[r.name for r in runs]] if label in columns]
         if not labels:
             continue
-        rows = [[prompt, reference, *[columns[label].get(prompt) for label in labels]] for prompt, reference in prompts.items()]
+        rows = [
+            [prompt, reference, *[columns[label].get(prompt) for label in labels]]
+            for prompt, reference in prompts.items()
+        ]
         out.append((name, Table(["prompt", "reference", *labels], rows)))
     return out
 
@@ -120,9 +153,13 @@ def charts(runs: list[RunRecord]) -> list[str]:
 
 def _sections(runs: list[RunRecord]) -> list[tuple[str, Any]]:
     one = len(runs) == 1
-    sections: list[tuple[str, Any]] = [("Runs", overview(runs)),
-                                       ("Config (keys set away from their defaults)" if one else "Config differences", differences(runs)),
-                                       ("Speed and memory", speed(runs)), ("Curves", None), ("Evaluation", evals(runs))]
+    sections: list[tuple[str, Any]] = [
+        ("Runs", overview(runs)),
+        ("Config (keys set away from their defaults)" if one else "Config differences", differences(runs)),
+        ("Speed and memory", speed(runs)),
+        ("Curves", None),
+        ("Evaluation", evals(runs)),
+    ]
     if any(r.forgetting for r in runs):
         sections.append(("Forgetting (base → tuned)", forgetting(runs)))
     sections += [(f"Samples: {name}", table) for name, table in samples(runs)]
@@ -140,8 +177,10 @@ def render_html(runs: list[RunRecord], title: str) -> str:
             body.append(_html_table(table))
         else:
             body.append("<p>None.</p>" if heading != "Config differences" else "<p>The configs are identical.</p>")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def render_markdown(runs: list[RunRecord], title: str) -> str:
@@ -149,7 +188,11 @@ def render_markdown(runs: list[RunRecord], title: str) -> str:
     for heading, table in _sections(runs):
         lines += [f"## {heading}", ""]
         if heading == "Curves":
-            pictures = [f"- {r.name}: ![{r.name}]({(r.folder / 'loss.png').resolve()})" for r in runs if (r.folder / "loss.png").is_file()]
+            pictures = [
+                f"- {r.name}: ![{r.name}]({(r.folder / 'loss.png').resolve()})"
+                for r in runs
+                if (r.folder / "loss.png").is_file()
+            ]
             lines += (pictures or ["No plots."]) + ["", "(The HTML report draws every curve, all runs overlaid.)"]
         else:
             lines.append(_md_table(table) if table.rows else "None.")

@@ -31,7 +31,9 @@ class RunRecord:
     def curve_keys(self) -> list[str]:
         """Loss and reward curves, then every evaluator metric (`eval/<name>/<metric>`), as logged."""
         logged = dict.fromkeys(k for r in self.records for k in r)
-        return [k for k in CURVES if k in logged] + [k for k in logged if k.startswith("eval/") and not k.endswith("/tokens")]
+        return [k for k in CURVES if k in logged] + [
+            k for k in logged if k.startswith("eval/") and not k.endswith("/tokens")
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Steps, final losses, throughput and memory, from the last logged records."""
@@ -53,7 +55,9 @@ class RunRecord:
         out: dict[str, float] = {}
         for record in self.records:
             for key, value in record.items():
-                if (key.startswith(("eval/", "forgetting/")) or key in ("eval_loss", "eval_reward")) and isinstance(value, (int, float)):
+                if (key.startswith(("eval/", "forgetting/")) or key in ("eval_loss", "eval_reward")) and isinstance(
+                    value, (int, float)
+                ):
                     out[key] = value
         return out
 
@@ -87,7 +91,9 @@ def load_run(folder: str | Path, name: str | None = None) -> RunRecord:
     if not folder.is_dir():
         raise StropError(f"report: {folder}: no such folder")
     if not config_path.is_file() and not metrics_path.is_file():
-        raise StropError(f"report: {folder} holds neither strop_config.yml nor metrics.jsonl: not a strop training output")
+        raise StropError(
+            f"report: {folder} holds neither strop_config.yml nor metrics.jsonl: not a strop training output"
+        )
     run = RunRecord(name or folder.name, folder)
     if config_path.is_file():
         try:

@@ -34,34 +34,41 @@ def pair_logps(model, tokenizer, rows: list[dict], batch_size: int = 8) -> torch
     out = []
     with eval_mode(model):
         for start in range(0, len(rows), batch_size):
-            chunk = [{k: v for k, v in r.items() if k != "ref"} for r in rows[start:start + batch_size]]
+            chunk = [{k: v for k, v in r.items() if k != "ref"} for r in rows[start : start + batch_size]]
             batch = {k: v.to(device) for k, v in collate_pairs(chunk, tokenizer.pad_token_id).items()}
             logps = sequence_logps(model, batch)[0].double().cpu()
-            out.append(torch.stack([logps[:len(chunk)], logps[len(chunk):]], dim=1))
+            out.append(torch.stack([logps[: len(chunk)], logps[len(chunk) :]], dim=1))
     return torch.cat(out)
 
 
 def accuracies(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
     margin_before = before[:, 0] - before[:, 1]
     margin_after = after[:, 0] - after[:, 1]
-    return {"logp_margin_acc_before": float((margin_before > 0).double().mean()),
-            "logp_margin_acc_after": float((margin_after > 0).double().mean()),
-            "implicit_reward_acc": float((margin_after - margin_before > 0).double().mean()),
-            "mean_margin_before": float(margin_before.mean()), "mean_margin_after": float(margin_after.mean())}
+    return {
+        "logp_margin_acc_before": float((margin_before > 0).double().mean()),
+        "logp_margin_acc_after": float((margin_after > 0).double().mean()),
+        "implicit_reward_acc": float((margin_after - margin_before > 0).double().mean()),
+        "mean_margin_before": float(margin_before.mean()),
+        "mean_margin_after": float(margin_after.mean()),
+    }
 
 
 def held_out_rows(cfg, tokenizer) -> list[dict]:
     from strop.data.preference import build_pair_data
 
-    held = cfg.model_copy(update={"datasets": [cfg.datasets[0].model_copy(update={"path": str(HERE / "held_out.jsonl"),
-                                                                                    "type": "dpo"})],
-                                  "val_set_size": 0.0})
+    held = cfg.model_copy(
+        update={
+            "datasets": [cfg.datasets[0].model_copy(update={"path": str(HERE / "held_out.jsonl"), "type": "dpo"})],
+            "val_set_size": 0.0,
+        }
+    )
     rows, _, _ = build_pair_data(held, tokenizer, None, "measure")
     return rows
 
 
-def measure(rl: str, steps: int, out_root: Path, prompt: str, extra: list[str] | None = None,
-            train_rows: int | None = None) -> dict:
+def measure(
+    rl: str, steps: int, out_root: Path, prompt: str, extra: list[str] | None = None, train_rows: int | None = None
+) -> dict:
     """Train `rl` with the example config and report held-out accuracies and a sample before/after."""
     from strop.config import load_config
     from strop.models.generate import answer_prompts
@@ -89,8 +96,14 @@ def measure(rl: str, steps: int, out_root: Path, prompt: str, extra: list[str] |
     tuned = PeftModel.from_pretrained(load_model(resolve_model_path(cfg.base_model)), str(out)).eval()
     tokenizer = load_tokenizer(str(out))
     after = pair_logps(tuned, tokenizer, rows)
-    result = {"rl": rl, "steps": steps, "train_seconds": round(seconds, 1), **accuracies(before, after),
-              "sample_before": sample_before, "sample_after": answer_prompts(tuned, tokenizer, [prompt], 16)[0]}
+    result = {
+        "rl": rl,
+        "steps": steps,
+        "train_seconds": round(seconds, 1),
+        **accuracies(before, after),
+        "sample_before": sample_before,
+        "sample_after": answer_prompts(tuned, tokenizer, [prompt], 16)[0],
+    }
     if rl not in ("dpo", "ipo", "kto"):
         del result["implicit_reward_acc"]
     return result

@@ -22,8 +22,13 @@ def _child(mode: str, adapter: str, steps: int, out: str) -> None:
     from strop.objectives import preference_common
     from strop.train.loop import train
 
-    overrides = [f"adapter={adapter}", f"max_steps={steps}", f"output_dir={out}", "sample_prompts=null",
-                 f"datasets=[{{path: {HERE / 'held_out.jsonl'}, type: dpo}}]"]  # 24 pairs: a short run
+    overrides = [
+        f"adapter={adapter}",
+        f"max_steps={steps}",
+        f"output_dir={out}",
+        "sample_prompts=null",
+        f"datasets=[{{path: {HERE / 'held_out.jsonl'}, type: dpo}}]",
+    ]  # 24 pairs: a short run
     if mode == "copy":
         from strop.models import load_model, resolve_model_path
 
@@ -38,8 +43,15 @@ def _child(mode: str, adapter: str, steps: int, out: str) -> None:
         overrides.append("precompute_ref_log_probs=false")
     cfg, base = load_config(HERE / "dpo.yml", overrides)
     train(cfg, base, overwrite=True)
-    print(json.dumps({"mode": mode, "adapter": adapter,
-                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "adapter": adapter,
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -54,9 +66,24 @@ def main() -> None:
         return
     for mode in ("cached", "copy"):
         with tempfile.TemporaryDirectory() as out:
-            done = subprocess.run([sys.executable, "-m", "strop.examples.preference.peak_memory", "--child", mode,
-                                   "--adapter", args.adapter, "--steps", str(args.steps), "--out", out],
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "strop.examples.preference.peak_memory",
+                    "--child",
+                    mode,
+                    "--adapter",
+                    args.adapter,
+                    "--steps",
+                    str(args.steps),
+                    "--out",
+                    out,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             print(done.stdout.strip().splitlines()[-1])
 
 

@@ -35,7 +35,9 @@ from strop.merge.methods.task_arithmetic import combine_linear
 from strop.merge.methods.ties import combine_ties
 
 
-def drop_and_rescale(delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = True) -> torch.Tensor:
+def drop_and_rescale(
+    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = True
+) -> torch.Tensor:
     """Keep each entry with probability `density` and, with `rescale`, divide the survivors by `density` (in place)."""
     if density >= 1.0:
         return delta

@@ -69,8 +69,10 @@ class RewardSpec(BaseModel):
             if key not in valid:
                 close = difflib.get_close_matches(key, valid + ["type", "weight", "name"], n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"unknown option '{key}' for reward type '{self.type}'{hint} "
-                                 f"(its options: {', '.join(valid) or 'none'})")
+                raise ValueError(
+                    f"unknown option '{key}' for reward type '{self.type}'{hint} "
+                    f"(its options: {', '.join(valid) or 'none'})"
+                )
         try:
             return options.model_validate(self.model_extra or {})
         except ValidationError as err:
@@ -114,8 +116,9 @@ def build_rewards(specs: list[RewardSpec], base_dir: Path | None = None) -> list
     return rewards
 
 
-def score_rewards(rewards: list[Reward], prompts: list, completions: list[str], rows: list[dict],
-                  where: list[str] | None = None) -> tuple[list[float], dict[str, list[float]]]:
+def score_rewards(
+    rewards: list[Reward], prompts: list, completions: list[str], rows: list[dict], where: list[str] | None = None
+) -> tuple[list[float], dict[str, list[float]]]:
     """(total, per_reward): total[i] = sum_k weight_k * reward_k[i]; per_reward holds the raw scores.
     `where` (each completion's dataset row, "prompts.jsonl:7") lets an error name the row."""
     if not len(prompts) == len(completions) == len(rows):

@@ -57,8 +57,10 @@ class Reward:
 def row_field(row: dict, field: str, reward: str) -> Any:
     """`row[field]`, or a StropError that says which reward wanted which field."""
     if field not in row or row[field] is None:
-        raise StropError(f"{reward} reward: the dataset row has no '{field}' field "
-                         f"(present: {', '.join(sorted(row)) or 'none'}); add it or set the reward's `field` option")
+        raise StropError(
+            f"{reward} reward: the dataset row has no '{field}' field "
+            f"(present: {', '.join(sorted(row)) or 'none'}); add it or set the reward's `field` option"
+        )
     return row[field]
 
 

@@ -36,7 +36,8 @@ class CodeOptions(Options):
     memory_mb: int = Field(512, ge=64, description="Address-space limit of the sandboxed process.")
     workers: int = Field(2, ge=1, description="Completions run in parallel.")
     sandbox: Literal["strict", "relaxed"] = Field(
-        "strict", description="strict: refuse to run where an isolation layer is missing; relaxed: run anyway, warning.")
+        "strict", description="strict: refuse to run where an isolation layer is missing; relaxed: run anyway, warning."
+    )
 
 
 def extract_code(text: str) -> str:
@@ -53,7 +54,9 @@ def row_tests(row: dict, field: str) -> list[str]:
             pass
     tests = [tests] if isinstance(tests, str) else tests
     if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
-        raise StropError(f"code reward: row field '{field}' must be a non-empty list of test strings or a string of test code")
+        raise StropError(
+            f"code reward: row field '{field}' must be a non-empty list of test strings or a string of test code"
+        )
     return tests
 
 
@@ -65,8 +68,9 @@ def build(options: CodeOptions, base_dir: Path | None):
 
     def score_one(completion: str, tests: list[str]) -> float:
         try:
-            return run_tests(extract_code(completion), tests, options.timeout_s, options.memory_mb,
-                             sandbox=options.sandbox).fraction
+            return run_tests(
+                extract_code(completion), tests, options.timeout_s, options.memory_mb, sandbox=options.sandbox
+            ).fraction
         except SandboxUnavailable:
             raise
         except Exception:

@@ -17,7 +17,9 @@ from strop.rl.rewards.base import Options, RewardType, per_completion
 
 class FormatOptions(Options):
     pattern: str | None = Field(None, description="Regex (DOTALL) the whole stripped completion must match.")
-    tags: list[str] | None = Field(None, description="Tags that must each appear once as <tag>...</tag>, in this order.")
+    tags: list[str] | None = Field(
+        None, description="Tags that must each appear once as <tag>...</tag>, in this order."
+    )
 
     @field_validator("pattern")
     @classmethod

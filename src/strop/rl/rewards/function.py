@@ -44,8 +44,7 @@ def load_function(target: str, base_dir: Path | None):
         except ImportError as err:
             raise StropError(f"function reward '{target}': cannot import {module_name}: {err}") from err
         except Exception as err:  # noqa: BLE001 - the user's module failed while importing
-            raise StropError(f"function reward '{target}': importing {module_name} raised "
-                             f"{_describe(err)}") from err
+            raise StropError(f"function reward '{target}': importing {module_name} raised {_describe(err)}") from err
     fn = getattr(module, attribute, None)
     if not callable(fn):
         raise StropError(f"function reward '{target}': {module_name} has no function '{attribute}'")
@@ -79,13 +78,20 @@ def _describe(err: BaseException) -> str:
 def checked(result, count: int, target: str) -> list[float]:
     """`result` as floats, or a StropError when it is not `count` real numbers."""
     if isinstance(result, (str, bytes)) or not hasattr(result, "__len__") or len(result) != count:
-        got = f"length {len(result)}" if hasattr(result, "__len__") and not isinstance(result, (str, bytes)) \
+        got = (
+            f"length {len(result)}"
+            if hasattr(result, "__len__") and not isinstance(result, (str, bytes))
             else type(result).__name__
-        raise StropError(f"function reward '{target}' must return a list of {count} numbers (one per completion), got {got}")
+        )
+        raise StropError(
+            f"function reward '{target}' must return a list of {count} numbers (one per completion), got {got}"
+        )
     scores = []
     for index, value in enumerate(result):
         if not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise RewardError(f"function reward '{target}' returned {value!r}: each score must be a finite number", index)
+            raise RewardError(
+                f"function reward '{target}' returned {value!r}: each score must be a finite number", index
+            )
         scores.append(float(value))
     return scores
 
@@ -114,8 +120,11 @@ def scorer(fn, target: str):
             raise RewardError(f"function reward '{target}' raised {_describe(failures[0][1])}", 0) from batch_error
         if failures and not warned:
             warned.append(True)
-            print(f"strop: warning: function reward '{target}' raised {_describe(failures[0][1])} on "
-                  f"{len(failures)} of {len(completions)} completions; they score 0 (said once)", file=sys.stderr)
+            print(
+                f"strop: warning: function reward '{target}' raised {_describe(failures[0][1])} on "
+                f"{len(failures)} of {len(completions)} completions; they score 0 (said once)",
+                file=sys.stderr,
+            )
         return scores
 
     def score(prompts: list, completions: list[str], rows: list[dict]) -> list[float]:

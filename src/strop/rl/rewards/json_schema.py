@@ -22,7 +22,9 @@ _JSON_BLOCK = re.compile(r"```json[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 class JsonSchemaOptions(Options):
-    schema_: dict[str, Any] | None = Field(None, alias="schema", description="Inline JSON Schema (else read from the row).")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="Inline JSON Schema (else read from the row)."
+    )
     field: str = Field("schema", description="Row field holding the schema when no inline schema is given.")
 
     @field_validator("schema_")

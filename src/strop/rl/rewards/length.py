@@ -19,7 +19,9 @@ from strop.rl.rewards.base import Options, RewardType, per_completion
 
 class LengthOptions(Options):
     max_chars: int = Field(gt=0, description="Completions this long or longer score -1.")
-    target_chars: int | None = Field(None, ge=0, description="Completions this long or shorter score 0 (default max_chars / 2).")
+    target_chars: int | None = Field(
+        None, ge=0, description="Completions this long or shorter score 0 (default max_chars / 2)."
+    )
 
     @model_validator(mode="after")
     def _below_max(self) -> LengthOptions:

@@ -31,8 +31,18 @@ MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 1000
 MAX_SYMBOLIC_EXPONENT = 12
 FUNCTIONS = ("sqrt", "sin", "cos", "tan", "log", "exp", "pi")
-_LATEX_WORDS = {r"\cdot": "*", r"\times": "*", r"\div": "/", r"\pi": "pi", r"\ln": "log", r"\log": "log",
-                r"\sin": "sin", r"\cos": "cos", r"\tan": "tan", r"\exp": "exp"}
+_LATEX_WORDS = {
+    r"\cdot": "*",
+    r"\times": "*",
+    r"\div": "/",
+    r"\pi": "pi",
+    r"\ln": "log",
+    r"\log": "log",
+    r"\sin": "sin",
+    r"\cos": "cos",
+    r"\tan": "tan",
+    r"\exp": "exp",
+}
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?|answer\s*:", re.IGNORECASE)
 _FRACTION = re.compile(r"^(-?\d+(?:\.\d+)?)/(-?\d+(?:\.\d+)?)$")
@@ -50,7 +60,7 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
     for index in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[index], 0)
         if depth == 0:
-            return text[start + 1:index], index + 1
+            return text[start + 1 : index], index + 1
     return None
 
 
@@ -58,7 +68,7 @@ def _last_boxed(text: str) -> str | None:
     start = max(text.rfind(r"\boxed"), text.rfind(r"\fbox"))
     if start < 0:
         return None
-    rest = text[start + (6 if text.startswith(r"\boxed", start) else 5):].lstrip()
+    rest = text[start + (6 if text.startswith(r"\boxed", start) else 5) :].lstrip()
     if rest.startswith("{"):
         group = _braced(rest, 0)
         return group[0] if group else None
@@ -73,7 +83,7 @@ def extract_answer(text: str) -> str | None:
         return boxed
     markers = list(_ANSWER_IS.finditer(text))
     if markers:
-        line = text[markers[-1].end():].split("\n", 1)[0]
+        line = text[markers[-1].end() :].split("\n", 1)[0]
         phrase = re.split(r"\.(?:\s|$)", line.strip(), maxsplit=1)[0]
         if phrase.strip():
             return phrase
@@ -90,9 +100,22 @@ def reference_answer(value: object) -> str:
 
 def normalize(text: str) -> str:
     text = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}", r"\1", text)
-    for old, new in ((r"\dfrac", r"\frac"), (r"\tfrac", r"\frac"), (r"\left", ""), (r"\right", ""),
-                     (r"\!", ""), (r"\,", ""), (r"\;", ""), (r"\%", ""), (r"\$", ""), ("^{\\circ}", ""),
-                     ("^\\circ", ""), ("°", ""), ("$", ""), ("%", "")):
+    for old, new in (
+        (r"\dfrac", r"\frac"),
+        (r"\tfrac", r"\frac"),
+        (r"\left", ""),
+        (r"\right", ""),
+        (r"\!", ""),
+        (r"\,", ""),
+        (r"\;", ""),
+        (r"\%", ""),
+        (r"\$", ""),
+        ("^{\\circ}", ""),
+        ("^\\circ", ""),
+        ("°", ""),
+        ("$", ""),
+        ("%", ""),
+    ):
         text = text.replace(old, new)
     text = text.rsplit("=", 1)[-1]
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
@@ -122,12 +145,12 @@ def _latex_to_plain(text: str) -> str | None:
             if first is None:
                 return None
             if function:
-                text = f"{text[:start]}{function}({first[0]}){text[first[1]:]}"
+                text = f"{text[:start]}{function}({first[0]}){text[first[1] :]}"
                 continue
-            second = _braced(text, first[1]) if text[first[1]:first[1] + 1] == "{" else None
+            second = _braced(text, first[1]) if text[first[1] : first[1] + 1] == "{" else None
             if second is None:
                 return None
-            text = f"{text[:start]}(({first[0]})/({second[0]})){text[second[1]:]}"
+            text = f"{text[:start]}(({first[0]})/({second[0]})){text[second[1] :]}"
     for word, plain in _LATEX_WORDS.items():
         text = text.replace(word, f" {plain} ")
     text = text.replace("{", "(").replace("}", ")")
@@ -144,14 +167,18 @@ def to_expression(text: str):
     if any(len(name) > 1 and name not in FUNCTIONS for name in re.findall(r"[A-Za-z]+", plain)):
         return None
     import sympy
-    from sympy.parsing.sympy_parser import (auto_number, auto_symbol, convert_xor, implicit_multiplication,
-                                            parse_expr)
+    from sympy.parsing.sympy_parser import auto_number, auto_symbol, convert_xor, implicit_multiplication, parse_expr
 
     constructors = ("Add", "Mul", "Pow", "Integer", "Float", "Rational", "Symbol")
     names = {name: getattr(sympy, name) for name in (*constructors, *FUNCTIONS)}
     try:
-        expression = parse_expr(plain, local_dict={}, global_dict=names, evaluate=False,
-                                transformations=(auto_symbol, auto_number, convert_xor, implicit_multiplication))
+        expression = parse_expr(
+            plain,
+            local_dict={},
+            global_dict=names,
+            evaluate=False,
+            transformations=(auto_symbol, auto_number, convert_xor, implicit_multiplication),
+        )
     except Exception:
         return None
     for power in sympy.preorder_traversal(expression):

@@ -59,8 +59,17 @@ OUTPUT_LIMIT = 64 * 1024
 REPORT_LIMIT = 1024 * 1024
 ENTER_CGROUP = 'echo $$ 2>/dev/null > "$0"; exec "$@"'  # the cgroup is a best-effort layer: start regardless
 
-__all__ = ["Layers", "SandboxResult", "SandboxUnavailable", "SandboxWarning", "TestRun", "missing_layers",
-           "run_python", "run_tests", "warn_relaxed"]
+__all__ = [
+    "Layers",
+    "SandboxResult",
+    "SandboxUnavailable",
+    "SandboxWarning",
+    "TestRun",
+    "missing_layers",
+    "run_python",
+    "run_tests",
+    "warn_relaxed",
+]
 
 
 @dataclass
@@ -85,20 +94,39 @@ class TestRun:
         return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
 
-def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 512, file_mb: int = 16, *,
-               sandbox: str = "strict", layers: Layers = Layers()) -> SandboxResult:
+def run_python(
+    code: str,
+    timeout_s: float = 5.0,
+    memory_mb: int = 512,
+    file_mb: int = 16,
+    *,
+    sandbox: str = "strict",
+    layers: Layers = Layers(),
+) -> SandboxResult:
     """Run `code` as a script (`__name__ == "__main__"`) in the sandbox."""
-    result, _ = _execute({"mode": "run", "code": code}, timeout_s, memory_mb, file_mb,
-                         isolation.plan(layers, sandbox))
+    result, _ = _execute({"mode": "run", "code": code}, timeout_s, memory_mb, file_mb, isolation.plan(layers, sandbox))
     return result
 
 
-def run_tests(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb: int = 512, file_mb: int = 16, *,
-              sandbox: str = "strict", layers: Layers = Layers()) -> TestRun:
+def run_tests(
+    code: str,
+    tests: list[str],
+    timeout_s: float = 5.0,
+    memory_mb: int = 512,
+    file_mb: int = 16,
+    *,
+    sandbox: str = "strict",
+    layers: Layers = Layers(),
+) -> TestRun:
     """Run `code` (as module `solution`), then each test in its namespace; one child for all of them."""
     nonce = secrets.token_hex(16)
-    result, report = _execute({"mode": "tests", "code": code, "tests": list(tests), "nonce": nonce},
-                              timeout_s, memory_mb, file_mb, isolation.plan(layers, sandbox))
+    result, report = _execute(
+        {"mode": "tests", "code": code, "tests": list(tests), "nonce": nonce},
+        timeout_s,
+        memory_mb,
+        file_mb,
+        isolation.plan(layers, sandbox),
+    )
     verdicts: dict[int, list[str]] = {}
     for line in report.decode("ascii", "replace").splitlines():
         parts = line.split()
@@ -107,14 +135,18 @@ def run_tests(code: str, tests: list[str], timeout_s: float = 5.0, memory_mb: in
     return TestRun([verdicts.get(index) == ["1"] for index in range(len(tests))], result)
 
 
-def _command(plan: isolation.Plan, folder: str, file_mb: int, cgroup: str | None,
-             seccomp_fd: int | None) -> list[str]:
+def _command(plan: isolation.Plan, folder: str, file_mb: int, cgroup: str | None, seccomp_fd: int | None) -> list[str]:
     """The child's command line: [enter the cgroup,] [bubblewrap,] the interpreter and the child's source."""
     command = [sys.executable, "-I", "-B", "-c", child.source()]
     if plan.namespaces:
         settings = [arg for name, value in _environment(folder).items() for arg in ("--setenv", name, value)]
-        command = [*isolation.bwrap_command(folder, file_mb, plan.drop is not None, seccomp_fd), "--clearenv",
-                   *settings, isolation.python_executable(), *command[1:]]
+        command = [
+            *isolation.bwrap_command(folder, file_mb, plan.drop is not None, seccomp_fd),
+            "--clearenv",
+            *settings,
+            isolation.python_executable(),
+            *command[1:],
+        ]
     return ["/bin/sh", "-c", ENTER_CGROUP, os.path.join(cgroup, "cgroup.procs"), *command] if cgroup else command
 
 
@@ -122,21 +154,36 @@ def _environment(folder: str) -> dict[str, str]:
     return {"HOME": folder, "TMPDIR": folder, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def _execute(job: dict, timeout_s: float, memory_mb: int, file_mb: int,
-             plan: isolation.Plan) -> tuple[SandboxResult, bytes]:
+def _execute(
+    job: dict, timeout_s: float, memory_mb: int, file_mb: int, plan: isolation.Plan
+) -> tuple[SandboxResult, bytes]:
     folder = tempfile.mkdtemp(prefix="strop-sandbox-")
     cgroup = isolation.make_cgroup() if plan.cgroup else None
     read_end, write_end = os.pipe()
     seccomp_fd = _seccomp_pipe() if plan.seccomp else None
-    job |= {"report_fd": write_end, "memory_mb": memory_mb, "file_mb": file_mb, "cpu_s": math.ceil(timeout_s) + 1,
-            "drop": plan.drop, "hook": plan.audit_hook, "rlimits": plan.rlimits}
+    job |= {
+        "report_fd": write_end,
+        "memory_mb": memory_mb,
+        "file_mb": file_mb,
+        "cpu_s": math.ceil(timeout_s) + 1,
+        "drop": plan.drop,
+        "hook": plan.audit_hook,
+        "rlimits": plan.rlimits,
+    }
     command = _command(plan, folder, file_mb, cgroup, seccomp_fd)
     started, proc = time.monotonic(), None
     try:
         try:
-            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=folder, env=_environment(folder), start_new_session=True,
-                                    pass_fds=(write_end,) if seccomp_fd is None else (write_end, seccomp_fd))
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=folder,
+                env=_environment(folder),
+                start_new_session=True,
+                pass_fds=(write_end,) if seccomp_fd is None else (write_end, seccomp_fd),
+            )
         finally:
             os.close(write_end)
             if seccomp_fd is not None:
@@ -157,8 +204,13 @@ def _execute(job: dict, timeout_s: float, memory_mb: int, file_mb: int,
         if cgroup:
             isolation.remove_cgroup(cgroup)
     out = pipes.buffers
-    result = SandboxResult(proc.returncode, out["stdout"].decode("utf-8", "replace"),
-                           out["stderr"].decode("utf-8", "replace"), timed_out, time.monotonic() - started)
+    result = SandboxResult(
+        proc.returncode,
+        out["stdout"].decode("utf-8", "replace"),
+        out["stderr"].decode("utf-8", "replace"),
+        timed_out,
+        time.monotonic() - started,
+    )
     return result, bytes(out["report"])
 
 
@@ -196,7 +248,7 @@ class _Pipes:
                 if not chunk:
                     self.selector.unregister(key.fd)
                 buffer = self.buffers[key.data]
-                buffer += chunk[:max(0, self.limits[key.data] - len(buffer))]
+                buffer += chunk[: max(0, self.limits[key.data] - len(buffer))]
 
     def close(self) -> None:
         self.selector.close()
@@ -205,7 +257,7 @@ class _Pipes:
 
     def _feed(self, fd: int) -> None:
         try:
-            self.payload = self.payload[os.write(fd, self.payload):]
+            self.payload = self.payload[os.write(fd, self.payload) :]
         except BlockingIOError:
             return
         except BrokenPipeError:
@@ -239,5 +291,3 @@ def _force_remove(function, path, exc_info) -> None:
         (shutil.rmtree if os.path.isdir(path) and not os.path.islink(path) else os.remove)(path)
     except OSError:
         pass
-
-

@@ -24,9 +24,14 @@ def _child_limits(job):
     import resource
 
     megabyte = 1024 * 1024
-    wanted = [(resource.RLIMIT_AS, job["memory_mb"] * megabyte), (resource.RLIMIT_CPU, job["cpu_s"]),
-              (resource.RLIMIT_FSIZE, job["file_mb"] * megabyte), (resource.RLIMIT_NOFILE, 64),
-              (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)]
+    wanted = [
+        (resource.RLIMIT_AS, job["memory_mb"] * megabyte),
+        (resource.RLIMIT_CPU, job["cpu_s"]),
+        (resource.RLIMIT_FSIZE, job["file_mb"] * megabyte),
+        (resource.RLIMIT_NOFILE, 64),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, 0),
+    ]
     for kind, value in wanted:
         hard = resource.getrlimit(kind)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
@@ -49,15 +54,57 @@ def _child_hook(temp, roots):
     type_of, str_type, bytes_type, int_type, os_error, base_error = type, str, bytes, int, OSError, BaseException
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     writable, readable = (temp,), (temp, *roots)
-    refused = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-               "os.kill", "os.link", "os.symlink", "os.startfile", "signal.", "pty.", "ctypes.", "resource.set",
-               "resource.prlimit", "sys.addaudithook", "sys._getframe", "sys._current_", "sys.settrace",
-               "sys.setprofile", "gc.get_", "code.__new__", "webbrowser.")
-    refused_imports = ("ctypes", "_ctypes", "_posixsubprocess", "posix", "_testcapi", "_testinternalcapi",
-                       "_xxsubinterpreters")
+    refused = (
+        "socket.",
+        "subprocess.",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.kill",
+        "os.link",
+        "os.symlink",
+        "os.startfile",
+        "signal.",
+        "pty.",
+        "ctypes.",
+        "resource.set",
+        "resource.prlimit",
+        "sys.addaudithook",
+        "sys._getframe",
+        "sys._current_",
+        "sys.settrace",
+        "sys.setprofile",
+        "gc.get_",
+        "code.__new__",
+        "webbrowser.",
+    )
+    refused_imports = (
+        "ctypes",
+        "_ctypes",
+        "_posixsubprocess",
+        "posix",
+        "_testcapi",
+        "_testinternalcapi",
+        "_xxsubinterpreters",
+    )
     frame_attributes = ("tb_frame", "gi_frame", "cr_frame", "ag_frame")
-    write_events = ("os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime", "os.truncate",
-                    "os.setxattr", "os.removexattr", "os.chflags", "os.lchflags", "os.lchmod", "os.chdir")
+    write_events = (
+        "os.remove",
+        "os.rmdir",
+        "os.mkdir",
+        "os.chmod",
+        "os.chown",
+        "os.utime",
+        "os.truncate",
+        "os.setxattr",
+        "os.removexattr",
+        "os.chflags",
+        "os.lchflags",
+        "os.lchmod",
+        "os.chdir",
+    )
     read_events = ("os.listdir", "os.scandir", "os.listxattr", "os.getxattr", "glob.glob", "glob.glob/2")
 
     def resolve(path):
@@ -131,8 +178,9 @@ def _child_hook(temp, roots):
             check_path(args[0], writable)
             check_path(args[1], writable)
         elif event in write_events:
-            if event in ("os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime") \
-                    and not (args[-1] is None or args[-1] < 0):
+            if event in ("os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime") and not (
+                args[-1] is None or args[-1] < 0
+            ):
                 raise Refused("sandbox: dir_fd is not allowed")
             check_path(args[0], writable)
         elif event in read_events:
@@ -168,8 +216,19 @@ def _child_main():
         _child_limits(job)
     temp = os.path.realpath(os.getcwd())
     paths = sysconfig.get_paths()
-    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                                           paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"])}
+    roots = {
+        os.path.realpath(p)
+        for p in (
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            sys.base_exec_prefix,
+            paths["stdlib"],
+            paths["platstdlib"],
+            paths["purelib"],
+            paths["platlib"],
+        )
+    }
     hook = _child_hook(temp, tuple(sorted(roots)))
     tests = []
     for index, test in enumerate(job.get("tests", [])):

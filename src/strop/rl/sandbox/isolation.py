@@ -83,12 +83,20 @@ def plan(layers: Layers, mode: str) -> Plan:
         raise ValueError(f"sandbox mode must be 'strict' or 'relaxed', not {mode!r}")
     missing = missing_layers(layers)
     if missing and mode == "strict":
-        raise SandboxUnavailable(describe(missing) + " Or set `sandbox: relaxed` on the code reward to run the "
-                                 "code anyway with the layers that work here (not for untrusted code).")
+        raise SandboxUnavailable(
+            describe(missing) + " Or set `sandbox: relaxed` on the code reward to run the "
+            "code anyway with the layers that work here (not for untrusted code)."
+        )
     namespaces = layers.namespaces and "namespaces" not in missing
     drop = unused_ids() if layers.drop_user and os.geteuid() == 0 and namespaces else None
-    return Plan(namespaces, drop, layers.seccomp and namespaces and "seccomp" not in missing,
-                layers.cgroup and pids_hierarchy() is not None, layers.audit_hook, layers.rlimits)
+    return Plan(
+        namespaces,
+        drop,
+        layers.seccomp and namespaces and "seccomp" not in missing,
+        layers.cgroup and pids_hierarchy() is not None,
+        layers.audit_hook,
+        layers.rlimits,
+    )
 
 
 def missing_layers(layers: Layers = Layers()) -> dict[str, str]:
@@ -98,7 +106,9 @@ def missing_layers(layers: Layers = Layers()) -> dict[str, str]:
     if layers.namespaces and namespaces:
         missing["namespaces"] = namespaces
     if layers.drop_user and os.geteuid() == 0 and namespaces:
-        missing["drop_user"] = "dropping root needs the namespaces layer (the interpreter must be readable to the new user)"
+        missing["drop_user"] = (
+            "dropping root needs the namespaces layer (the interpreter must be readable to the new user)"
+        )
     if layers.seccomp:
         reason = seccomp.unavailable() or (namespaces and "the seccomp filter is loaded by bubblewrap")
         if reason:
@@ -107,16 +117,23 @@ def missing_layers(layers: Layers = Layers()) -> dict[str, str]:
 
 
 def describe(missing: dict[str, str]) -> str:
-    return "sandbox: cannot isolate model-written code here: " + "; ".join(
-        f"{layer}: {reason}" for layer, reason in missing.items()) + "."
+    return (
+        "sandbox: cannot isolate model-written code here: "
+        + "; ".join(f"{layer}: {reason}" for layer, reason in missing.items())
+        + "."
+    )
 
 
 def warn_relaxed(layers: Layers = Layers()) -> None:
     """The loud warning of relaxed mode: what is missing, or that nothing is."""
     missing = missing_layers(layers)
     what = describe(missing) if missing else "sandbox: every isolation layer works here"
-    warnings.warn(f"{what} `sandbox: relaxed` runs model-written code regardless; use it only for code you "
-                  "trust, never for a policy that might learn to attack its reward.", SandboxWarning, stacklevel=2)
+    warnings.warn(
+        f"{what} `sandbox: relaxed` runs model-written code regardless; use it only for code you "
+        "trust, never for a policy that might learn to attack its reward.",
+        SandboxWarning,
+        stacklevel=2,
+    )
 
 
 @functools.cache
@@ -129,15 +146,22 @@ def namespaces_unavailable() -> str | None:
         mounts()
         folder = tempfile.mkdtemp(prefix="strop-sandbox-probe-")
         try:
-            probe = subprocess.run([*bwrap_command(folder, 1), python_executable(), "-I", "-c", "pass"],
-                                   capture_output=True, text=True, timeout=30, cwd="/")
+            probe = subprocess.run(
+                [*bwrap_command(folder, 1), python_executable(), "-I", "-c", "pass"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd="/",
+            )
         finally:
             os.rmdir(folder)
     except (OSError, subprocess.SubprocessError) as error:
         return f"bubblewrap could not be started: {error}"
     if probe.returncode != 0:
-        return (f"bubblewrap failed ({probe.stderr.strip()[-300:]}); it needs user namespaces when not run as "
-                "root (sysctl kernel.unprivileged_userns_clone=1), and a container may forbid them")
+        return (
+            f"bubblewrap failed ({probe.stderr.strip()[-300:]}); it needs user namespaces when not run as "
+            "root (sysctl kernel.unprivileged_userns_clone=1), and a container may forbid them"
+        )
     return None
 
 
@@ -160,15 +184,28 @@ def mounts() -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
         if path.startswith("/"):
             destination = os.path.dirname(path) if "=>" in line else path  # the folder of a library; the loader
             binds[destination] = os.path.realpath(destination)
-    hidden = {paths[key] for key in ("purelib", "platlib") if any(
-        paths[key].startswith(destination + "/") for destination in binds)}
+    hidden = {
+        paths[key]
+        for key in ("purelib", "platlib")
+        if any(paths[key].startswith(destination + "/") for destination in binds)
+    }
     return tuple((source, destination) for destination, source in sorted(binds.items())), tuple(sorted(hidden))
 
 
 def bwrap_command(folder: str, folder_mb: int, drop: bool = False, seccomp_fd: int | None = None) -> list[str]:
     """bubblewrap's arguments up to the command it runs (see the module docstring)."""
-    command = [shutil.which("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-               "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    command = [
+        shutil.which("bwrap") or "bwrap",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+    ]
     if os.geteuid() == 0:
         command += ["--cap-drop", "ALL"] + (["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if drop else [])
     else:
@@ -186,8 +223,22 @@ def bwrap_command(folder: str, folder_mb: int, drop: bool = False, seccomp_fd: i
         command += ["--ro-bind", source, destination]
     for folder_hidden in hidden:
         command += ["--tmpfs", folder_hidden, "--remount-ro", folder_hidden]
-    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "0777", "--size", str(folder_mb * 1024 * 1024),
-                "--tmpfs", folder, "--remount-ro", "/", "--chdir", folder]
+    command += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "0777",
+        "--size",
+        str(folder_mb * 1024 * 1024),
+        "--tmpfs",
+        folder,
+        "--remount-ro",
+        "/",
+        "--chdir",
+        folder,
+    ]
     return command + (["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])
 
 

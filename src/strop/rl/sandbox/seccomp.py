@@ -31,14 +31,68 @@ CLONE_THREAD = 0x00010000
 TIOCSTI = 0x5412
 
 DENIED = (
-    "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_open", "pidfd_getfd",
-    "perf_event_open", "bpf", "userfaultfd", "keyctl", "add_key", "request_key", "io_uring_setup",
-    "io_uring_enter", "io_uring_register", "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "open_by_handle_at",
-    "name_to_handle_at", "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-    "reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "quotactl", "quotactl_fd", "iopl", "ioperm", "personality", "mbind", "set_mempolicy", "migrate_pages",
-    "move_pages", "syslog", "vhangup", "lookup_dcookie", "uselib", "ustat", "sysfs", "_sysctl", "nfsservctl",
+    "fork",
+    "vfork",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_open",
+    "pidfd_getfd",
+    "perf_event_open",
+    "bpf",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "open_tree",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "quotactl",
+    "quotactl_fd",
+    "iopl",
+    "ioperm",
+    "personality",
+    "mbind",
+    "set_mempolicy",
+    "migrate_pages",
+    "move_pages",
+    "syslog",
+    "vhangup",
+    "lookup_dcookie",
+    "uselib",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "nfsservctl",
     "fanotify_init",
 )
 
@@ -48,8 +102,10 @@ def unavailable() -> str | None:
     try:
         import pyseccomp  # noqa: F401
     except (ImportError, OSError) as error:
-        return (f"the seccomp filter needs libseccomp and its Python binding ({error}); install them with "
-                "`apt-get install libseccomp2` and `pip install pyseccomp`")
+        return (
+            f"the seccomp filter needs libseccomp and its Python binding ({error}); install them with "
+            "`apt-get install libseccomp2` and `pip install pyseccomp`"
+        )
     return None
 
 
