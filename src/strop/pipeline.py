@@ -237,7 +237,7 @@ def write_report(out: Path, spec: Pipeline, results: list[dict[str, Any]]) -> Pa
             lines.append("")
     lines += ["", "## Artifacts", ""]
     for r in results:
-        produced = [k for k in ("adapter", "merged", "gguf", "modelfile") if k in r]
+        produced: list[str] = [k for k in ("adapter", "merged", "gguf", "modelfile") if k in r]
         if r.get("kind") == "merge" or (r.get("kind") == "train" and "merged" not in r and "skipped" not in r):
             produced.append("model")
         lines += [f"- {r['name']} {key}: `{r[key]}`" for key in produced]

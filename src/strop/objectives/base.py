@@ -90,7 +90,8 @@ def model_inputs(batch: dict[str, torch.Tensor], model: nn.Module | None = None)
     """The keyword inputs of `model`'s forward; packed rows' segment ids become the attention mask that
     model takes (a FlexAttention block mask where it runs strop's packed attention, else a dense one);
     image inputs of vision batches pass through."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "segment_ids") if k in batch}
+    keys = ("input_ids", "attention_mask", "position_ids", "segment_ids")
+    inputs: dict[str, torch.Tensor] = {k: batch[k] for k in keys if k in batch}
     return attention_for(inputs, model) | vision_inputs(batch)
 
 
