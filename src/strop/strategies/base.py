@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from strop.errors import StropError
+from strop.models.shapes import NF4_BYTES, Shapes, quantized_linear_params
 
 
 class StrategyParams(BaseModel):
@@ -69,6 +70,39 @@ class Strategy:
     saves_trainable_only = False
     #: What `save` writes, for the run summary.
     artifact_kind = "model (HF format)"
+    #: Whether the trainable parameters are added next to the base's (adapters), for `strop estimate`.
+    adds_parameters = False
+
+    # `strop estimate` (strop.train.estimate) asks each strategy for its share of the memory model; the
+    # defaults answer for full fine-tuning. `shapes` is a strop.models.shapes.Shapes.
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        """Parameters this strategy trains (at any one time), from the architecture's shapes alone."""
+        return shapes.total
+
+    def trainable_from_skeleton(self, model: nn.Module, cfg) -> int | None:
+        """The trainable count where it needs the meta-device model itself, or None to use the shapes."""
+        return None
+
+    def optimizer_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+        """Optimizer states: AdamW's two float32 moments per trainable parameter."""
+        return 8 * trainable
+
+    def activation_bytes_per_token(self, cfg, shapes: Shapes) -> float:
+        """Saved tensors this strategy adds per token, on top of the model's own."""
+        return 0
+
+    def quantized_base_estimate(self, cfg, adapter: int) -> bool:
+        """Whether the estimate stores the base's linear weights in NF4 (load_in_4bit under an adapter)."""
+        return bool(cfg.load_in_4bit and adapter)
+
+    def weight_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+        """Float32 weights, plus the adapter's; on a 4-bit base the decoder's linear weights in NF4."""
+        adapter = trainable if self.adds_parameters else 0
+        if self.quantized_base_estimate(cfg, adapter):
+            quantized = quantized_linear_params(shapes)
+            return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter
+        return 4 * (shapes.total + adapter)
 
     def describe(self, cfg) -> str:
         """This strategy's settings in one line, for the plan printed before training."""

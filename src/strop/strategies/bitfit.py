@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from strop.errors import StropError
+from strop.models.shapes import Shapes
 from strop.strategies.full import FullStrategy
 
 
@@ -20,6 +21,9 @@ def bias_names(model: nn.Module) -> list[str]:
 
 class BitFitStrategy(FullStrategy):
     name = "bitfit"
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        return shapes.biases
 
     def adapt(self, model: nn.Module, cfg) -> nn.Module:
         biases = set(bias_names(model))

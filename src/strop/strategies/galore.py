@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from strop.models.shapes import Shapes
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
 from strop.strategies.layers import check_target_modules
@@ -157,6 +158,17 @@ class GaLoreStrategy(FullStrategy):
     name = "galore"
     fsdp_unsupported = "GaLore projects whole gradient matrices, which FSDP shards"
     params = GaLoreParams
+
+    def optimizer_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+        """For a targeted m×n weight, moments of the projected gradient, 2·r·max(m, n), plus the r·min(m, n)
+        projection; AdamW's two moments for every other parameter."""
+        targets = [t for t in shapes.linears if any(k in t[0] for k in cfg.galore_target_modules)]
+        projected, states = 0, 0
+        for _, i, o in targets:  # weight is o×i
+            r = min(cfg.galore_rank, i, o)
+            projected += i * o
+            states += (2 * r * max(i, o) + r * min(i, o)) if r < min(i, o) else 2 * i * o
+        return 4 * (states + 2 * (shapes.total - projected))
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
         return GaLoreAdamW(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from strop.models.shapes import Shapes, linear_targets
 from strop.strategies.base import StrategyParams
 from strop.strategies.peft_base import PeftStrategy
 
@@ -43,3 +44,12 @@ class IA3Strategy(PeftStrategy):
 
     def describe(self, cfg) -> str:
         return f"targets={cfg.ia3_target_modules or 'PEFT default'}"
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        """One scale per input feature of a feed-forward target, per output feature of the others."""
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
+
+        targets = cfg.ia3_target_modules or TARGETS.get(shapes.model_type, [])
+        feedforward = cfg.ia3_feedforward_modules or FF.get(shapes.model_type, [])
+        return sum(i if any(n.endswith(f) for f in feedforward) else o for n, i, o in linear_targets(shapes, targets))

@@ -17,6 +17,7 @@ import random
 from pydantic import Field
 from torch import nn
 
+from strop.models.shapes import Shapes
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
 from strop.strategies.layers import decoder_layers
@@ -40,6 +41,15 @@ class LisaStrategy(FullStrategy):
     name = "lisa"
     fsdp_unsupported = "LISA changes which layers train at every step"
     params = LisaParams
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        """What trains at any one time: everything outside the decoder layers, plus lisa_n_layers of them."""
+        per_layer = shapes.layer_params / max(1, shapes.layers)
+        return int(shapes.total - shapes.layer_params + min(cfg.lisa_n_layers, shapes.layers) * per_layer)
+
+    def optimizer_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+        """Moments appear for every layer LISA ever samples, so they reach full AdamW size over a long run."""
+        return 8 * shapes.total
 
     def adapt(self, model: nn.Module, cfg) -> nn.Module:
         for param in model.parameters():

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from strop.models.shapes import Shapes, linear_targets
 from strop.strategies.base import StrategyParams
 from strop.strategies.peft_base import PeftStrategy
 
@@ -75,6 +76,28 @@ class LoraStrategy(PeftStrategy):
         options = super().kernel_options(cfg)
         options.bf16_frozen = not (self.use_dora or cfg.peft_use_dora)
         return options
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        """r·(in + out) per adapted linear (+ out for DoRA's magnitude); on an MoE with all-linear targets,
+        what `moe_lora_targets` selects: r·E·(in + out) per fused expert weight (one LoRA pair per expert)
+        and the routers trained fully."""
+        dora = self.use_dora or cfg.peft_use_dora
+        if shapes.moe_parts and cfg.lora_target_modules == "all-linear":
+            names = {n for part in cfg.moe_lora_targets for n in shapes.moe_parts[part][0]}
+            linears = [t for t in shapes.linears if t[0] in names]
+            fused = sum(
+                cfg.lora_r * e * (i + o) for part in cfg.moe_lora_targets for e, o, i in shapes.moe_parts[part][1]
+            )
+            saved = sum(shapes.moe_parts[part][2] for part in cfg.moe_lora_targets)
+        else:
+            linears, fused, saved = linear_targets(shapes, cfg.lora_target_modules), 0, 0
+        return sum(cfg.lora_r * (i + o) + (o if dora else 0) for _, i, o in linears) + fused + saved
+
+    def activation_bytes_per_token(self, cfg, shapes: Shapes) -> float:
+        """DoRA rescales the base output and the LoRA output by m/‖W'‖: both are saved, 2 × d_out floats."""
+        if not (self.use_dora or cfg.peft_use_dora):
+            return 0
+        return sum(8 * o for _, _, o in linear_targets(shapes, cfg.lora_target_modules))
 
     def describe(self, cfg) -> str:
         flags = [

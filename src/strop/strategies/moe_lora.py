@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from torch import nn
 
+from strop.models.shapes import Shapes, linear_targets
 from strop.moe import lora_experts
 from strop.strategies.base import Strategy
 from strop.strategies.layers import check_target_modules
@@ -36,6 +37,15 @@ class MoeLoraStrategy(Strategy):
     supports_quantized_base = True
     saves_trainable_only = True
     artifact_kind = "LoRA experts (strop moe_lora format)"
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        """E LoRA pairs per target, plus an E × in router unless every expert is on."""
+        experts, k = cfg.moe_lora_experts, cfg.moe_lora_top_k
+        routed = 0 < k < experts
+        return sum(
+            experts * cfg.lora_r * (i + o) + (experts * i if routed else 0)
+            for _, i, o in linear_targets(shapes, cfg.lora_target_modules)
+        )
 
     def adapt(self, model: nn.Module, cfg) -> nn.Module:
         check_target_modules(model, cfg.lora_target_modules, "lora_target_modules")

@@ -19,6 +19,7 @@ class PeftStrategy(Strategy):
     supports_quantized_base = True
     artifact_kind = "adapter (PEFT format)"
     saves_trainable_only = True
+    adds_parameters = True
     #: The config key that lists module names to adapt, checked against the model before PEFT sees it.
     target_key: str | None = None
 

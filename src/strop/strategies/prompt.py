@@ -15,6 +15,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
+from strop.models.shapes import Shapes
 from strop.strategies.base import StrategyParams
 from strop.strategies.peft_base import PeftStrategy
 
@@ -48,6 +49,9 @@ class PromptTuningStrategy(PeftStrategy):
     def describe(self, cfg) -> str:
         return f"{cfg.num_virtual_tokens} virtual tokens"
 
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        return cfg.num_virtual_tokens * shapes.hidden
+
     def kernel_options(self, cfg):
         """None: PEFT inserts the virtual tokens (or prefix keys) in its own forward, which the fused loss
         would bypass, and prefix tuning feeds per-layer caches that checkpointing must not replay."""
@@ -71,6 +75,9 @@ class PrefixTuningStrategy(PeftStrategy):
     params = SoftPromptParams
     describe = PromptTuningStrategy.describe
     kernel_options = PromptTuningStrategy.kernel_options
+
+    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+        return cfg.num_virtual_tokens * shapes.layers * 2 * shapes.kv  # keys and values per layer
 
     def peft_config(self, cfg):
         from peft import PrefixTuningConfig

@@ -28,6 +28,9 @@ class QLoraStrategy(LoraStrategy):
     name = "qlora"
     fsdp_unsupported = QUANTIZED_BASE
 
+    def quantized_base_estimate(self, cfg, adapter: int) -> bool:
+        return True
+
     def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
         from strop.strategies.kernels import load_dtype
 

@@ -129,6 +129,20 @@ class SpectrumStrategy(FullStrategy):
     name = "spectrum"
     params = SpectrumParams
 
+    def trainable_from_skeleton(self, model: nn.Module, cfg) -> int:
+        """The listed parameters, or the top fraction of each layer type (the matrices of one type have one
+        size, so which ones win on SNR does not change the count)."""
+        params = dict(model.named_parameters())
+        if cfg.spectrum_unfrozen_parameters is not None:
+            return sum(p.numel() for n, p in params.items() if matches(n, cfg.spectrum_unfrozen_parameters))
+        by_type: dict[str, list[int]] = {}
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)) and params.get(f"{name}.weight") is module.weight:
+                by_type.setdefault(layer_type(f"{name}.weight"), []).append(module.weight.numel())
+        return sum(
+            sum(sorted(v)[: int(math.floor(cfg.spectrum_top_fraction * len(v) + 0.5))]) for v in by_type.values()
+        )
+
     def adapt(self, model: nn.Module, cfg) -> nn.Module:
         patterns = cfg.spectrum_unfrozen_parameters
         if patterns is None:

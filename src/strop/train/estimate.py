@@ -24,40 +24,42 @@ its shapes feed a per-strategy memory model:
     overhead     what the process holds before training (CUDA context, or on the CPU the Python +
                  torch + transformers resident set): reported separately
 
+Each strategy answers for its own share (trainable count, optimizer states, its extra activations, whether
+the base is stored in 4-bit): the `*_estimate` methods of strop.strategies.base.Strategy, overridden in the
+strategy's own module. Nothing here branches on a strategy's name.
+
 The batch is taken at its worst case, micro_batch_size × sequence_len tokens. Validated against measured
 peak RSS on the CPU (see the strategies README section); GPU figures are for the GPU machine to check.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from strop.models.shapes import NF4_BYTES, Shapes
+
 GIB = 1024**3
-NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
 ALTERNATIVES = ("full", "lora", "qlora", "dora", "galore")
-
-
-@dataclass
-class Shapes:
-    """What the memory model needs to know about an architecture (from a meta-device model)."""
-
-    total: int
-    hidden: int
-    kv: int
-    intermediate: int
-    layers: int
-    vocab: int
-    linears: list[tuple[str, int, int]]  # (name, in_features, out_features)
-    biases: int
-    layer_params: int
-    model_type: str
-    #: MoE models: per `moe_lora_targets` part, (linear layer names, fused expert weights as (E, in, out),
-    #: parameters trained fully); empty for a dense model.
-    moe_parts: dict[str, tuple[list[str], list[tuple[int, ...]], int]] = field(default_factory=dict)
+__all__ = [
+    "ALTERNATIVES",
+    "GIB",
+    "NF4_BYTES",
+    "Estimate",
+    "Shapes",
+    "activation_bytes",
+    "estimate",
+    "estimates_for",
+    "optimizer_bytes",
+    "process_overhead_bytes",
+    "shapes_of",
+    "skeleton",
+    "spectrum_count",
+    "trainable_count",
+    "weight_bytes",
+]
 
 
 def skeleton(cfg) -> nn.Module:
@@ -119,96 +121,33 @@ def _moe_parts(model: nn.Module) -> dict[str, tuple[list[str], list[tuple[int, .
     return parts
 
 
-def _lora_count(cfg, shapes: Shapes, dora: bool) -> int:
-    """LoRA's trainable parameters: r·(in + out) per adapted linear (+ out for DoRA's magnitude); on an
-    MoE with all-linear targets, what `moe_lora_targets` selects: r·E·(in + out) per fused expert weight
-    (one LoRA pair per expert) and the routers trained fully."""
-    if shapes.moe_parts and cfg.lora_target_modules == "all-linear":
-        names = {n for part in cfg.moe_lora_targets for n in shapes.moe_parts[part][0]}
-        linears = [t for t in shapes.linears if t[0] in names]
-        fused = sum(cfg.lora_r * e * (i + o) for part in cfg.moe_lora_targets for e, o, i in shapes.moe_parts[part][1])
-        saved = sum(shapes.moe_parts[part][2] for part in cfg.moe_lora_targets)
-    else:
-        linears, fused, saved = _lora_targets(shapes, cfg.lora_target_modules), 0, 0
-    return sum(cfg.lora_r * (i + o) + (o if dora else 0) for _, i, o in linears) + fused + saved
+def _strategy(name: str):
+    from strop.strategies import get_strategy
 
-
-def _lora_targets(shapes: Shapes, targets) -> list[tuple[str, int, int]]:
-    """PEFT's matching: all-linear is every linear layer but the output head; else name or suffix."""
-    if targets == "all-linear":
-        return [t for t in shapes.linears if not t[0].endswith("lm_head")]
-    return [t for t in shapes.linears if any(t[0] == k or t[0].endswith("." + k) for k in targets)]
-
-
-def _quantized_linear_params(shapes: Shapes) -> int:
-    return sum(i * o for n, i, o in shapes.linears if not n.endswith("lm_head"))
+    return get_strategy(name)
 
 
 def trainable_count(strategy: str, cfg, shapes: Shapes) -> int:
     """Parameters the strategy trains (for LISA: at any one time)."""
-    if strategy in ("lora", "qlora", "dora", "rslora"):
-        return _lora_count(cfg, shapes, strategy == "dora" or cfg.peft_use_dora)
-    if strategy == "moe_lora":  # E LoRA pairs per target, plus an E × in router unless every expert is on
-        experts, k = cfg.moe_lora_experts, cfg.moe_lora_top_k
-        routed = 0 < k < experts
-        return sum(
-            experts * cfg.lora_r * (i + o) + (experts * i if routed else 0)
-            for _, i, o in _lora_targets(shapes, cfg.lora_target_modules)
-        )
-    if strategy == "ia3":
-        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
-        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
-
-        targets = cfg.ia3_target_modules or TARGETS.get(shapes.model_type, [])
-        feedforward = cfg.ia3_feedforward_modules or FF.get(shapes.model_type, [])
-        return sum(i if any(n.endswith(f) for f in feedforward) else o for n, i, o in _lora_targets(shapes, targets))
-    if strategy == "prompt_tuning":
-        return cfg.num_virtual_tokens * shapes.hidden
-    if strategy == "prefix_tuning":
-        return cfg.num_virtual_tokens * shapes.layers * 2 * shapes.kv  # keys and values per layer
-    if strategy == "bitfit":
-        return shapes.biases
-    if strategy == "lisa":
-        per_layer = shapes.layer_params / max(1, shapes.layers)
-        return int(shapes.total - shapes.layer_params + min(cfg.lisa_n_layers, shapes.layers) * per_layer)
-    return shapes.total  # full, galore
+    return _strategy(strategy).trainable_estimate(cfg, shapes)
 
 
 def optimizer_bytes(strategy: str, cfg, shapes: Shapes, trainable: int) -> float:
-    if strategy == "galore":
-        targets = [t for t in shapes.linears if any(k in t[0] for k in cfg.galore_target_modules)]
-        projected, states = 0, 0
-        for _, i, o in targets:  # weight is o×i
-            r = min(cfg.galore_rank, i, o)
-            projected += i * o
-            states += (2 * r * max(i, o) + r * min(i, o)) if r < min(i, o) else 2 * i * o
-        return 4 * (states + 2 * (shapes.total - projected))
-    if strategy == "lisa":
-        return 8 * shapes.total
-    return 8 * trainable
+    return _strategy(strategy).optimizer_bytes_estimate(cfg, shapes, trainable)
 
 
 def activation_bytes(cfg, shapes: Shapes, bf16: bool, strategy: str = "full") -> float:
     tokens = cfg.micro_batch_size * cfg.sequence_len
-    dora = 0
-    if strategy == "dora" or (strategy in ("lora", "qlora", "rslora") and cfg.peft_use_dora):
-        # DoRA rescales the base output and the LoRA output by m/‖W'‖: both are saved, 2 × d_out floats
-        dora = sum(8 * o for _, _, o in _lora_targets(shapes, cfg.lora_target_modules))
+    extra = _strategy(strategy).activation_bytes_per_token(cfg, shapes)  # DoRA: 2 × d_out floats per adapted layer
     h, f = shapes.hidden, shapes.intermediate
     per_layer = 36 * h + 16 * f
     blocks = (shapes.layers * 4 * h + per_layer) if cfg.gradient_checkpointing else shapes.layers * per_layer
     logits = ((6 if bf16 else 4) + 8) * shapes.vocab
-    return tokens * (blocks + logits + 4 * h + dora)
+    return tokens * (blocks + logits + 4 * h + extra)
 
 
 def weight_bytes(strategy: str, cfg, shapes: Shapes, trainable: int) -> float:
-    adapter = (
-        trainable if strategy in ("lora", "qlora", "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning") else 0
-    )
-    if strategy == "qlora" or (cfg.load_in_4bit and adapter):
-        quantized = _quantized_linear_params(shapes)
-        return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter
-    return 4 * (shapes.total + adapter)
+    return _strategy(strategy).weight_bytes_estimate(cfg, shapes, trainable)
 
 
 @dataclass
@@ -241,19 +180,10 @@ def estimate(strategy: str, cfg, shapes: Shapes, bf16: bool, trainable: int | No
 
 
 def spectrum_count(model: nn.Module, cfg) -> int:
-    """Spectrum's trainable count: the listed parameters, or the top fraction of each layer type (the
-    matrices of one type have one size, so which ones win on SNR does not change the count)."""
-    from strop.strategies.layers import layer_type
-    from strop.strategies.spectrum import matches
-
-    params = dict(model.named_parameters())
-    if cfg.spectrum_unfrozen_parameters is not None:
-        return sum(p.numel() for n, p in params.items() if matches(n, cfg.spectrum_unfrozen_parameters))
-    by_type: dict[str, list[int]] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)) and params.get(f"{name}.weight") is module.weight:
-            by_type.setdefault(layer_type(f"{name}.weight"), []).append(module.weight.numel())
-    return sum(sum(sorted(v)[: int(math.floor(cfg.spectrum_top_fraction * len(v) + 0.5))]) for v in by_type.values())
+    """Spectrum's trainable count, which needs the meta-device model itself (strategies/spectrum.py)."""
+    count = _strategy("spectrum").trainable_from_skeleton(model, cfg)
+    assert count is not None
+    return count
 
 
 def estimates_for(cfg) -> tuple[list[Estimate], Shapes, bool]:
@@ -262,9 +192,7 @@ def estimates_for(cfg) -> tuple[list[Estimate], Shapes, bool]:
     shapes = shapes_of(model)
     bf16 = cfg.bf16 is True or (cfg.bf16 == "auto" and not cfg.fp16)
     names = [cfg.strategy] + [s for s in ALTERNATIVES if s != cfg.strategy]
-    rows = [
-        estimate(name, cfg, shapes, bf16, spectrum_count(model, cfg) if name == "spectrum" else None) for name in names
-    ]
+    rows = [estimate(name, cfg, shapes, bf16, _strategy(name).trainable_from_skeleton(model, cfg)) for name in names]
     return rows, shapes, bf16
 
 
