@@ -121,7 +121,7 @@ def test_packed_rows(tiny_moe_models, tmp_path, monkeypatch):
     assert record["moe_aux_loss"] >= 1.0 - 1e-4 and record["tokens_seen"] > 0
 
 
-@pytest.mark.parametrize("objective", sorted(__import__("strop.objectives", fromlist=["OBJECTIVES"]).OBJECTIVES))
+@pytest.mark.parametrize("objective", __import__("test_matrix").TEXT_OBJECTIVES)
 def test_every_objective_on_an_moe(objective, tiny_moe_models, tmp_path, monkeypatch):
     """Every registered objective trains a LoRA step on the tiny Qwen2-MoE (shared experts, routed experts
     and router adapted), with the matrix test's sample data and per-objective keys."""
