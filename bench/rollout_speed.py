@@ -43,7 +43,7 @@ SHAPES = {
         vocab_size=128256,
     ),
 }
-PROMPTS = {"1b": [8, 32], "8b": [8]}
+PROMPTS = {"1b": [8, 32], "8b": [8, 32]}
 PROMPT_LEN, NEW, GROUP = 256, 256, 8
 
 
