@@ -3,6 +3,7 @@ same batch, same sampling, one process. Prints a table; not a test. On the GPU m
 
     PYTHONPATH=src python bench/rollout_speed.py            # 1B and 8B Llama shapes
     PYTHONPATH=src python bench/rollout_speed.py 1b         # chosen sizes
+    PYTHONPATH=src python bench/rollout_speed.py --no-eager # without the CPU decoder's row (slow on a GPU)
 
 The policy is what GRPO samples from during LoRA training: random bf16 weights in the Llama-3.2-1B or
 Llama-3.1-8B shape (no download; speed does not depend on the values) wrapped by PEFT LoRA r=16 on all
@@ -105,7 +106,7 @@ def hf_generate(model, prompts: torch.Tensor, new: int, sample: bool = True) -> 
 
 
 @torch.no_grad()
-def main(sizes: list[str]) -> None:
+def main(sizes: list[str], eager: bool = True) -> None:
     from strop.rl.rollout import SamplingParams, _sample_with_cache, sample
 
     tok = NoEndTokenizer()
@@ -119,10 +120,11 @@ def main(sizes: list[str]) -> None:
             generated = n_prompts * GROUP * NEW
             seconds = timed(lambda: hf_generate(model, prompts, NEW))
             rows.append((size, n_prompts, "generate", generated / seconds))
-            seconds = timed(
-                lambda: _sample_with_cache(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0))
-            )
-            rows.append((size, n_prompts, "strop eager", generated / seconds))
+            if eager:
+                seconds = timed(
+                    lambda: _sample_with_cache(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0))
+                )
+                rows.append((size, n_prompts, "strop eager", generated / seconds))
             seconds = timed(lambda: sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0)))
             rows.append((size, n_prompts, "strop", generated / seconds))
             print(rows[-3:], flush=True)
@@ -166,4 +168,5 @@ def main(sizes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(SHAPES))
+    args = [a for a in sys.argv[1:] if a != "--no-eager"]
+    main(args or list(SHAPES), eager="--no-eager" not in sys.argv)
