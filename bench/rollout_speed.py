@@ -13,7 +13,7 @@ per completion (no end token, so both engines do the same work), temperature 1. 
 - `strop eager`: strop's CPU decoder (growing cache, prefill once per prompt, finished rows pruned);
 - `strop`: strop's engine as it runs on CUDA (static cache, the decode step replayed as a CUDA graph);
 - `strop + kernels`: strop's engine on the policy as `strop train` prepares it on CUDA (kernels on).
-tokens/s counts generated tokens; the median of 3 timed runs after a warm-up. The greedy check compares
+tokens/s counts generated tokens; the median of 3 timed runs (`--runs N`) after a warm-up. The greedy check compares
 strop's greedy tokens with generate's on the same policy (share of identical tokens, 64 each).
 """
 
@@ -80,10 +80,13 @@ def policy(size: str):
     return get_peft_model(model, lora).eval()
 
 
+RUNS = 3  # timed runs per row after the warm-up (--runs N)
+
+
 def timed(fn) -> float:
     fn()
     times = []
-    for _ in range(3):
+    for _ in range(RUNS):
         torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
@@ -168,5 +171,10 @@ def main(sizes: list[str], eager: bool = True) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--no-eager"]
-    main(args or list(SHAPES), eager="--no-eager" not in sys.argv)
+    args = sys.argv[1:]
+    if "--runs" in args:
+        at = args.index("--runs")
+        RUNS = int(args[at + 1])
+        del args[at : at + 2]
+    sizes = [a for a in args if a != "--no-eager"]
+    main(sizes or list(SHAPES), eager="--no-eager" not in args)
