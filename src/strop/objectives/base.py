@@ -12,6 +12,7 @@ from torch import nn
 
 from strop.data.tokenize import IGNORE
 from strop.kernels.packed_attention import attention_for
+from strop.run_types import RunConfig, RunState
 
 
 class Objective:
@@ -32,7 +33,7 @@ class Objective:
     #: The run's validated config, set by `objectives.objective_for`.
     cfg: Any = None
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         raise NotImplementedError
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -51,11 +52,11 @@ class Objective:
     def save_artifacts(self, model: nn.Module, out_dir: Path) -> None:
         """Write what the objective adds beside the strategy's artifact (the reward model's head)."""
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         """Called once after the strategy is applied and before the first step, when the policy still
         equals the reference model: the place to compute and cache reference log-probs."""
 
-    def updates_per_batch(self, cfg) -> int:
+    def updates_per_batch(self, cfg: RunConfig) -> int:
         """Optimizer steps taken on each step's worth of data (RL reuses its rollouts this many times)."""
         return 1
 
