@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,7 @@ class Objective:
     #: so that --overwrite removes them (strop/manifest.py).
     output_files: tuple[str, ...] = ()
     #: The run's validated config, set by `objectives.objective_for`.
-    cfg: Any = None
+    cfg: RunConfig | None = None
 
     def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         raise NotImplementedError

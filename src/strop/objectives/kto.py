@@ -111,6 +111,7 @@ class KTOObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         n, cfg = self.count(batch), self.cfg
+        assert cfg is not None, "build_data or prepare_training sets the run's config"
         policy, _ = sequence_logps(model, rows_of(batch, slice(0, n)))
         with torch.no_grad():
             policy_kl, _ = sequence_logps(model, rows_of(batch, slice(n, 2 * n)))
