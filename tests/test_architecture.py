@@ -172,6 +172,33 @@ def missing_modules() -> list[str]:
     return found
 
 
+#: Parameters that hold a run's config or a run: typed (strop.config.Config / strop.train.loop.Run, or below
+#: their floors the protocols of strop/run_types.py), so that mypy checks what is read from them.
+TYPED_PARAMETERS = ("cfg", "run")
+
+
+def untyped_parameters(module: str, source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            found += [
+                f"{module}:{node.lineno} {node.name}({arg.arg})"
+                for arg in args
+                if arg.arg in TYPED_PARAMETERS and arg.annotation is None
+            ]
+    return found
+
+
+def test_config_and_run_parameters_are_annotated():
+    assert [line for module, path in modules().items() for line in untyped_parameters(module, path.read_text())] == []
+
+
+def test_the_annotation_check_finds_an_untyped_parameter():
+    source = "def f(cfg: Config, run):\n    pass\n\nclass A:\n    async def g(self, *, cfg, run: Run):\n        pass\n"
+    assert untyped_parameters("strop.x", source) == ["strop.x:1 f(run)", "strop.x:5 g(cfg)"]
+
+
 def test_every_imported_strop_module_exists():
     assert missing_modules() == []
 

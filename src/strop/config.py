@@ -13,7 +13,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -141,6 +141,10 @@ class Config(BaseModel):
         None,
         description="Under torchrun: {sharding: full_shard|shard_grad_op|no_shard, cpu_offload, activation_checkpointing}.",
     )
+
+    if TYPE_CHECKING:
+        # The class config_class() builds adds every objective's and strategy's keys: statically they read as Any.
+        def __getattr__(self, name: str) -> Any: ...
 
     @field_validator("learning_rate", "adam_epsilon", "weight_decay", mode="before")
     @classmethod

@@ -8,8 +8,13 @@ start over). Models are loaded once per target even when the same one plays seve
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from strop.errors import StropError
+
+if TYPE_CHECKING:
+    from strop.datagen.sink import Sink
 
 
 class Models:
@@ -102,6 +107,18 @@ def _run_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generator_options(args: argparse.Namespace) -> dict:
+    """The options every generator takes from `_generation_options`, as its keyword arguments."""
+    return dict(
+        out=args.out, temperature=args.temperature, seed=args.seed, batch_size=args.batch_size, resume=not args.restart
+    )
+
+
+def _wrote(sink: Sink, unit: str, dataset_type: str) -> int:
+    print(f"wrote {sink.out} ({sink.written} {unit}, dataset type: {dataset_type}); {dict(sink.counts)}")
+    return 0
+
+
 def _run_rlaif(args: argparse.Namespace, all_pairs: bool = False) -> int:
     from strop.datagen.feedback import rlaif
 
@@ -110,76 +127,35 @@ def _run_rlaif(args: argparse.Namespace, all_pairs: bool = False) -> int:
             f"data {'compare' if all_pairs else 'rlaif'}: --samples must be at least 2, got {args.samples}"
         )
     models = _models(args)
-    sink = rlaif(
-        models.get(args.policy),
-        models.judge(args),
-        args.prompts,
-        args.out,
-        args.samples,
-        args.temperature,
-        args.format,
-        all_pairs,
-        args.seed,
-        args.batch_size,
-        not args.restart,
-    )
-    print(f"wrote {sink.out} ({sink.written} rows, dataset type: {args.format}); {dict(sink.counts)}")
-    return 0
+    policy, judge = models.get(args.policy), models.judge(args)
+    options = _generator_options(args)
+    sink = rlaif(policy, judge, args.prompts, n=args.samples, fmt=args.format, all_pairs=all_pairs, **options)
+    return _wrote(sink, "rows", args.format)
+
+
+def _generate_with(args: argparse.Namespace, generator: Callable[..., Sink], *inputs: Any, **settings: Any) -> Sink:
+    """Run a generator that samples from `--model` on its inputs, with the shared generation options."""
+    return generator(_models(args).get(args.model), *inputs, **settings, **_generator_options(args))
 
 
 def _run_constitutional(args: argparse.Namespace) -> int:
     from strop.datagen.feedback import constitutional
 
-    sink = constitutional(
-        _models(args).get(args.model),
-        args.constitution,
-        args.prompts,
-        args.out,
-        args.temperature,
-        args.seed,
-        args.batch_size,
-        not args.restart,
-    )
-    print(f"wrote {sink.out} ({sink.written} pairs, dataset type: dpo); {dict(sink.counts)}")
-    return 0
+    return _wrote(_generate_with(args, constitutional, args.constitution, args.prompts), "pairs", "dpo")
 
 
 def _run_self_instruct(args: argparse.Namespace) -> int:
     from strop.datagen.instruct import self_instruct
 
-    sink = self_instruct(
-        _models(args).get(args.model),
-        args.seeds,
-        args.out,
-        args.count,
-        args.shots,
-        args.max_similarity,
-        args.temperature,
-        args.seed,
-        args.batch_size,
-        args.max_rounds,
-        not args.restart,
-    )
-    print(f"wrote {sink.out} ({sink.written} rows, dataset type: alpaca); {dict(sink.counts)}")
-    return 0
+    settings = dict(count=args.count, shots=args.shots, max_similarity=args.max_similarity, max_rounds=args.max_rounds)
+    return _wrote(_generate_with(args, self_instruct, args.seeds, **settings), "rows", "alpaca")
 
 
 def _run_evol(args: argparse.Namespace) -> int:
     from strop.datagen.instruct import evol_instruct
 
-    sink = evol_instruct(
-        _models(args).get(args.model),
-        args.prompts,
-        args.out,
-        args.operators,
-        args.rounds,
-        args.temperature,
-        args.seed,
-        args.batch_size,
-        not args.restart,
-    )
-    print(f"wrote {sink.out} ({sink.written} rows, dataset type: alpaca); {dict(sink.counts)}")
-    return 0
+    sink = _generate_with(args, evol_instruct, args.prompts, operators=args.operators, rounds=args.rounds)
+    return _wrote(sink, "rows", "alpaca")
 
 
 def _run_traces(args: argparse.Namespace) -> int:
@@ -196,8 +172,7 @@ def _run_traces(args: argparse.Namespace) -> int:
         args.seed,
     )
     sink = reasoning_traces(verifier, args.prompts, args.out, args.keep, args.batch_size, not args.restart)
-    print(f"wrote {sink.out} ({sink.written} rows, dataset type: chat); {dict(sink.counts)}")
-    return 0
+    return _wrote(sink, "rows", "chat")
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -216,12 +191,14 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generation_options(parser: argparse.ArgumentParser, temperature: float = 1.0) -> None:
+def _generation_options(parser: argparse.ArgumentParser, temperature: float = 1.0, batch_size: int = 4) -> None:
     parser.add_argument("--out", required=True, help="output JSONL (a card is written beside it)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=temperature, help="sampling temperature (0 = greedy)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=4, help="prompts per batch (a resume point after each)")
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help="rows or prompts per batch (a resume point after each)"
+    )
     parser.add_argument("--restart", action="store_true", help="ignore a killed run's partial output")
 
 
@@ -268,7 +245,6 @@ def _reward_options(parser: argparse.ArgumentParser) -> None:
 def _add_filter(sub) -> None:
     p = sub.add_parser("filter", help="dedup, decontaminate, length/language/judge/difficulty filters, diversity")
     p.add_argument("input", help="dataset file (any format strop trains on)")
-    p.add_argument("--out", required=True)
     p.add_argument("--rejects", help="JSONL of dropped rows with the filter and reason")
     p.add_argument("--min-words", type=int, default=0)
     p.add_argument("--max-words", type=int)
@@ -293,8 +269,6 @@ def _add_filter(sub) -> None:
     p.add_argument("--difficulty-model", help="model whose pass rate calibrates difficulty")
     _reward_options(p)
     p.add_argument("--pass-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"))
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--select", type=int, metavar="N", help="keep N rows chosen evenly across clusters")
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument(
@@ -302,9 +276,7 @@ def _add_filter(sub) -> None:
         help="embed rows with this model's mean-pooled hidden states for --select "
         "(default: hashed word n-grams, no model)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--restart", action="store_true", help="ignore a killed run's partial output")
+    _generation_options(p, batch_size=16)
     p.set_defaults(func=_run_filter)
 
 

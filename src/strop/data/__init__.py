@@ -12,6 +12,7 @@ from strop.data.packing import Tokens, collate, pack
 from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
+from strop.run_types import RunConfig
 
 __all__ = [
     "DataReport",
@@ -33,7 +34,7 @@ class DataReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) -> list[Tokens]:
+def _load_examples(cfg: RunConfig, tokenizer, base_dir: Path | None, report: DataReport) -> list[Tokens]:
     examples: list[Tokens] = []
     for spec in cfg.datasets:
         convert = FORMATS[spec.type]
@@ -71,7 +72,7 @@ def drop_excess(report: DataReport, strategy: str, where: str, size: str, limit:
     return strategy == "drop"
 
 
-def note_excess(report: DataReport, cfg, unit: str) -> None:
+def note_excess(report: DataReport, cfg: RunConfig, unit: str) -> None:
     """Say how many rows excess_length_strategy dropped or truncated."""
     if report.too_long:
         verb = "truncated" if cfg.excess_length_strategy == "truncate" else "dropped"
@@ -97,7 +98,7 @@ def _validation_count(size: float, total: int, unit: str) -> int:
     return n_val
 
 
-def split_validation(rows: list, cfg, report: DataReport, unit: str) -> tuple[list, list]:
+def split_validation(rows: list, cfg: RunConfig, report: DataReport, unit: str) -> tuple[list, list]:
     """Seeded shuffle, then (train, validation) by val_set_size; an empty result is an error, and a
     share that rounds to no validation row is said in the notes."""
     if not rows:
@@ -109,7 +110,9 @@ def split_validation(rows: list, cfg, report: DataReport, unit: str) -> tuple[li
     return rows[n_val:], rows[:n_val]
 
 
-def build_sft_data(cfg, tokenizer, base_dir: Path | None = None) -> tuple[list[Tokens], list[Tokens], DataReport]:
+def build_sft_data(
+    cfg: RunConfig, tokenizer, base_dir: Path | None = None
+) -> tuple[list[Tokens], list[Tokens], DataReport]:
     """Tokenized train and validation examples (packed when sample_packing), and what was dropped."""
     ensure_chat_template(tokenizer, cfg.chat_template)
     report = DataReport()

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 
 #: Axolotl type → strop type, by objective family ("sft", "pair", "kto", "rl"); "*" is any objective.
 AXOLOTL_TYPES: dict[str, dict[str, str]] = {
@@ -211,7 +212,7 @@ def _import_function(name: str, base_dir: Path | None):
     return fn
 
 
-def load_transform(name: str, cfg, base_dir: Path | None):
+def load_transform(name: str, cfg: RunConfig, base_dir: Path | None):
     """`module.function` from the config's folder (else the Python path), called as Axolotl calls it:
     function(cfg) → (transform_fn, dataset_kwargs); returns transform_fn(row) -> new fields."""
     fn = _import_function(name, base_dir)
@@ -229,7 +230,7 @@ def load_transform(name: str, cfg, base_dir: Path | None):
     return apply
 
 
-def dataset_rows(cfg, spec, base_dir: Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def dataset_rows(cfg: RunConfig, spec, base_dir: Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, row) of one `datasets:` entry, in the shape of its strop type; with
     dataset_exact_deduplication, rows equal to an earlier row of any dataset are skipped."""
     from strop.data.readers import read_rows

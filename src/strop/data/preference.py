@@ -32,6 +32,7 @@ from strop.data.formats import _message
 from strop.data.tokenize import IGNORE, _encode, _render
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
+from strop.run_types import RunConfig
 
 Messages = list[dict[str, str]]
 
@@ -191,7 +192,9 @@ def _fit(
     return prompt, [r[: limit - len(prompt)] for r in replies]
 
 
-def _examples(cfg, base_dir: Path | None, formats: dict[str, Callable], objective: str, report: DataReport):
+def _examples(
+    cfg: RunConfig, base_dir: Path | None, formats: dict[str, Callable], objective: str | None, report: DataReport
+):
     for spec in cfg.datasets:
         if spec.type not in formats:
             raise StropError(
@@ -205,7 +208,7 @@ def _examples(cfg, base_dir: Path | None, formats: dict[str, Callable], objectiv
             raise StropError(f"dataset {spec.path} is empty")
 
 
-def _finish(rows: list[dict], cfg, report: DataReport) -> tuple[list[dict], list[dict]]:
+def _finish(rows: list[dict], cfg: RunConfig, report: DataReport) -> tuple[list[dict], list[dict]]:
     note_excess(report, cfg, "rows")
     if cfg.sample_packing:
         report.notes.append("sample_packing is ignored for preference objectives (pairs are not packed)")
@@ -222,7 +225,9 @@ def pair_row(prompt_ids: list[int], chosen_ids: list[int], rejected_ids: list[in
     }
 
 
-def build_pair_data(cfg, tokenizer, base_dir: Path | None, objective: str) -> tuple[list[dict], list[dict], DataReport]:
+def build_pair_data(
+    cfg: RunConfig, tokenizer, base_dir: Path | None, objective: str
+) -> tuple[list[dict], list[dict], DataReport]:
     """Tokenized preference pairs split into train and validation rows."""
     ensure_chat_template(tokenizer, cfg.chat_template)
     report, rows = DataReport(), []
@@ -244,7 +249,7 @@ def unpaired_row(prompt_ids: list[int], completion_ids: list[int], label: bool, 
     return {"input_ids": prompt_ids + completion_ids, "prompt_len": len(prompt_ids), "label": label, "where": where}
 
 
-def _unpaired_examples(cfg, base_dir: Path | None, objective: str, report: DataReport):
+def _unpaired_examples(cfg: RunConfig, base_dir: Path | None, objective: str, report: DataReport):
     """`kto` rows as they are; pair rows split into a desirable and an undesirable example."""
     formats = {**UNPAIRED_FORMATS, **PAIR_FORMATS}
     for where, kind, example in _examples(cfg, base_dir, formats, objective, report):
@@ -279,7 +284,7 @@ def assign_kl_partners(rows: list[dict]) -> None:
 
 
 def build_unpaired_data(
-    cfg, tokenizer, base_dir: Path | None, objective: str
+    cfg: RunConfig, tokenizer, base_dir: Path | None, objective: str
 ) -> tuple[list[dict], list[dict], DataReport]:
     """Tokenized {prompt, completion, label} rows with their mismatched KL completions."""
     ensure_chat_template(tokenizer, cfg.chat_template)

@@ -20,6 +20,7 @@ from strop.data.formats import alpaca
 from strop.data.preference import _examples, _prompt, encode_prompt
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
+from strop.run_types import RunConfig
 
 
 def prompt_example(row: dict[str, Any], where: str) -> dict[str, Any]:
@@ -47,7 +48,7 @@ PROMPT_FORMATS = {"prompt": prompt_example, "alpaca": alpaca_example}
 
 
 def build_prompt_data(
-    cfg, tokenizer, base_dir: Path | None, completion_budget: int
+    cfg: RunConfig, tokenizer, base_dir: Path | None, completion_budget: int
 ) -> tuple[list[dict], list[dict], DataReport]:
     """Tokenized prompts with their rows; a prompt must leave `completion_budget` tokens of sequence_len."""
     ensure_chat_template(tokenizer, cfg.chat_template)

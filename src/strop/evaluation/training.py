@@ -13,11 +13,12 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from strop import manifest
 from strop.evaluation import NamedEvaluator, Subject, build_evaluators
 from strop.evaluation.forgetting import build_general, compare, describe
+from strop.run_types import RunConfig, RunState
 from strop.safe_io import write_text
 
 EVALS_FILE, FORGETTING_FILE = "evals.json", "forgetting.json"
@@ -29,7 +30,14 @@ class TrainingEvaluation:
     forgetting: bool
 
 
-def build(cfg, base_dir: Path | None) -> TrainingEvaluation | None:
+class EvaluatedRun(RunState, Protocol):
+    """A run with the evaluators `build` made for it (strop.train.loop.Run)."""
+
+    @property
+    def evaluators(self) -> TrainingEvaluation | None: ...
+
+
+def build(cfg: RunConfig, base_dir: Path | None) -> TrainingEvaluation | None:
     """The run's evaluators (files read now), or None when the config has none."""
     specs = getattr(cfg, "evaluators", None) or []
     general = getattr(cfg, "eval_forgetting", None)
@@ -41,12 +49,12 @@ def build(cfg, base_dir: Path | None) -> TrainingEvaluation | None:
     return TrainingEvaluation(evaluators, general is not None)
 
 
-def due(run, step: int) -> bool:
+def due(run: EvaluatedRun, step: int) -> bool:
     every = run.cfg.eval_steps
     return run.evaluators is not None and (step == run.total_steps or bool(every and step % every == 0))
 
 
-def _scores(run, subject: Subject) -> dict:
+def _scores(run: EvaluatedRun, subject: Subject) -> dict:
     from strop.runtime import distributed
     from strop.runtime.precision import autocast, autocast_dtype
 
@@ -54,7 +62,7 @@ def _scores(run, subject: Subject) -> dict:
         return {e.name: e(subject) for e in run.evaluators.evaluators}
 
 
-def _base_subject(run) -> tuple[Subject, contextlib.AbstractContextManager]:
+def _base_subject(run: RunState) -> tuple[Subject, contextlib.AbstractContextManager]:
     """The base model: the same weights with the adapter switched off, else loaded from its folder."""
     if hasattr(run.model, "disable_adapter"):
         return Subject.of(run.model, run.tokenizer, run.cfg.micro_batch_size, run.cfg.seed), run.model.disable_adapter()
@@ -66,7 +74,7 @@ def _base_subject(run) -> tuple[Subject, contextlib.AbstractContextManager]:
     ), contextlib.nullcontext()
 
 
-def evaluate(run, step: int) -> dict[str, float]:
+def evaluate(run: EvaluatedRun, step: int) -> dict[str, float]:
     """Metrics of the evaluators due at `step` (written with their samples to evals.json); at the last
     step with eval_forgetting, the forgetting numbers too."""
     from strop.runtime import distributed

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import types
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -67,7 +68,7 @@ def _side_stream(device: torch.device):
 
 class _Checkpointed(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, offload: bool, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, run: Callable[[torch.Tensor], torch.Tensor], offload: bool, hidden: torch.Tensor) -> torch.Tensor:
         ctx.run = run
         ctx.autocast = (torch.is_autocast_enabled(hidden.device.type), torch.get_autocast_dtype(hidden.device.type))
         ctx.rng = torch.get_rng_state()

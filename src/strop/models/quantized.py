@@ -8,6 +8,7 @@ from torch import nn
 
 from strop.errors import StropError
 from strop.moe.detect import QUANTIZATION_SKIPS, is_moe_config
+from strop.run_types import RunConfig
 from strop.runtime.precision import autocast_dtype
 
 
@@ -25,7 +26,7 @@ def bnb_4bit_config(compute_dtype: torch.dtype = torch.float32, skip: list[str] 
 
 
 def load_4bit(
-    model_path: str, cfg, device: torch.device, eight_bit: bool = False, dtype: torch.dtype = torch.float32
+    model_path: str, cfg: RunConfig, device: torch.device, eight_bit: bool = False, dtype: torch.dtype = torch.float32
 ) -> nn.Module:
     """The base with every decoder linear layer in NF4 (double-quantized); the rest in `dtype`.
     `eight_bit`: LLM.int8 instead (Dettmers et al. 2022: int8 weights, outlier features in fp16).

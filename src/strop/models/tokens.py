@@ -11,11 +11,12 @@ from __future__ import annotations
 from torch import nn
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 
 _SPECIAL = {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}
 
 
-def apply_tokens(tokenizer, cfg) -> list[str]:
+def apply_tokens(tokenizer, cfg: RunConfig) -> list[str]:
     """Set special_tokens and add tokens on the tokenizer; returns the tokens that are new to it."""
     special = getattr(cfg, "special_tokens", None) or {}
     unknown = sorted(set(special) - _SPECIAL)

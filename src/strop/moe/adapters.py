@@ -19,6 +19,7 @@ from torch import nn
 
 from strop.errors import StropError
 from strop.moe.detect import MoeBlock, fused_experts, moe_blocks
+from strop.run_types import RunConfig
 
 
 def _linear_names(module: nn.Module, prefix: str) -> list[str]:
@@ -59,7 +60,7 @@ def lora_selection(model: nn.Module, parts: list[str]) -> tuple[list[str], list[
     return modules, parameters, save
 
 
-def apply_moe_targets(model: nn.Module, cfg, lora_config, use_dora: bool) -> None:
+def apply_moe_targets(model: nn.Module, cfg: RunConfig, lora_config, use_dora: bool) -> None:
     """Set `lora_config`'s targets from `moe_lora_targets` when the model is an MoE and the targets were
     left at all-linear (an explicit `lora_target_modules` list is the user's choice and kept)."""
     if not moe_blocks(model) or cfg.lora_target_modules != "all-linear":

@@ -16,6 +16,7 @@ from torch import nn
 
 from strop.moe import losses
 from strop.moe.detect import MoeBlock, moe_blocks
+from strop.run_types import RunConfig
 
 DEFAULT_AUX, DEFAULT_Z = 0.01, 0.001
 
@@ -135,7 +136,7 @@ class RouterMonitor:
             handle.remove()
 
 
-def attach(model: nn.Module, cfg) -> RouterMonitor | None:
+def attach(model: nn.Module, cfg: RunConfig) -> RouterMonitor | None:
     """A monitor on `model` (the transformers model under any adapter wrapper), or None if it has no
     MoE blocks. transformers' own aux loss is switched off so that it is never counted twice."""
     blocks = moe_blocks(model)

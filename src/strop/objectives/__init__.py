@@ -19,6 +19,7 @@ from strop.objectives.reward import RewardObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
 from strop.objectives.vision import VISION_DATASET_TYPES, VISION_OBJECTIVES, VISION_OF
+from strop.run_types import RunConfig
 
 OBJECTIVES: dict[str, Objective] = {
     "sft": SFTObjective(),
@@ -55,7 +56,7 @@ def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
-def objective_name(cfg) -> str:
+def objective_name(cfg: RunConfig) -> str:
     """`rl`, else `reward_model: true`, else what the dataset types imply (SFT for SFT formats)."""
     images = any(spec.type in VISION_DATASET_TYPES for spec in cfg.datasets)
     if cfg.rl:
@@ -75,7 +76,7 @@ def known_dataset_types() -> set[str]:
     return {kind for objective in OBJECTIVES.values() for kind in objective.dataset_types}
 
 
-def objective_for(cfg) -> Objective:
+def objective_for(cfg: RunConfig) -> Objective:
     """A new instance of the run's objective, holding the run's validated config: a run's state lives on
     its own objective, never on the registry's (which only answers for names, params and data types)."""
     objective = type(OBJECTIVES[objective_name(cfg)])()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +11,7 @@ from torch import nn
 
 from strop.data.tokenize import IGNORE
 from strop.kernels.packed_attention import attention_for
+from strop.run_types import RunConfig, RunState
 
 
 class Objective:
@@ -30,9 +30,9 @@ class Objective:
     #: so that --overwrite removes them (strop/manifest.py).
     output_files: tuple[str, ...] = ()
     #: The run's validated config, set by `objectives.objective_for`.
-    cfg: Any = None
+    cfg: RunConfig | None = None
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         raise NotImplementedError
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -51,11 +51,11 @@ class Objective:
     def save_artifacts(self, model: nn.Module, out_dir: Path) -> None:
         """Write what the objective adds beside the strategy's artifact (the reward model's head)."""
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         """Called once after the strategy is applied and before the first step, when the policy still
         equals the reference model: the place to compute and cache reference log-probs."""
 
-    def updates_per_batch(self, cfg) -> int:
+    def updates_per_batch(self, cfg: RunConfig) -> int:
         """Optimizer steps taken on each step's worth of data (RL reuses its rollouts this many times)."""
         return 1
 

@@ -18,7 +18,7 @@ the text reach the same character (objectives/cross_tokenizer.py); the T² weigh
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,10 @@ from strop.errors import StropError
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.cross_tokenizer import aligned_positions, teacher_ends, token_ends, uld_distance
 from strop.objectives.sft import SFTObjective
+from strop.run_types import RunState
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 class DistillParams(BaseModel):
@@ -101,7 +105,7 @@ class DistillObjective(SFTObjective):
     params = DistillParams
     cross = False  # set by prepare_training: the teacher has another tokenizer (ULD)
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         from strop.models import load_model, load_tokenizer, resolve_model_path
 
         cfg = run.cfg
@@ -110,7 +114,7 @@ class DistillObjective(SFTObjective):
             raise StropError("rl: distill needs distill_teacher (the teacher model)")
         path = resolve_model_path(cfg.distill_teacher, "distill_teacher")
         teacher = load_model(path, torch.float32, cfg.trust_remote_code)
-        student_vocab = run.strategy.base_model(run.model).config.vocab_size
+        student_vocab: int = cast("PretrainedConfig", run.strategy.base_model(run.model).config).vocab_size
         if cfg.distill_cross_tokenizer == "off" and teacher.config.vocab_size != student_vocab:
             raise StropError(
                 f"distill_teacher has vocabulary {teacher.config.vocab_size}, the student {student_vocab}: "

@@ -42,6 +42,7 @@ from pydantic import Field
 
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.rl_common import RLObjective, RolloutParams, k3_kl, per_token, sequence_batch, token_entropy
+from strop.run_types import RunState
 
 
 class GRPOParams(RolloutParams):
@@ -149,7 +150,7 @@ class GRPOObjective(RLObjective):
             return preset[key]
         return getattr(self.cfg, key)
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         super().prepare_training(run)
         self.loss_type = self.setting("loss_type")
         self.eps_low = self.cfg.epsilon_low
@@ -178,7 +179,7 @@ class GRPOObjective(RLObjective):
         per_reward["overlong"] = penalties
         return penalties
 
-    def select_groups(self, sampler, run, groups, seed):
+    def select_groups(self, sampler, run: RunState, groups, seed):
         """DAPO's dynamic sampling: groups whose completions all got one reward carry no gradient, so more
         prompts are sampled until every slot holds an informative group (or the rounds run out)."""
         if not self.setting("dynamic_sampling") or self.cfg.num_generations == 1:
@@ -203,7 +204,7 @@ class GRPOObjective(RLObjective):
             "kept_zero_variance_groups": sum(max(g["rewards"]) == min(g["rewards"]) for g in kept) / len(kept),
         }
 
-    def score_rows(self, run, groups: list[dict]) -> list[dict]:
+    def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
         n = self.cfg.num_generations
         rewards = torch.tensor([r for g in groups for r in g["rewards"]], dtype=torch.float32)
         advantages = group_advantages(rewards, n, self.setting("scale_rewards")).tolist()

@@ -41,6 +41,7 @@ from strop.objectives.preference_common import (
     sequence_logps,
     shares,
 )
+from strop.run_types import RunConfig, RunState
 
 
 class KTOParams(ReferenceParams):
@@ -86,11 +87,10 @@ class KTOObjective(Objective):
     dataset_types = (*UNPAIRED_FORMATS, *PAIR_FORMATS)
     params = KTOParams
     output_files = (REFERENCE_CACHE,)
-    cfg = None
     #: The strategy's `reference_context`, set by `prepare_training` (None: the reference is computed live).
     reference_context: ReferenceContext | None = None
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         self.cfg = cfg
         return build_unpaired_data(cfg, tokenizer, base_dir, self.name)
 
@@ -100,7 +100,7 @@ class KTOObjective(Objective):
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["desirable"].shape[0]
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         self.cfg = run.cfg
         self.reference_context = run.strategy.reference_context
         if run.cfg.precompute_ref_log_probs:
@@ -111,6 +111,7 @@ class KTOObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         n, cfg = self.count(batch), self.cfg
+        assert cfg is not None, "build_data or prepare_training sets the run's config"
         policy, _ = sequence_logps(model, rows_of(batch, slice(0, n)))
         with torch.no_grad():
             policy_kl, _ = sequence_logps(model, rows_of(batch, slice(n, 2 * n)))

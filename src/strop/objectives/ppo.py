@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from pydantic import Field
@@ -34,6 +35,10 @@ from strop.models.loading import eval_mode
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.grpo import grpo_token_loss
 from strop.objectives.rl_common import RLObjective, RolloutParams, per_token, sequence_batch, token_entropy
+from strop.run_types import RunState
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 class PPOParams(RolloutParams):
@@ -78,11 +83,13 @@ class PPOObjective(RLObjective):
     params = PPOParams
     default_kl_beta = 0.05
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         super().prepare_training(run)
         base = run.strategy.base_model(run.model)
         self.lm_head = base.get_output_embeddings()
-        self.value_head = attach_head(base, VALUE_HEAD_ATTRIBUTE, ValueHead(base.config.hidden_size).to(run.device))
+        self.value_head = attach_head(
+            base, VALUE_HEAD_ATTRIBUTE, ValueHead(cast("PretrainedConfig", base.config).hidden_size).to(run.device)
+        )
 
     def forward(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
@@ -95,7 +102,7 @@ class PPOObjective(RLObjective):
         values = self.value_head(hidden[:, :-1].float()).squeeze(-1)
         return logits, logps, mask, values
 
-    def score_rows(self, run, groups: list[dict]) -> list[dict]:
+    def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
         cfg = self.cfg
         rows = [row for g in groups for row in self.rollout_rows(g)]
         for chunk in self.chunks(rows):

@@ -26,6 +26,7 @@ from strop.data.preference import build_pair_data, collate_pairs
 from strop.errors import StropError
 from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, shifted_token_logps, vision_inputs
+from strop.run_types import RunConfig, RunState
 from strop.safe_io import disk_errors, staged_file
 
 REFERENCE_CACHE = "reference_logps.safetensors"
@@ -48,7 +49,7 @@ class ReferenceParams(BetaParams):
     )
 
 
-def beta(cfg, default: float) -> float:
+def beta(cfg: RunConfig, default: float) -> float:
     return cfg.rl_beta or cfg.dpo_beta or default
 
 
@@ -149,7 +150,7 @@ def compute_reference(
     return out
 
 
-def prepare_reference(run, collate: Callable, kind: str) -> dict[str, int]:
+def prepare_reference(run: RunState, collate: Callable, kind: str) -> dict[str, int]:
     """Attach `ref` = (log π_ref first, log π_ref second) to every train and validation row, computing
     only the rows the on-disk cache lacks. Returns how many were cached and computed."""
     from strop.runtime.precision import autocast_dtype
@@ -236,7 +237,7 @@ class PairObjective(Objective):
     #: The strategy's `reference_context`, set by `prepare_training`.
     reference_context: ReferenceContext | None = None
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         self.cfg = cfg
         return build_pair_data(cfg, tokenizer, base_dir, self.name)
 
@@ -246,7 +247,7 @@ class PairObjective(Objective):
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["input_ids"].shape[0] // 2
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         self.cfg = run.cfg
         self.reference_context = run.strategy.reference_context
         if self.needs_reference and run.cfg.precompute_ref_log_probs:

@@ -37,6 +37,7 @@ from strop.models.heads import (
     sequence_rewards,
 )
 from strop.objectives.preference_common import PairObjective, halves, pair_metrics, shares
+from strop.run_types import RunState
 
 
 class RewardParams(BaseModel):
@@ -58,7 +59,7 @@ class RewardObjective(PairObjective):
     dataset_types = tuple(PAIR_FORMATS)
     params = RewardParams
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         """Attach a fresh head to the (strategy-prepared) model, once, before the optimizer is built."""
         self.cfg = run.cfg
         base = run.strategy.base_model(run.model)

@@ -26,6 +26,7 @@ from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 from strop.rl.rewards import REWARDS, RewardSpec
 from strop.rl.rollout import Completion
+from strop.run_types import RunConfig, RunState
 
 
 class RolloutParams(BaseModel):
@@ -105,10 +106,10 @@ class RLObjective(Objective):
     default_kl_beta = 0.0
 
     # ------------------------------------------------------------------ data
-    def updates_per_batch(self, cfg) -> int:
+    def updates_per_batch(self, cfg: RunConfig) -> int:
         return cfg.num_iterations
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         if not cfg.rewards:
             raise StropError(
                 f"rl: {self.name} needs rewards: e.g. rewards: [{{type: math, weight: 1.0}}] (see README, RL)"
@@ -120,7 +121,7 @@ class RLObjective(Objective):
         return int(((batch["labels"][:, 1:] != -100) & (batch["weights"][:, None] > 0)).sum())
 
     # ------------------------------------------------------------------ set-up
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         from strop.runtime import distributed
 
         if distributed.launched():
@@ -160,12 +161,14 @@ class RLObjective(Objective):
             for c, r in zip(group["completions"], group["rewards"])
         ]
 
-    def select_groups(self, sampler, run, groups: list[dict], seed: int) -> tuple[list[dict], dict[str, float]]:
+    def select_groups(
+        self, sampler, run: RunState, groups: list[dict], seed: int
+    ) -> tuple[list[dict], dict[str, float]]:
         """The groups to train on, out of those `sampler` (the rollout engine) sampled, and metrics of the
         choice; `sampler.sample_groups(run, prompt_rows, n, seed)` samples more. All of them by default."""
         return groups, {}
 
-    def score_rows(self, run, groups: list[dict]) -> list[dict]:
+    def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
         raise NotImplementedError
 
     def rollout_stats(self) -> dict[str, float]:
@@ -184,7 +187,7 @@ class RLObjective(Objective):
             for i, r in enumerate(rows)
         ]
 
-    def reference_logps(self, run, rows: list[dict]) -> list[list[float]]:
+    def reference_logps(self, run: RunState, rows: list[dict]) -> list[list[float]]:
         if self.reference is not None:
             return self.logps_no_grad(self.reference, rows, run.tokenizer.pad_token_id)
         with self.reference_context(run.model):

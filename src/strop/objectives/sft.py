@@ -20,6 +20,7 @@ from strop.data import build_sft_data, collate
 from strop.data.formats import FORMATS
 from strop.kernels import causal_lm_loss, fused_loss_ready
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
+from strop.run_types import RunConfig
 
 
 def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -32,7 +33,7 @@ class SFTObjective(Objective):
     name = "sft"
     dataset_types = tuple(FORMATS)
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         return build_sft_data(cfg, tokenizer, base_dir)
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:

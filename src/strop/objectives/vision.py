@@ -25,6 +25,7 @@ from strop.objectives.dpo import DPOObjective, IPOObjective
 from strop.objectives.orpo import ORPOObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
+from strop.run_types import RunConfig, RunState
 from strop.vlm.data import (
     Encoder,
     _folders,
@@ -68,7 +69,7 @@ class VisionMixin:
 
     processor = None
 
-    def load_processor(self, cfg):
+    def load_processor(self, cfg: RunConfig):
         from strop.models import resolve_model_path
 
         if cfg.train_projector_only and cfg.strategy != "full":
@@ -79,7 +80,7 @@ class VisionMixin:
         self.processor = load_processor(resolve_model_path(cfg.base_model), cfg.trust_remote_code)
         return self.processor
 
-    def freeze_parts(self, run) -> None:
+    def freeze_parts(self, run: RunState) -> None:
         counts = set_trainable_parts(run.model, run.cfg.freeze_vision_tower, run.cfg.train_projector_only)
         print("strop: trainable parameters by part: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
@@ -94,7 +95,7 @@ class VisionSFTObjective(VisionMixin, SFTObjective):
     dataset_types = ("vision_chat",)
     params = VisionParams
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         return build_vision_sft_data(cfg, self.load_processor(cfg), base_dir)
 
     def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -109,7 +110,7 @@ class VisionSFTObjective(VisionMixin, SFTObjective):
         text = batch["text_only_rows"].float()
         return loss, metrics | {"text_only_rows": text, "image_rows": batch["input_ids"].shape[0] - text}
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         self.freeze_parts(run)
 
 
@@ -150,7 +151,9 @@ def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], lis
     return encoded["input_ids"][0].tolist(), replies, vision_extras(encoded, sources)
 
 
-def build_vision_pair_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
+def build_vision_pair_data(
+    cfg: RunConfig, processor, base_dir: Path | None
+) -> tuple[list[dict], list[dict], DataReport]:
     """{prompt (messages with image parts), chosen, rejected} rows → pair rows carrying the prompt's images.
     The reference cache key covers the image tensors, so pairs that differ only in their image differ."""
     report, rows = DataReport(), []
@@ -178,7 +181,7 @@ def build_vision_pair_data(cfg, processor, base_dir: Path | None) -> tuple[list[
 class VisionPairMixin(VisionMixin):
     dataset_types = ("vision_dpo",)
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         self.cfg = cfg
         if cfg.sample_packing:
             raise StropError("sample_packing: preference pairs with images are not packed; set sample_packing: false")
@@ -189,7 +192,7 @@ class VisionPairMixin(VisionMixin):
         sequences = [(r, r["prompt_len"]) for r in rows] * 2  # chosen sequences first, then rejected
         return batch | collate_vision(rows, sequences, batch["input_ids"].shape[1], self.processor)
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         self.freeze_parts(run)
         super().prepare_training(run)  # type: ignore[misc]  # mixin: the objective class after it in the MRO has it
 

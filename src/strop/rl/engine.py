@@ -24,6 +24,7 @@ from rich.table import Table
 
 from strop.rl.rewards import build_rewards, score_rewards
 from strop.rl.rollout import Completion, SamplingParams, sample
+from strop.run_types import RunConfig, RunState
 from strop.safe_io import disk_errors
 
 
@@ -34,7 +35,7 @@ class RolloutEngine:
 
     rows_from_model = True
 
-    def __init__(self, cfg: Any, objective: Any, base_dir: Path | None):
+    def __init__(self, cfg: RunConfig, objective: Any, base_dir: Path | None):
         """Built with the data, before the model: a reward that cannot be built fails before any output."""
         self.cfg, self.objective = cfg, objective
         self.rewards = build_rewards(cfg.rewards, base_dir)
@@ -46,7 +47,7 @@ class RolloutEngine:
         self.buffer: list[list[dict]] = []
 
     def sample_groups(
-        self, run: Any, prompt_rows: list[dict], n: int, seed: int, params: SamplingParams | None = None
+        self, run: RunState, prompt_rows: list[dict], n: int, seed: int, params: SamplingParams | None = None
     ) -> list[dict]:
         """Completions for each prompt row, scored: one dict per prompt with its n completions."""
         if self.generator is None:
@@ -75,7 +76,7 @@ class RolloutEngine:
         ]
 
     def step_rows(
-        self, run: Any, step: int, micro_batches: list[list[dict]]
+        self, run: RunState, step: int, micro_batches: list[list[dict]]
     ) -> tuple[list[list[dict]], dict[str, float]]:
         """The rollouts the step trains on, grouped as the prompts were, and the rollout metrics. Rollouts
         are sampled on the first of each `num_iterations` steps (and after a resume) and reused after."""
@@ -99,7 +100,7 @@ class RolloutEngine:
         self.log_completions(run, step, groups)
         return out, metrics
 
-    def log_completions(self, run: Any, step: int, groups: list[dict]) -> None:
+    def log_completions(self, run: RunState, step: int, groups: list[dict]) -> None:
         """Every rollout goes to completions.jsonl; every log_completions_steps steps a few are printed."""
         path = Path(self.cfg.output_dir) / "completions.jsonl"
         with disk_errors(path), path.open("a") as out:
@@ -130,7 +131,7 @@ class RolloutEngine:
                 table.add_row(g["prompt_row"]["prompt"][-1]["content"][:200], c.text[:300], f"{g['rewards'][i]:.3g}")
         tracker.print(table)
 
-    def evaluate(self, run: Any) -> dict[str, float]:
+    def evaluate(self, run: RunState) -> dict[str, float]:
         """Mean reward of greedy completions of the validation prompts (accuracy, for a 0/1 reward)."""
         greedy = SamplingParams(self.cfg.max_completion_length, 0.0, stop_strings=tuple(self.cfg.stop_strings))
         groups = self.sample_groups(run, run.val_rows, 1, self.cfg.seed, greedy)

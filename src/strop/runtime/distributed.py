@@ -38,6 +38,7 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 from strop.runtime.devices import default_device
 
 #: Why a bitsandbytes 4-bit base (qlora, or load_in_4bit) cannot be sharded.
@@ -111,7 +112,7 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def check_supported(cfg) -> None:
+def check_supported(cfg: RunConfig) -> None:
     """Refuse, on every rank and before any model is loaded, what sharded training cannot do."""
     if not launched():
         return
@@ -122,7 +123,7 @@ def check_supported(cfg) -> None:
         raise StropError(f"load_in_4bit: {QUANTIZED_BASE}; train on one process, or use lora with a bf16 base")
 
 
-def activation_checkpointing(cfg) -> bool:
+def activation_checkpointing(cfg: RunConfig) -> bool:
     return bool(launched() and cfg.fsdp and cfg.fsdp.activation_checkpointing)
 
 
@@ -181,7 +182,9 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(max(lists, key=len)) if lists else []  # type: ignore[arg-type]
 
 
-def wrap(model: torch.nn.Module, cfg, device: torch.device, amp_dtype: torch.dtype | None) -> torch.nn.Module:
+def wrap(
+    model: torch.nn.Module, cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None
+) -> torch.nn.Module:
     """Shard `model` in place with FSDP2: each decoder layer, then the outermost module for the rest
     (embeddings, final norm, head, a reward head or a prompt encoder). The outermost one, not the inner
     transformers model: PEFT calls the inner model's `forward` directly, which would skip its hooks."""
@@ -221,14 +224,14 @@ def gathered_root(model: torch.nn.Module):
         model.reshard()
 
 
-def optimizer_device(cfg, device: torch.device) -> torch.device:
+def optimizer_device(cfg: RunConfig, device: torch.device) -> torch.device:
     """Where the optimizer steps: the CPU when FSDP offloads the sharded state there."""
     if launched() and cfg.fsdp and cfg.fsdp.cpu_offload and device.type == "cuda":
         return torch.device("cpu")
     return device
 
 
-def describe(cfg, device: torch.device) -> str:
+def describe(cfg: RunConfig, device: torch.device) -> str:
     if not active():
         return str(device)
     sharding = (cfg.fsdp or FsdpParams()).sharding

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import torch
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 
 
-def autocast_dtype(cfg: Any, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     """bf16 where the device computes it natively, fp16 only when asked (CUDA), else full precision."""
     if cfg.fp16:
         if device.type != "cuda":

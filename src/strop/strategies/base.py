@@ -22,6 +22,7 @@ from torch import nn
 
 from strop.errors import StropError
 from strop.models.shapes import NF4_BYTES, Shapes, quantized_linear_params
+from strop.run_types import RunConfig
 
 
 class StrategyParams(BaseModel):
@@ -76,27 +77,27 @@ class Strategy:
     # `strop estimate` (strop.train.estimate) asks each strategy for its share of the memory model; the
     # defaults answer for full fine-tuning. `shapes` is a strop.models.shapes.Shapes.
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         """Parameters this strategy trains (at any one time), from the architecture's shapes alone."""
         return shapes.total
 
-    def trainable_from_skeleton(self, model: nn.Module, cfg) -> int | None:
+    def trainable_from_skeleton(self, model: nn.Module, cfg: RunConfig) -> int | None:
         """The trainable count where it needs the meta-device model itself, or None to use the shapes."""
         return None
 
-    def optimizer_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+    def optimizer_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
         """Optimizer states: AdamW's two float32 moments per trainable parameter."""
         return 8 * trainable
 
-    def activation_bytes_per_token(self, cfg, shapes: Shapes) -> float:
+    def activation_bytes_per_token(self, cfg: RunConfig, shapes: Shapes) -> float:
         """Saved tensors this strategy adds per token, on top of the model's own."""
         return 0
 
-    def quantized_base_estimate(self, cfg, adapter: int) -> bool:
+    def quantized_base_estimate(self, cfg: RunConfig, adapter: int) -> bool:
         """Whether the estimate stores the base's linear weights in NF4 (load_in_4bit under an adapter)."""
         return bool(cfg.load_in_4bit and adapter)
 
-    def weight_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+    def weight_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
         """Float32 weights, plus the adapter's; on a 4-bit base the decoder's linear weights in NF4."""
         adapter = trainable if self.adds_parameters else 0
         if self.quantized_base_estimate(cfg, adapter):
@@ -104,11 +105,11 @@ class Strategy:
             return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter
         return 4 * (shapes.total + adapter)
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         """This strategy's settings in one line, for the plan printed before training."""
         return ""
 
-    def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
+    def load(self, model_path: str, cfg: RunConfig, device: torch.device) -> nn.Module:
         """Load the base model; strategies that quantize or shard the base override this."""
         if getattr(cfg, "load_in_8bit", False) and not getattr(cfg, "load_in_4bit", False) and self.name != "qlora":
             if not self.supports_quantized_base:
@@ -135,7 +136,7 @@ class Strategy:
         dtype = load_dtype(self, cfg, device)
         return load_model(model_path, dtype, cfg.trust_remote_code, cfg.model_type).to(device)
 
-    def apply(self, model: nn.Module, cfg) -> nn.Module:
+    def apply(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         """The model as this run trains it: the strategy's own `adapt`, then what every strategy shares,
         installed after the strategy's layers are in place: the NEFTune hook and strop's kernels."""
         from strop.strategies.kernels import install_kernels
@@ -146,11 +147,11 @@ class Strategy:
         install_kernels(model, self, cfg)
         return model
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         """Freeze, unfreeze or add this strategy's trainable layers."""
         raise NotImplementedError
 
-    def kernel_options(self, cfg):
+    def kernel_options(self, cfg: RunConfig):
         """Which of strop's kernels leave this strategy's math unchanged (a `KernelOptions`), or None for
         none. Full-model strategies save every weight, so frozen ones keep their dtype."""
         from strop.kernels import KernelOptions
@@ -163,13 +164,13 @@ class Strategy:
         log-probs or loads a frozen copy)."""
         return None
 
-    def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+    def build_optimizer(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
         """AdamW over the trainable parameters; strategies with their own update rule override this."""
         from strop.strategies.optim import build_optimizer
 
         return build_optimizer(list(self.trainable_parameters(model).values()), cfg, device)
 
-    def on_step_start(self, model: nn.Module, step: int, cfg) -> None:
+    def on_step_start(self, model: nn.Module, step: int, cfg: RunConfig) -> None:
         """Called before every optimizer step (LISA resamples its layers here). Must be a pure function
         of (seed, step) so that resumed runs match."""
 

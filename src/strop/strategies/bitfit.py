@@ -12,6 +12,7 @@ from torch import nn
 
 from strop.errors import StropError
 from strop.models.shapes import Shapes
+from strop.run_types import RunConfig
 from strop.strategies.full import FullStrategy
 
 
@@ -22,10 +23,10 @@ def bias_names(model: nn.Module) -> list[str]:
 class BitFitStrategy(FullStrategy):
     name = "bitfit"
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         return shapes.biases
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         biases = set(bias_names(model))
         if not biases:
             arch = ", ".join(getattr(model.config, "architectures", None) or [type(model).__name__])

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from torch import nn
 
+from strop.run_types import RunConfig
 from strop.strategies.base import Strategy
 
 
 class FullStrategy(Strategy):
     name = "full"
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
         return model

@@ -27,6 +27,7 @@ from pydantic import Field
 from torch import nn
 
 from strop.models.shapes import Shapes
+from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
 from strop.strategies.layers import check_target_modules
@@ -128,7 +129,7 @@ def galore_targets(model: nn.Module, targets: list[str]) -> set[str]:
     }
 
 
-def galore_param_groups(model: nn.Module, cfg) -> list[dict]:
+def galore_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict]:
     check_target_modules(
         model, cfg.galore_target_modules, "galore_target_modules", lambda name, target: target in name, linear_only=True
     )
@@ -159,7 +160,7 @@ class GaLoreStrategy(FullStrategy):
     fsdp_unsupported = "GaLore projects whole gradient matrices, which FSDP shards"
     params = GaLoreParams
 
-    def optimizer_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+    def optimizer_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
         """For a targeted m×n weight, moments of the projected gradient, 2·r·max(m, n), plus the r·min(m, n)
         projection; AdamW's two moments for every other parameter."""
         targets = [t for t in shapes.linears if any(k in t[0] for k in cfg.galore_target_modules)]
@@ -170,7 +171,7 @@ class GaLoreStrategy(FullStrategy):
             states += (2 * r * max(i, o) + r * min(i, o)) if r < min(i, o) else 2 * i * o
         return 4 * (states + 2 * (shapes.total - projected))
 
-    def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+    def build_optimizer(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
         return GaLoreAdamW(
             galore_param_groups(model, cfg),
             lr=cfg.learning_rate,
@@ -178,7 +179,7 @@ class GaLoreStrategy(FullStrategy):
             eps=cfg.adam_epsilon,
         )
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         return (
             f"rank={cfg.galore_rank} T={cfg.galore_update_proj_gap} scale={cfg.galore_scale} "
             f"targets={cfg.galore_target_modules}"

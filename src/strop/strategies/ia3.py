@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from strop.models.shapes import Shapes, linear_targets
+from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams
 from strop.strategies.peft_base import PeftStrategy
 
@@ -33,7 +34,7 @@ class IA3Strategy(PeftStrategy):
     params = IA3Params
     target_key = "ia3_target_modules"
 
-    def peft_config(self, cfg):
+    def peft_config(self, cfg: RunConfig):
         from peft import IA3Config
 
         return IA3Config(
@@ -42,10 +43,10 @@ class IA3Strategy(PeftStrategy):
             task_type="CAUSAL_LM",
         )
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         return f"targets={cfg.ia3_target_modules or 'PEFT default'}"
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         """One scale per input feature of a feed-forward target, per output feature of the others."""
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS

@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from strop import kernels
+from strop.run_types import RunConfig
 from strop.runtime import distributed
 
 #: Model types whose causal-LM logits are the head's plain matmul of the last hidden state.
 PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
 
 
-def checkpoint_mode(cfg) -> str | None:
+def checkpoint_mode(cfg: RunConfig) -> str | None:
     """strop's per-layer checkpointing for this run: None, "gpu" or "offload"."""
     mode = getattr(cfg, "kernel_checkpoint", "auto")
     if mode == "auto":
@@ -42,7 +43,7 @@ def _on_cuda(model: nn.Module) -> bool:
     return next(model.parameters()).is_cuda
 
 
-def _why_off(on_cuda: bool, strategy, cfg) -> str | None:
+def _why_off(on_cuda: bool, strategy, cfg: RunConfig) -> str | None:
     if not getattr(cfg, "kernels", True):
         return "kernels: false"
     if not on_cuda:
@@ -54,7 +55,7 @@ def _why_off(on_cuda: bool, strategy, cfg) -> str | None:
     return None
 
 
-def load_dtype(strategy, cfg, device: torch.device) -> torch.dtype:
+def load_dtype(strategy, cfg: RunConfig, device: torch.device) -> torch.dtype:
     """The dtype to load the base model in: bf16 where the kernels will store the frozen base in bf16
     anyway (CUDA, bf16 autocast, a strategy whose frozen weights may change dtype), so that no fp32 copy
     of the base ever reaches the GPU (for an 8B base that transient copy was a 32 GB peak); fp32
@@ -82,7 +83,7 @@ def _hand_over_checkpointing(base: nn.Module) -> None:
             setattr(base, name, _library_checkpointing_skipped)
 
 
-def install_kernels(model: nn.Module, strategy, cfg) -> None:
+def install_kernels(model: nn.Module, strategy, cfg: RunConfig) -> None:
     """Patch `model` (as `strategy` prepared it) with strop's kernels where this run allows them, and
     record what was done on the model."""
     from strop.runtime.precision import autocast_dtype

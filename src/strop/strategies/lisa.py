@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from strop.models.shapes import Shapes
+from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
 from strop.strategies.layers import decoder_layers
@@ -30,7 +31,7 @@ class LisaParams(StrategyParams):
     lisa_step_interval: int = Field(20, gt=0, description="(lisa) K: draw a new set of layers every K optimizer steps.")
 
 
-def active_layers(n_layers: int, cfg, step: int) -> list[int]:
+def active_layers(n_layers: int, cfg: RunConfig, step: int) -> list[int]:
     """The γ layer indices that train at `step`: seeded by (seed, step // K) only."""
     period = step // cfg.lisa_step_interval
     rng = random.Random(f"lisa:{cfg.seed}:{period}")
@@ -42,22 +43,22 @@ class LisaStrategy(FullStrategy):
     fsdp_unsupported = "LISA changes which layers train at every step"
     params = LisaParams
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         """What trains at any one time: everything outside the decoder layers, plus lisa_n_layers of them."""
         per_layer = shapes.layer_params / max(1, shapes.layers)
         return int(shapes.total - shapes.layer_params + min(cfg.lisa_n_layers, shapes.layers) * per_layer)
 
-    def optimizer_bytes_estimate(self, cfg, shapes: Shapes, trainable: int) -> float:
+    def optimizer_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
         """Moments appear for every layer LISA ever samples, so they reach full AdamW size over a long run."""
         return 8 * shapes.total
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
         self.on_step_start(model, 0, cfg)
         return model
 
-    def on_step_start(self, model: nn.Module, step: int, cfg) -> None:
+    def on_step_start(self, model: nn.Module, step: int, cfg: RunConfig) -> None:
         _, layers = decoder_layers(model)
         active = set(active_layers(len(layers), cfg, step))
         for index, layer in enumerate(layers):
@@ -73,5 +74,5 @@ class LisaStrategy(FullStrategy):
         params = list(model.parameters())
         return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         return f"gamma={cfg.lisa_n_layers} layers resampled every K={cfg.lisa_step_interval} steps"

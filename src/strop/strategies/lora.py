@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from strop.models.shapes import Shapes, linear_targets
+from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams
 from strop.strategies.peft_base import PeftStrategy
 
@@ -48,7 +49,7 @@ class LoraStrategy(PeftStrategy):
     use_dora = False
     use_rslora = False
 
-    def peft_config(self, cfg):
+    def peft_config(self, cfg: RunConfig):
         from peft import LoraConfig
 
         return LoraConfig(
@@ -62,7 +63,7 @@ class LoraStrategy(PeftStrategy):
             task_type="CAUSAL_LM",
         )
 
-    def peft_config_for(self, model, cfg):
+    def peft_config_for(self, model, cfg: RunConfig):
         """On an MoE model, `moe_lora_targets` picks what all-linear means (strop/moe/adapters.py)."""
         from strop.moe.adapters import apply_moe_targets
 
@@ -70,14 +71,14 @@ class LoraStrategy(PeftStrategy):
         apply_moe_targets(model, cfg, config, config.use_dora)
         return config
 
-    def kernel_options(self, cfg):
+    def kernel_options(self, cfg: RunConfig):
         """Every kernel; under DoRA the frozen base keeps its dtype, because DoRA's magnitude divides by the
         norm of the adapted weight itself (PEFT's DoRA forward, never the fused LoRA one, runs there)."""
         options = super().kernel_options(cfg)
         options.bf16_frozen = not (self.use_dora or cfg.peft_use_dora)
         return options
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         """r·(in + out) per adapted linear (+ out for DoRA's magnitude); on an MoE with all-linear targets,
         what `moe_lora_targets` selects: r·E·(in + out) per fused expert weight (one LoRA pair per expert)
         and the routers trained fully."""
@@ -93,13 +94,13 @@ class LoraStrategy(PeftStrategy):
             linears, fused, saved = linear_targets(shapes, cfg.lora_target_modules), 0, 0
         return sum(cfg.lora_r * (i + o) + (o if dora else 0) for _, i, o in linears) + fused + saved
 
-    def activation_bytes_per_token(self, cfg, shapes: Shapes) -> float:
+    def activation_bytes_per_token(self, cfg: RunConfig, shapes: Shapes) -> float:
         """DoRA rescales the base output and the LoRA output by m/‖W'‖: both are saved, 2 × d_out floats."""
         if not (self.use_dora or cfg.peft_use_dora):
             return 0
         return sum(8 * o for _, _, o in linear_targets(shapes, cfg.lora_target_modules))
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         flags = [
             f
             for f, on in (

@@ -16,6 +16,7 @@ from torch import nn
 
 from strop.models.shapes import Shapes, linear_targets
 from strop.moe import lora_experts
+from strop.run_types import RunConfig
 from strop.strategies.base import Strategy
 from strop.strategies.layers import check_target_modules
 from strop.strategies.lora import LoraParams
@@ -38,7 +39,7 @@ class MoeLoraStrategy(Strategy):
     saves_trainable_only = True
     artifact_kind = "LoRA experts (strop moe_lora format)"
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         """E LoRA pairs per target, plus an E × in router unless every expert is on."""
         experts, k = cfg.moe_lora_experts, cfg.moe_lora_top_k
         routed = 0 < k < experts
@@ -47,7 +48,7 @@ class MoeLoraStrategy(Strategy):
             for _, i, o in linear_targets(shapes, cfg.lora_target_modules)
         )
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         check_target_modules(model, cfg.lora_target_modules, "lora_target_modules")
         model.requires_grad_(False)
         lora_experts.add_lora_experts(
@@ -59,17 +60,17 @@ class MoeLoraStrategy(Strategy):
             cfg.lora_alpha,
             cfg.lora_dropout,
         )
-        model._strop_base_path = cfg.base_model
+        model._strop_base_path = cfg.base_model  # type: ignore[assignment]  # mypy types module attributes as Tensor | Module
         return model
 
     def reference_context(self, model: nn.Module) -> AbstractContextManager:
         """The LoRA experts switched off: the frozen base is the reference policy."""
         return lora_experts.adapters_disabled(model)
 
-    def kernel_options(self, cfg):
+    def kernel_options(self, cfg: RunConfig):
         return None  # strop's fused LoRA kernels know PEFT's layers, not these
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         k = cfg.moe_lora_top_k if 0 < cfg.moe_lora_top_k < cfg.moe_lora_experts else cfg.moe_lora_experts
         return f"{cfg.moe_lora_experts} LoRA experts (top-{k}) r={cfg.lora_r} alpha={cfg.lora_alpha} targets={cfg.lora_target_modules}"
 

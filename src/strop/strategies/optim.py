@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 
 #: Axolotl's optimizer names with 8-bit (or 4-bit) states → (package, class). Block-wise quantized
 #: Adam states (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization") take 2 bytes per
@@ -32,7 +33,7 @@ def _low_bit_class(name: str) -> Callable[..., torch.optim.Optimizer]:
     return getattr(module, cls)
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(params: list[torch.nn.Parameter], cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW; the fused CUDA kernel where the device has it (one launch for all parameters); 8-bit /
     4-bit states through bitsandbytes or torchao when the optimizer name asks for them."""
     decay = [p for p in params if p.ndim >= 2]

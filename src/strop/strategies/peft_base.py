@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 from strop.strategies.base import Strategy, write_quantization_note
 from strop.strategies.layers import check_target_modules
 from strop.vlm.models import restrict_adapter_to_language
@@ -23,10 +24,10 @@ class PeftStrategy(Strategy):
     #: The config key that lists module names to adapt, checked against the model before PEFT sees it.
     target_key: str | None = None
 
-    def peft_config(self, cfg):
+    def peft_config(self, cfg: RunConfig):
         raise NotImplementedError
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         from peft import PeftModel, get_peft_model
 
         if getattr(cfg, "lora_model_dir", None):  # Axolotl's key: continue training an existing adapter
@@ -40,7 +41,7 @@ class PeftStrategy(Strategy):
         restrict_adapter_to_language(model, config, cfg)
         return get_peft_model(model, config)
 
-    def peft_config_for(self, model: nn.Module, cfg):
+    def peft_config_for(self, model: nn.Module, cfg: RunConfig):
         """The PEFT config for this model (the LoRA family makes its targets expert-aware on MoE models)."""
         return self.peft_config(cfg)
 
@@ -51,7 +52,7 @@ class PeftStrategy(Strategy):
         """The adapter switched off: the frozen base is the reference, with no second copy."""
         return model.disable_adapter()
 
-    def kernel_options(self, cfg):
+    def kernel_options(self, cfg: RunConfig):
         """Every kernel; the frozen base may be stored in bf16, since only the adapter is saved."""
         from strop.kernels import KernelOptions
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from strop.models.shapes import Shapes
+from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams
 from strop.strategies.peft_base import PeftStrategy
 
@@ -46,23 +47,23 @@ class PromptTuningStrategy(PeftStrategy):
     name = "prompt_tuning"
     params = SoftPromptParams
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         return f"{cfg.num_virtual_tokens} virtual tokens"
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         return cfg.num_virtual_tokens * shapes.hidden
 
-    def kernel_options(self, cfg):
+    def kernel_options(self, cfg: RunConfig):
         """None: PEFT inserts the virtual tokens (or prefix keys) in its own forward, which the fused loss
         would bypass, and prefix tuning feeds per-layer caches that checkpointing must not replay."""
         return None
 
-    def peft_config(self, cfg):
+    def peft_config(self, cfg: RunConfig):
         from peft import PromptTuningConfig
 
         return PromptTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM")
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         from peft import get_peft_model
 
         model = get_peft_model(model, self.peft_config(cfg))
@@ -76,10 +77,10 @@ class PrefixTuningStrategy(PeftStrategy):
     describe = PromptTuningStrategy.describe
     kernel_options = PromptTuningStrategy.kernel_options
 
-    def trainable_estimate(self, cfg, shapes: Shapes) -> int:
+    def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         return cfg.num_virtual_tokens * shapes.layers * 2 * shapes.kv  # keys and values per layer
 
-    def peft_config(self, cfg):
+    def peft_config(self, cfg: RunConfig):
         from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM")

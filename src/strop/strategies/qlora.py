@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from strop.models.quantized import load_4bit
+from strop.run_types import RunConfig
 from strop.runtime.distributed import QUANTIZED_BASE
 from strop.strategies.lora import LoraStrategy
 
@@ -28,10 +29,10 @@ class QLoraStrategy(LoraStrategy):
     name = "qlora"
     fsdp_unsupported = QUANTIZED_BASE
 
-    def quantized_base_estimate(self, cfg, adapter: int) -> bool:
+    def quantized_base_estimate(self, cfg: RunConfig, adapter: int) -> bool:
         return True
 
-    def load(self, model_path: str, cfg, device: torch.device) -> nn.Module:
+    def load(self, model_path: str, cfg: RunConfig, device: torch.device) -> nn.Module:
         from strop.strategies.kernels import load_dtype
 
         return load_4bit(model_path, cfg, device, dtype=load_dtype(self, cfg, device))

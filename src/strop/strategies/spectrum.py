@@ -32,6 +32,7 @@ from pydantic import Field
 from torch import nn
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams, is_4bit
 from strop.strategies.full import FullStrategy
 from strop.strategies.layers import layer_type
@@ -129,7 +130,7 @@ class SpectrumStrategy(FullStrategy):
     name = "spectrum"
     params = SpectrumParams
 
-    def trainable_from_skeleton(self, model: nn.Module, cfg) -> int:
+    def trainable_from_skeleton(self, model: nn.Module, cfg: RunConfig) -> int:
         """The listed parameters, or the top fraction of each layer type (the matrices of one type have one
         size, so which ones win on SNR does not change the count)."""
         params = dict(model.named_parameters())
@@ -143,7 +144,7 @@ class SpectrumStrategy(FullStrategy):
             sum(sorted(v)[: int(math.floor(cfg.spectrum_top_fraction * len(v) + 0.5))]) for v in by_type.values()
         )
 
-    def adapt(self, model: nn.Module, cfg) -> nn.Module:
+    def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         patterns = cfg.spectrum_unfrozen_parameters
         if patterns is None:
             patterns = select_top(scan_model(model), cfg.spectrum_top_fraction)
@@ -159,7 +160,7 @@ class SpectrumStrategy(FullStrategy):
             )
         return model
 
-    def describe(self, cfg) -> str:
+    def describe(self, cfg: RunConfig) -> str:
         if cfg.spectrum_unfrozen_parameters is not None:
             return f"{len(cfg.spectrum_unfrozen_parameters)} listed parameters"
         return f"top {cfg.spectrum_top_fraction:.0%} of each layer type by SNR"

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from strop.config import Config
 from strop.models.shapes import NF4_BYTES, Shapes
 
 GIB = 1024**3
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 
-def skeleton(cfg) -> nn.Module:
+def skeleton(cfg: Config) -> nn.Module:
     """The model built from its config on the meta device: shapes only, no memory, no weights read."""
     from transformers import AutoConfig
 
@@ -127,16 +128,16 @@ def _strategy(name: str):
     return get_strategy(name)
 
 
-def trainable_count(strategy: str, cfg, shapes: Shapes) -> int:
+def trainable_count(strategy: str, cfg: Config, shapes: Shapes) -> int:
     """Parameters the strategy trains (for LISA: at any one time)."""
     return _strategy(strategy).trainable_estimate(cfg, shapes)
 
 
-def optimizer_bytes(strategy: str, cfg, shapes: Shapes, trainable: int) -> float:
+def optimizer_bytes(strategy: str, cfg: Config, shapes: Shapes, trainable: int) -> float:
     return _strategy(strategy).optimizer_bytes_estimate(cfg, shapes, trainable)
 
 
-def activation_bytes(cfg, shapes: Shapes, bf16: bool, strategy: str = "full") -> float:
+def activation_bytes(cfg: Config, shapes: Shapes, bf16: bool, strategy: str = "full") -> float:
     tokens = cfg.micro_batch_size * cfg.sequence_len
     extra = _strategy(strategy).activation_bytes_per_token(cfg, shapes)  # DoRA: 2 × d_out floats per adapted layer
     h, f = shapes.hidden, shapes.intermediate
@@ -146,7 +147,7 @@ def activation_bytes(cfg, shapes: Shapes, bf16: bool, strategy: str = "full") ->
     return tokens * (blocks + logits + 4 * h + extra)
 
 
-def weight_bytes(strategy: str, cfg, shapes: Shapes, trainable: int) -> float:
+def weight_bytes(strategy: str, cfg: Config, shapes: Shapes, trainable: int) -> float:
     return _strategy(strategy).weight_bytes_estimate(cfg, shapes, trainable)
 
 
@@ -165,7 +166,7 @@ class Estimate:
         return self.weights + self.optimizer + max(self.activations, self.gradients)
 
 
-def estimate(strategy: str, cfg, shapes: Shapes, bf16: bool, trainable: int | None = None) -> Estimate:
+def estimate(strategy: str, cfg: Config, shapes: Shapes, bf16: bool, trainable: int | None = None) -> Estimate:
     trainable = trainable_count(strategy, cfg, shapes) if trainable is None else trainable
     # LISA's gradients exist only for the active layers; everyone else's for what they train
     return Estimate(
@@ -179,14 +180,14 @@ def estimate(strategy: str, cfg, shapes: Shapes, bf16: bool, trainable: int | No
     )
 
 
-def spectrum_count(model: nn.Module, cfg) -> int:
+def spectrum_count(model: nn.Module, cfg: Config) -> int:
     """Spectrum's trainable count, which needs the meta-device model itself (strategies/spectrum.py)."""
     count = _strategy("spectrum").trainable_from_skeleton(model, cfg)
     assert count is not None
     return count
 
 
-def estimates_for(cfg) -> tuple[list[Estimate], Shapes, bool]:
+def estimates_for(cfg: Config) -> tuple[list[Estimate], Shapes, bool]:
     """The configured strategy first, then the standard alternatives."""
     model = skeleton(cfg)
     shapes = shapes_of(model)

@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from strop.config import Config
+
 
 class WandbSink:
     """One W&B run: numeric metrics logged at their step, finished when training ends."""
 
-    def __init__(self, run):
+    def __init__(self, run: Any):
         self.run = run
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
@@ -51,7 +53,7 @@ def _package(name: str, key: str):
         return None
 
 
-def open_sinks(cfg, output_dir: Path) -> list:
+def open_sinks(cfg: Config, output_dir: Path) -> list:
     """The external trackers the config asks for (W&B, MLflow), or none."""
     sinks: list = []
     if getattr(cfg, "mlflow_tracking_uri", None) and (mlflow := _package("mlflow", "mlflow_tracking_uri")):

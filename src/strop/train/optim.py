@@ -7,8 +7,10 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from strop.config import Config
 
-def warmup_steps(cfg, total_steps: int) -> int:
+
+def warmup_steps(cfg: Config, total_steps: int) -> int:
     if cfg.warmup_steps is not None:
         return min(cfg.warmup_steps, total_steps)
     return int(math.ceil((cfg.warmup_ratio or 0.0) * total_steps))
@@ -36,7 +38,7 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, options: dict | Non
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int) -> LambdaLR:
     warmup = warmup_steps(cfg, total_steps)
     options = getattr(cfg, "lr_scheduler_kwargs", None)
     return LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.lr_scheduler, options))

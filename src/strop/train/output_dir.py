@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from strop import manifest
+from strop.config import Config
 from strop.errors import StropError
 from strop.runtime import distributed
 from strop.safe_io import disk_errors, staged_file
@@ -30,7 +31,7 @@ LOOP_FILES = ("metrics.jsonl", "loss.png", "tensorboard")
 APPEND_LOGS = {"metrics.jsonl": 1, "completions.jsonl": 0}
 
 
-def input_paths(cfg, base_dir: Path | None) -> list[tuple[str, Path]]:
+def input_paths(cfg: Config, base_dir: Path | None) -> list[tuple[str, Path]]:
     """The local files and folders this run reads: (what, path), for the overwrite check."""
     from strop.data.readers import resolve_data_path
 

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.table import Table
 
+from strop.objectives import Objective
+from strop.run_types import RunState
 from strop.runtime import distributed
 from strop.strategies.kernels import describe_kernels
 
 console = Console()
 
 
-def print_plan(run) -> None:
+class PlannedRun(RunState, Protocol):
+    """The run the plan describes (strop.train.loop.Run, which imports this module)."""
+
+    @property
+    def objective(self) -> Objective: ...
+
+
+def print_plan(run: PlannedRun) -> None:
     cfg = run.cfg
     trainable, total = run.strategy.count_parameters(run.model)
     tokens = sum(len(r["input_ids"]) for r in run.train_rows)
@@ -53,7 +63,7 @@ def print_samples(prompts: list[str], before: list[str], after: list[str]) -> No
     console.print(table)
 
 
-def print_summary(run, output_dir: Path, final_eval: dict[str, float] | None, plot: Path | None) -> None:
+def print_summary(run: RunState, output_dir: Path, final_eval: dict[str, float] | None, plot: Path | None) -> None:
     kind = run.strategy.artifact_kind
     console.print(f"[bold green]done.[/] {kind} written to {output_dir.resolve()}")
     for key, value in (final_eval or {}).items():

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from strop.run_types import RunState
 
 
 class RowSource(Protocol):
     #: True when rows are made with the model itself: the loop cannot prepare a step ahead of it.
     rows_from_model: bool
 
-    def step_rows(self, run: Any, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
+    def step_rows(self, run: RunState, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
         """The rows each micro-batch of step `step` trains on, given its data rows, and metrics of making them."""
         ...
 
-    def evaluate(self, run: Any) -> dict[str, float] | None:
+    def evaluate(self, run: RunState) -> dict[str, float] | None:
         """Held-out metrics of the source's own, or None for the loop's loss on the validation rows."""
         ...
 
@@ -23,8 +25,8 @@ class DatasetRows:
 
     rows_from_model = False
 
-    def step_rows(self, run: Any, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
+    def step_rows(self, run: RunState, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
         return micro_batches, {}
 
-    def evaluate(self, run: Any) -> None:
+    def evaluate(self, run: RunState) -> None:
         return None

@@ -19,17 +19,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from strop.config import Config
 from strop.errors import StropError
 from strop.train import checkpoint as ckpt
 
 
-def data_seed(cfg) -> int:
+def data_seed(cfg: Config) -> int:
     """Seed of the data order and the validation split: data_seed when set, else seed."""
     value = getattr(cfg, "data_seed", None)
     return cfg.seed if value is None else value
 
 
-def apply_per_epoch(cfg, micro_batches_per_epoch: int, updates_per_batch: int = 1) -> None:
+def apply_per_epoch(cfg: Config, micro_batches_per_epoch: int, updates_per_batch: int = 1) -> None:
     """Set save_steps / eval_steps from saves_per_epoch / evals_per_epoch where they are unset."""
     steps = max(1, math.ceil(micro_batches_per_epoch / cfg.gradient_accumulation_steps)) * updates_per_batch
     if getattr(cfg, "saves_per_epoch", None) and cfg.save_steps is None:
@@ -38,7 +39,7 @@ def apply_per_epoch(cfg, micro_batches_per_epoch: int, updates_per_batch: int = 
         cfg.eval_steps = max(1, steps // cfg.evals_per_epoch)
 
 
-def checkpoint_to_resume(cfg, output_dir: Path) -> Path | None:
+def checkpoint_to_resume(cfg: Config, output_dir: Path) -> Path | None:
     """The folder resume_from_checkpoint names, checked to be one of output_dir's checkpoints."""
     name = getattr(cfg, "resume_from_checkpoint", None)
     if not name:
@@ -56,7 +57,7 @@ def checkpoint_to_resume(cfg, output_dir: Path) -> Path | None:
 class StopRules:
     """Early stopping on eval loss and the loss watchdog: `update` returns why to stop, or None."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config):
         self.patience = getattr(cfg, "early_stopping_patience", None)
         self.threshold = getattr(cfg, "loss_watchdog_threshold", None)
         self.watch_patience = getattr(cfg, "loss_watchdog_patience", None) or 3

@@ -38,6 +38,7 @@ from strop.data.packing import collate as collate_text
 from strop.data.readers import read_rows, resolve_data_path
 from strop.data.tokenize import IGNORE
 from strop.errors import StropError
+from strop.run_types import RunConfig
 from strop.vlm.images import decode, image_bytes
 from strop.vlm.models import image_token_ids
 
@@ -189,7 +190,9 @@ def _folders(spec_path: str, base_dir: Path | None) -> list[Path]:
     return [p for p in ((local.parent if local else None), base_dir) if p is not None]
 
 
-def _read_examples(cfg, processor, base_dir: Path | None, report: DataReport) -> tuple[list[dict], list[dict]]:
+def _read_examples(
+    cfg: RunConfig, processor, base_dir: Path | None, report: DataReport
+) -> tuple[list[dict], list[dict]]:
     """(image rows, text-only rows), tokenized; over-long rows are dropped (never cut: a cut could split
     an image's tokens from its features)."""
     image_rows: list[dict] = []
@@ -242,7 +245,9 @@ def mix_text_rows(image_rows: list, text_rows: list, ratio: float | None, seed: 
     return image_rows + chosen
 
 
-def build_vision_sft_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
+def build_vision_sft_data(
+    cfg: RunConfig, processor, base_dir: Path | None
+) -> tuple[list[dict], list[dict], DataReport]:
     if cfg.sample_packing:
         raise StropError(
             "sample_packing: image conversations are not packed (a packed row would need each "

@@ -21,6 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from strop.errors import StropError
+from strop.run_types import RunConfig
 
 PROJECTOR_PARTS = ("multi_modal_projector", "visual.merger", "connector", "mm_projector")
 VISION_PARTS = ("vision_tower", "visual", "vision_model")
@@ -80,7 +81,7 @@ def language_linear_names(model: nn.Module, wanted: list[str] | str) -> list[str
     return names
 
 
-def restrict_adapter_to_language(model: nn.Module, peft_config, cfg) -> None:
+def restrict_adapter_to_language(model: nn.Module, peft_config, cfg: RunConfig) -> None:
     """On a VLM with a frozen vision tower, point a LoRA or IA3 config's targets at the language model
     only (IA3's default targets: PEFT's choice for the language model's own architecture)."""
     if not is_vlm(model) or not getattr(cfg, "freeze_vision_tower", True):

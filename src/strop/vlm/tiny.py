@@ -12,6 +12,7 @@ expands into one token per image patch (Qwen2-VL) or per vision feature (LLaVA).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,7 +81,8 @@ def build_tokenizer(family: str, corpus: list[str] | None = None, vocab_size: in
     return fast
 
 
-def _text_sizes(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, tok) -> dict:
+def _decoder(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, **extra) -> dict:
+    """A decoder's text config with untied embeddings; `extra` holds the family's own keys and token ids."""
     return dict(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -88,12 +90,56 @@ def _text_sizes(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=4096,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
         tie_word_embeddings=False,
+        **extra,
     )
+
+
+@dataclass(frozen=True)
+class TowerSizes:
+    """A tiny LLaVA, Idefics3 or Gemma 3: a decoder and a CLIP or SigLIP vision tower of 14-pixel patches.
+    `vocab` None: the tokenizer's size."""
+
+    image_size: int
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vision_width: int = 32
+    vision_depth: int = 2
+    vocab: int | None = None
+
+    @classmethod
+    def of(cls, image_size: int, sizes: dict) -> TowerSizes:
+        """The sizes a builder was given, over the family's default image size."""
+        return cls(**({"image_size": image_size} | sizes))
+
+    def text(self, tok, **extra) -> dict:
+        return _decoder(
+            self.vocab or len(tok),
+            self.hidden,
+            self.layers,
+            self.heads,
+            self.kv_heads,
+            self.intermediate,
+            max_position_embeddings=4096,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            **extra,
+        )
+
+    def tower(self, **extra) -> dict:
+        return dict(
+            hidden_size=self.vision_width,
+            intermediate_size=self.vision_width * 2,
+            num_hidden_layers=self.vision_depth,
+            num_attention_heads=2,
+            image_size=self.image_size,
+            patch_size=14,
+            **extra,
+        )
 
 
 def qwen2_vl_config(
@@ -112,18 +158,17 @@ def qwen2_vl_config(
     """A Qwen2-VL config; `token_ids` holds eos/pad/bos and the image, video and vision boundary token ids."""
     from transformers import Qwen2VLConfig
 
-    text = dict(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+    text = _decoder(
+        vocab,
+        hidden,
+        layers,
+        heads,
+        kv_heads,
+        intermediate,
         max_position_embeddings=32768,
         eos_token_id=token_ids["eos"],
         pad_token_id=token_ids["pad"],
         bos_token_id=token_ids["bos"],
-        tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_sections(hidden // heads)},
     )
     vision = dict(
@@ -183,50 +228,26 @@ def _mrope_sections(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
-def llava_parts(
-    tok,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate: int = 128,
-    vision_width: int = 32,
-    vision_depth: int = 2,
-    image_size: int = 28,
-    vocab: int | None = None,
-):
+def llava_parts(tok, **sizes):
     """(config, processor) of a LLaVA-1.5 (CLIP vision tower, two-layer MLP projector, Llama decoder)."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaProcessor
 
-    text = dict(
-        model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok)
-    )
-    patch = 14
-    vision = dict(
-        model_type="clip_vision_model",
-        hidden_size=vision_width,
-        intermediate_size=vision_width * 2,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-        projection_dim=vision_width,
-    )
+    size = TowerSizes.of(28, sizes)
     config = LlavaConfig(
-        text_config=text,
-        vision_config=vision,
+        text_config=size.text(tok, model_type="llama"),
+        vision_config=size.tower(model_type="clip_vision_model", projection_dim=size.vision_width),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
         tie_word_embeddings=False,
     )
     images = CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        size={"shortest_edge": size.image_size}, crop_size={"height": size.image_size, "width": size.image_size}
     )
     processor = LlavaProcessor(
         image_processor=images,
         tokenizer=tok,
-        patch_size=patch,
+        patch_size=14,
         vision_feature_select_strategy="default",
         chat_template=tok.chat_template,
         num_additional_image_tokens=1,
@@ -234,79 +255,36 @@ def llava_parts(
     return config, processor
 
 
-def idefics3_parts(
-    tok,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate: int = 128,
-    vision_width: int = 32,
-    vision_depth: int = 2,
-    image_size: int = 56,
-    vocab: int | None = None,
-):
+def idefics3_parts(tok, **sizes):
     """(config, processor) of an Idefics3 / SmolVLM (SigLIP tower, pixel-shuffle connector, Llama decoder);
     one image per picture (no splitting into tiles), (image_size / 14 / 2)² tokens each."""
     from transformers import Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
 
-    text = dict(
-        model_type="llama", **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok)
-    )
-    vision = dict(
-        hidden_size=vision_width,
-        intermediate_size=vision_width * 2,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=14,
-    )
+    size = TowerSizes.of(56, sizes)
     config = Idefics3Config(
-        text_config=text,
-        vision_config=vision,
+        text_config=size.text(tok, model_type="llama"),
+        vision_config=size.tower(),
         scale_factor=2,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         tie_word_embeddings=False,
     )
-    images = Idefics3ImageProcessor(
-        do_image_splitting=False, size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size}
-    )
+    longest = {"longest_edge": size.image_size}
+    images = Idefics3ImageProcessor(do_image_splitting=False, size=longest, max_image_size=longest)
     processor = Idefics3Processor(
-        image_processor=images, tokenizer=tok, image_seq_len=(image_size // 28) ** 2, chat_template=tok.chat_template
+        image_processor=images,
+        tokenizer=tok,
+        image_seq_len=(size.image_size // 28) ** 2,
+        chat_template=tok.chat_template,
     )
     return config, processor
 
 
-def gemma3_parts(
-    tok,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate: int = 128,
-    vision_width: int = 32,
-    vision_depth: int = 2,
-    image_size: int = 56,
-    vocab: int | None = None,
-):
+def gemma3_parts(tok, **sizes):
     """(config, processor) of a Gemma 3 (SigLIP tower, pooled projector, Gemma 3 decoder); 4 tokens an image."""
     from transformers import Gemma3Config, Gemma3ImageProcessor, Gemma3Processor
 
-    text = dict(
-        model_type="gemma3_text",
-        head_dim=hidden // heads,
-        sliding_window=64,
-        **_text_sizes(vocab or len(tok), hidden, layers, heads, kv_heads, intermediate, tok),
-    )
-    vision = dict(
-        model_type="siglip_vision_model",
-        hidden_size=vision_width,
-        intermediate_size=vision_width * 2,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=14,
-    )
+    size = TowerSizes.of(56, sizes)
+    text = size.text(tok, model_type="gemma3_text", head_dim=size.hidden // size.heads, sliding_window=64)
     ids = {
         name: tok.convert_tokens_to_ids(token)
         for name, token in (
@@ -316,9 +294,13 @@ def gemma3_parts(
         )
     }
     config = Gemma3Config(
-        text_config=text, vision_config=vision, mm_tokens_per_image=4, **ids, tie_word_embeddings=False
+        text_config=text,
+        vision_config=size.tower(model_type="siglip_vision_model"),
+        mm_tokens_per_image=4,
+        **ids,
+        tie_word_embeddings=False,
     )
-    images = Gemma3ImageProcessor(size={"height": image_size, "width": image_size})
+    images = Gemma3ImageProcessor(size={"height": size.image_size, "width": size.image_size})
     processor = Gemma3Processor(
         image_processor=images, tokenizer=tok, image_seq_length=4, chat_template=tok.chat_template
     )

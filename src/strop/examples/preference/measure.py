@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from strop.config import Config
+
 HERE = Path(str(resources.files("strop") / "examples" / "preference"))
 
 
@@ -53,7 +55,7 @@ def accuracies(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
     }
 
 
-def held_out_rows(cfg, tokenizer) -> list[dict]:
+def held_out_rows(cfg: Config, tokenizer) -> list[dict]:
     from strop.data.preference import build_pair_data
 
     held = cfg.model_copy(
