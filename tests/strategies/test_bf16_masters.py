@@ -124,3 +124,21 @@ def test_full_run_in_bf16_learns_like_fp32_and_resumes_exactly(make_config, tmp_
     assert resumed.keys() == weights.keys()
     for name in weights:
         assert torch.equal(resumed[name], weights[name]), name
+
+
+def test_lisa_trains_its_sampled_layers_in_bf16(prepared):
+    from strop.strategies.lisa import active_layers
+    from strop.train.loop import train_step
+
+    run = prepared(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, bf16=True, master_weights="bf16", seed=5)
+    assert {p.dtype for p in run.model.parameters()} == {torch.bfloat16}
+    optimizer = run.strategy.build_optimizer(run.model, run.cfg, run.device)
+    assert isinstance(optimizer, BF16AdamW)
+    run.strategy.on_step_start(run.model, 0, run.cfg)
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    train_step(run, 0, optimizer, None, torch.bfloat16)
+    active = active_layers(2, run.cfg, 0)
+    for name, p in run.model.named_parameters():
+        if name.startswith("model.layers.") and int(name.split(".")[2]) not in active:
+            assert torch.equal(p, before[name]), name
+    assert not torch.equal(run.model.lm_head.weight, before["lm_head.weight"])
