@@ -24,7 +24,9 @@ def test_triton_step_is_one_stochastic_rounding_of_the_float32_step():
         results[name] = p
         for got, ref in ((p, p_ref), (m, m_ref), (v, v_ref)):
             assert got.dtype == torch.bfloat16
-            assert ((got.float() - ref).abs() <= ref.abs() * 2**-7 * 1.001 + 1e-30).all()  # within one bf16 step
+            assert (
+                (got.float() - ref).abs() <= ref.abs() * 2**-7 * 1.001 + 1e-8
+            ).all()  # one bf16 step (+ fp32 error where p ≈ 0)
             assert abs(float((got.float() - ref).mean() / ref.abs().mean())) < 1e-4  # unbiased
     again = weight.clone()
     adamw_bf16._triton_step([again], [grad], [torch.zeros_like(weight)], [torch.zeros_like(weight)], s, [123])
