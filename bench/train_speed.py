@@ -95,7 +95,11 @@ CLI_ROWS = {
     "s1b-packed": ("1b", "lora", True, 8, 1),
     "sf1b": ("1b", "full", False, 8, 1),
     "sf1b-packed": ("1b", "full", True, 8, 1),
+    "sf1b-bf16": ("1b", "full", False, 8, 1),
 }
+# Config keys a CLI row adds to its YAML: sf1b-bf16 is sf1b with bf16 weights, gradients and AdamW states
+# (stochastically rounded updates), Liger's bf1b memory layout.
+CLI_KEYS = {"sf1b-bf16": {"master_weights": "bf16"}}
 DEFAULT = [
     "matmul",
     "a8b",
@@ -119,6 +123,7 @@ DEFAULT = [
     "uf1b",
     "sf1b",
     "sf1b-packed",
+    "sf1b-bf16",
 ]
 
 
@@ -286,8 +291,11 @@ def matmul_params(size: str) -> int:
     )
 
 
-def write_cli_run(work: str, size: str, mode: str, packed: bool, micro_batch: int, accumulation: int) -> str:
-    """Random-word data and a config for `strop train` on the saved random model; returns the config path."""
+def write_cli_run(
+    work: str, size: str, mode: str, packed: bool, micro_batch: int, accumulation: int, keys: dict | None = None
+) -> str:
+    """Random-word data and a config for `strop train` on the saved random model (plus `keys`); returns
+    the config path."""
     import json
     import random
 
@@ -318,6 +326,7 @@ def write_cli_run(work: str, size: str, mode: str, packed: bool, micro_batch: in
     }
     if mode != "full":
         cfg |= {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_target_modules": TARGETS}
+    cfg |= keys or {}
     path = os.path.join(work, "config.yml")
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f)
@@ -352,7 +361,7 @@ def run_cli_row(name: str) -> dict:
     name = name.removesuffix("-prof")
     size, mode, packed, micro_batch, accumulation = CLI_ROWS[name]
     with tempfile.TemporaryDirectory() as work:
-        config = write_cli_run(work, size, mode, packed, micro_batch, accumulation)
+        config = write_cli_run(work, size, mode, packed, micro_batch, accumulation, CLI_KEYS.get(name))
         torch.cuda.empty_cache()
         started = time.perf_counter()
         command = [__file__, "--profile-cli", config] if profiled else ["-m", "strop", "train", config]
@@ -375,6 +384,7 @@ def run_cli_row(name: str) -> dict:
         "mode": mode,
         "stack": "strop train",
         "packed": packed,
+        "keys": CLI_KEYS.get(name, {}),
         "micro_batch": micro_batch,
         "tokens_per_step": tokens,
         "s_per_step": tokens / tok_s,
@@ -484,6 +494,8 @@ def _stack_label(r: dict) -> str:
         label += f" ckpt={r['ckpt']}"
     if r.get("packed"):
         label += ", packed"
+    if r.get("keys", {}).get("master_weights") == "bf16":
+        label += ", bf16 weights"
     return label.replace("HF+PEFT", "HF") if r["mode"] == "full" else label
 
 

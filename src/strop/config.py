@@ -174,6 +174,8 @@ class Config(BaseModel):
             raise ValueError("bf16 and fp16 are both on: choose one")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"adapter: unknown strategy '{self.adapter}' (known: {', '.join(sorted(STRATEGIES))})")
+        if getattr(self, "master_weights", "fp32") == "bf16":
+            self._check_bf16_masters(STRATEGIES[self.strategy])
         if self.objective not in OBJECTIVES:
             raise ValueError(f"rl: unknown objective '{self.rl}' (known: {', '.join(sorted(OBJECTIVES))})")
         for index, spec in enumerate(self.datasets):
@@ -183,6 +185,25 @@ class Config(BaseModel):
                     f"(known: {', '.join(sorted(known_dataset_types()))})"
                 )
         return self
+
+    def _check_bf16_masters(self, strategy) -> None:
+        where = "master_weights: bf16"
+        if not strategy.supports_bf16_masters:
+            raise ValueError(
+                f"{where} is for strategies that train the model's own weights with AdamW (full, spectrum, "
+                f"lisa, bitfit), not {self.strategy}"
+            )
+        if self.fp16:
+            raise ValueError(f"{where} stores weights in bf16, so it computes in bf16: drop fp16")
+        if self.bf16 is False:
+            raise ValueError(f"{where} stores weights in bf16, so it computes in bf16: set bf16 to true or auto")
+        if self.optimizer not in ("adamw_torch", "adamw_torch_fused", "adamw"):
+            raise ValueError(
+                f"{where} has its own AdamW (bf16 states, stochastic rounding); optimizer {self.optimizer} "
+                "keeps states of its own: use adamw_torch, or master_weights: fp32"
+            )
+        if self.fsdp is not None:
+            raise ValueError(f"{where} is not combined with FSDP2 yet: drop fsdp, or use fp32")
 
     @property
     def strategy(self) -> str:

@@ -26,7 +26,7 @@ def prepared(make_config):
         cfg, base = load_config(make_config(**overrides))
         run = prepare(cfg, base)
         run.model = run.strategy.apply(run.model, cfg)
-        run.strategy.upcast(run.model)
+        run.strategy.upcast(run.model, cfg)
         return run
 
     return build

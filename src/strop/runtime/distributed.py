@@ -119,6 +119,10 @@ def check_supported(cfg: RunConfig) -> None:
     reason = getattr(cfg, "fsdp_refusal", None)  # the strategy's own answer (Strategy.fsdp_unsupported)
     if reason:
         raise StropError(f"adapter: {cfg.strategy} does not run under torchrun yet: {reason}")
+    if getattr(cfg, "master_weights", "fp32") == "bf16":
+        raise StropError(
+            "master_weights: bf16 is not combined with FSDP2 under torchrun yet; train on one process, or use fp32"
+        )
     if getattr(cfg, "load_in_4bit", False):
         raise StropError(f"load_in_4bit: {QUANTIZED_BASE}; train on one process, or use lora with a bf16 base")
 

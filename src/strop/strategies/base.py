@@ -49,6 +49,12 @@ class StrategyParams(BaseModel):
         "gradient_checkpointing is on; gpu/offload: always (offload keeps layer inputs in host "
         "memory); none: checkpointing left to gradient_checkpointing.",
     )
+    master_weights: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="(full, spectrum, lisa, bitfit; adamw) fp32: float32 trainable weights, gradients and AdamW "
+        "moments under bf16 autocast (16 B a parameter); bf16: weights, gradients and both moments in bf16, "
+        "every update stochastically rounded so small steps still count (8 B a parameter).",
+    )
 
 
 def is_4bit(param: torch.Tensor) -> bool:
@@ -73,9 +79,20 @@ class Strategy:
     artifact_kind = "model (HF format)"
     #: Whether the trainable parameters are added next to the base's (adapters), for `strop estimate`.
     adds_parameters = False
+    #: Whether the model's own weights train through the shared AdamW, so that `master_weights: bf16`
+    #: may store them (and their gradients and moments) in bf16.
+    supports_bf16_masters = False
 
     # `strop estimate` (strop.train.estimate) asks each strategy for its share of the memory model; the
     # defaults answer for full fine-tuning. `shapes` is a strop.models.shapes.Shapes.
+
+    def bf16_masters(self, cfg: RunConfig) -> bool:
+        """Whether this run keeps its trainable weights in bf16 (`master_weights: bf16`)."""
+        return self.supports_bf16_masters and getattr(cfg, "master_weights", "fp32") == "bf16"
+
+    def trainable_dtype_bytes(self, cfg: RunConfig) -> int:
+        """Bytes of one trainable weight, its gradient, or one AdamW moment: 2 under bf16 masters, else 4."""
+        return 2 if self.bf16_masters(cfg) else 4
 
     def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
         """Parameters this strategy trains (at any one time), from the architecture's shapes alone."""
@@ -86,8 +103,12 @@ class Strategy:
         return None
 
     def optimizer_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
-        """Optimizer states: AdamW's two float32 moments per trainable parameter."""
-        return 8 * trainable
+        """Optimizer states: AdamW's two moments per trainable parameter (float32, or bf16 under bf16 masters)."""
+        return 2 * self.trainable_dtype_bytes(cfg) * trainable
+
+    def gradient_bytes_estimate(self, cfg: RunConfig, trainable: int) -> float:
+        """One gradient per trainable parameter, in the trainable weights' dtype."""
+        return self.trainable_dtype_bytes(cfg) * trainable
 
     def activation_bytes_per_token(self, cfg: RunConfig, shapes: Shapes) -> float:
         """Saved tensors this strategy adds per token, on top of the model's own."""
@@ -98,8 +119,11 @@ class Strategy:
         return bool(cfg.load_in_4bit and adapter)
 
     def weight_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
-        """Float32 weights, plus the adapter's; on a 4-bit base the decoder's linear weights in NF4."""
+        """Float32 weights (bf16 under bf16 masters), plus the adapter's; on a 4-bit base the decoder's
+        linear weights in NF4."""
         adapter = trainable if self.adds_parameters else 0
+        if self.bf16_masters(cfg):
+            return 2 * (shapes.total + adapter)
         if self.quantized_base_estimate(cfg, adapter):
             quantized = quantized_linear_params(shapes)
             return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter
@@ -189,8 +213,9 @@ class Strategy:
         total = sum(p.numel() * (2 if is_4bit(p) else 1) for p in model.parameters())
         return sum(p.numel() for p in self.trainable_parameters(model).values()), total
 
-    def upcast(self, model: nn.Module) -> None:
-        if self.upcast_trainable:
+    def upcast(self, model: nn.Module, cfg: RunConfig) -> None:
+        """Trainable weights to float32 masters, unless this run keeps them in bf16."""
+        if self.upcast_trainable and not self.bf16_masters(cfg):
             for param in self.trainable_parameters(model).values():
                 if param.dtype != torch.float32:
                     param.data = param.data.float()

@@ -12,6 +12,7 @@ from strop.strategies.base import Strategy
 
 class FullStrategy(Strategy):
     name = "full"
+    supports_bf16_masters = True
 
     def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         for param in model.parameters():

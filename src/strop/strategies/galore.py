@@ -159,6 +159,7 @@ class GaLoreStrategy(FullStrategy):
     name = "galore"
     fsdp_unsupported = "GaLore projects whole gradient matrices, which FSDP shards"
     params = GaLoreParams
+    supports_bf16_masters = False  # its own optimizer projects fp32 gradients
 
     def optimizer_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
         """For a targeted m×n weight, moments of the projected gradient, 2·r·max(m, n), plus the r·min(m, n)

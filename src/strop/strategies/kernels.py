@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from strop import kernels
+from strop.errors import StropError
 from strop.run_types import RunConfig
 from strop.runtime import distributed
 
@@ -59,9 +60,13 @@ def load_dtype(strategy, cfg: RunConfig, device: torch.device) -> torch.dtype:
     """The dtype to load the base model in: bf16 where the kernels will store the frozen base in bf16
     anyway (CUDA, bf16 autocast, a strategy whose frozen weights may change dtype), so that no fp32 copy
     of the base ever reaches the GPU (for an 8B base that transient copy was a 32 GB peak); fp32
-    otherwise (trainable weights keep fp32 masters either way)."""
+    otherwise (trainable weights keep fp32 masters either way); bf16 under `master_weights: bf16`."""
     from strop.runtime.precision import autocast_dtype
 
+    if strategy.bf16_masters(cfg):
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise StropError("master_weights: bf16 needs a GPU that computes in bf16 (Ampere or newer); use fp32")
+        return torch.bfloat16
     if _why_off(device.type == "cuda", strategy, cfg) or autocast_dtype(cfg, device) != torch.bfloat16:
         return torch.float32
     return torch.bfloat16 if strategy.kernel_options(cfg).bf16_frozen else torch.float32

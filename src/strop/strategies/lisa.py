@@ -50,7 +50,7 @@ class LisaStrategy(FullStrategy):
 
     def optimizer_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
         """Moments appear for every layer LISA ever samples, so they reach full AdamW size over a long run."""
-        return 8 * shapes.total
+        return 2 * self.trainable_dtype_bytes(cfg) * shapes.total
 
     def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         for param in model.parameters():

@@ -3,10 +3,12 @@
 The model is built on the meta device from its config alone (no weights read, nothing allocated), and
 its shapes feed a per-strategy memory model:
 
-    weights      strop keeps every weight in float32 (4 B); QLoRA stores the decoder's linear weights in
-                 NF4 with double quantization, 4 + 8/64 + 32/(64·256) ≈ 4.127 bits each
-    gradients    4 B per trainable parameter (float32)
-    optimizer    AdamW: two float32 moments per trainable parameter (8 B); GaLore: for a targeted m×n
+    weights      strop keeps every weight in float32 (4 B), or in bf16 (2 B) under `master_weights: bf16`;
+                 QLoRA stores the decoder's linear weights in NF4 with double quantization,
+                 4 + 8/64 + 32/(64·256) ≈ 4.127 bits each
+    gradients    4 B per trainable parameter (float32; 2 B in bf16 under `master_weights: bf16`)
+    optimizer    AdamW: two float32 moments per trainable parameter (8 B; two bf16 moments, 4 B, under
+                 `master_weights: bf16`); GaLore: for a targeted m×n
                  weight, moments of the projected gradient, 2·r·max(m, n), plus the r·min(m, n)
                  projection; LISA: moments appear for every layer it ever samples, so they reach full
                  AdamW size over a long run
@@ -174,7 +176,7 @@ def estimate(strategy: str, cfg: Config, shapes: Shapes, bf16: bool, trainable: 
         trainable,
         shapes.total,
         weight_bytes(strategy, cfg, shapes, trainable),
-        4 * trainable,
+        _strategy(strategy).gradient_bytes_estimate(cfg, trainable),
         optimizer_bytes(strategy, cfg, shapes, trainable),
         activation_bytes(cfg, shapes, bf16, strategy),
     )

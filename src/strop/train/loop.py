@@ -305,7 +305,7 @@ def train(
     try:
         run = prepare(cfg, base_dir)
         run.model = run.strategy.apply(run.model, cfg)
-        run.strategy.upcast(run.model)
+        run.strategy.upcast(run.model, cfg)
         if distributed.is_main():
             print_plan(run)
         if dry_run:
