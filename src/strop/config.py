@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from strop.axolotl_keys import AxolotlParams, drop_blank_defaults, translate
 from strop.data.axolotl_types import AxolotlDatasetKeys, translate_datasets
+from strop.data.mixture import is_mixture
 from strop.errors import StropError
 from strop.runtime.distributed import FsdpParams
 
@@ -35,6 +36,12 @@ class DatasetSpec(AxolotlDatasetKeys):
     )
     split: str = Field("train", description="Split to read when path is a hub dataset.")
     name: str | None = Field(None, description="Hub dataset configuration (subset) name.")
+    weight: float | None = Field(
+        None,
+        ge=0,
+        description="Task mixture (SFT): this dataset's share of the training examples is weight^(1/T) over "
+        "the sum (T = mixture_temperature); unset weighs its example count.",
+    )
 
 
 class Config(BaseModel):
@@ -68,6 +75,12 @@ class Config(BaseModel):
     datasets: list[DatasetSpec] = Field(description="Training data: list of {path, type, split?, name?}.")
     val_set_size: float = Field(
         0.0, ge=0, description="Held-out share (< 1) or count (>= 1) of examples for eval loss."
+    )
+    mixture_temperature: float | None = Field(
+        None,
+        gt=0,
+        description="Task mixture (SFT): sample datasets ∝ weight^(1/T); T > 1 flattens toward uniform "
+        "(default 1 when any dataset has a weight).",
     )
     sequence_len: int = Field(2048, gt=8, description="Maximum tokens per example (and per packed row).")
     excess_length_strategy: Literal["drop", "truncate", "error"] = Field(
@@ -184,6 +197,7 @@ class Config(BaseModel):
                     f"datasets[{index}].type: unknown type '{spec.type}' "
                     f"(known: {', '.join(sorted(known_dataset_types()))})"
                 )
+        self._check_mixture()
         return self
 
     def _check_bf16_masters(self, strategy) -> None:
@@ -204,6 +218,20 @@ class Config(BaseModel):
             )
         if self.fsdp is not None:
             raise ValueError(f"{where} is not combined with FSDP2 yet: drop fsdp, or use fp32")
+
+    def _check_mixture(self) -> None:
+        if not is_mixture(self):
+            return
+        if self.objective != "sft":
+            key = next(
+                (f"datasets[{i}].weight" for i, s in enumerate(self.datasets) if s.weight is not None),
+                "mixture_temperature",
+            )
+            raise ValueError(
+                f"{key}: task mixtures are drawn for SFT datasets; objective {self.objective} reads its datasets whole"
+            )
+        if not any(spec.weight != 0 for spec in self.datasets):
+            raise ValueError("datasets[].weight: every dataset has weight 0; give at least one a positive weight")
 
     @property
     def strategy(self) -> str:

@@ -8,12 +8,13 @@ import random
 import pytest
 from datagen_support import write_jsonl
 
+from strop.data.mixture import mixture_counts
 from strop.datagen import filters as f
 from strop.datagen.diversity import DiversitySelect, even_allocation
 from strop.datagen.filtering import run_filters
 from strop.datagen.language import detect
 from strop.datagen.minhash import MinHasher, NearDuplicateIndex, bands_for, estimate, jaccard, shingles
-from strop.datagen.mixture import mix, mixture_counts, parse_source
+from strop.datagen.mixture import mix, parse_source
 from strop.errors import StropError
 
 

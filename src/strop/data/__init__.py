@@ -8,6 +8,7 @@ from pathlib import Path
 
 from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import FORMATS
+from strop.data.mixture import DATASET_IDS, is_mixture, mix_examples
 from strop.data.packing import Tokens, collate, pack
 from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
 from strop.errors import StropError
@@ -35,8 +36,11 @@ class DataReport:
 
 
 def _load_examples(cfg: RunConfig, tokenizer, base_dir: Path | None, report: DataReport) -> list[Tokens]:
+    """Each dataset's rows in its own format (`type`, field mappings); with several datasets each token
+    carries its dataset's index, for the mixture and the per-dataset metrics."""
     examples: list[Tokens] = []
-    for spec in cfg.datasets:
+    tag = len(cfg.datasets) > 1
+    for index, spec in enumerate(cfg.datasets):
         convert = FORMATS[spec.type]
         count_before = report.rows
         for where, row in dataset_rows(cfg, spec, base_dir):
@@ -57,6 +61,8 @@ def _load_examples(cfg: RunConfig, tokenizer, base_dir: Path | None, report: Dat
                 if all(label == IGNORE for label in piece["labels"][1:]):
                     report.no_target += 1
                     continue
+                if tag:
+                    piece = {**piece, DATASET_IDS: [index] * len(piece["input_ids"])}
                 examples.append(piece)
         if report.rows == count_before and not getattr(cfg, "dataset_exact_deduplication", False):
             raise StropError(f"dataset {spec.path} is empty")
@@ -121,6 +127,8 @@ def build_sft_data(
     if report.no_target:
         report.notes.append(f"dropped {report.no_target} examples with no response tokens to learn from")
     train, val = split_validation(examples, cfg, report, "examples")
+    if is_mixture(cfg):
+        train = mix_examples(train, cfg, report.notes)
     if cfg.sample_packing:
         train, val = pack(train, cfg.sequence_len), pack(val, cfg.sequence_len)
     return train, val, report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from strop.data.mixture import DATASET_IDS
 from strop.data.tokenize import IGNORE
 
 Tokens = dict[str, list[int]]
@@ -33,6 +34,8 @@ def pack(examples: list[Tokens], sequence_len: int) -> list[Tokens]:
         target["labels"] += labels
         target["position_ids"] += list(range(len(ids)))
         target["segment_ids"] += [segment] * len(ids)
+        if DATASET_IDS in example:
+            target.setdefault(DATASET_IDS, []).extend(example[DATASET_IDS])
     return rows
 
 
@@ -62,6 +65,8 @@ def collate(rows: list[Tokens], pad_id: int) -> dict[str, torch.Tensor]:
         "input_ids": _pad([r["input_ids"] for r in rows], pad_id, length),
         "labels": _pad([r["labels"] for r in rows], IGNORE, length),
     }
+    if DATASET_IDS in rows[0]:  # each token's dataset (several datasets), -1 on padding
+        batch[DATASET_IDS] = _pad([r[DATASET_IDS] for r in rows], -1, length)
     if not packed:
         batch["attention_mask"] = _pad([[1] * len(r["input_ids"]) for r in rows], 0, length)
         return batch

@@ -1,10 +1,8 @@
-"""Task mixtures: draw a dataset of `total` rows from several sources by weight, seeded.
+"""`strop data mix`: write a dataset of `total` rows drawn from several files by weight, seeded.
 
-The share of source i is p_i ∝ w_i^(1/T): T = 1 keeps the weights, T > 1 flattens them toward uniform
-(the temperature sampling of multilingual pre-training, Arivazhagan et al. 2019; mT5), and with no
-weight given a source weighs its row count, so T = 1 is size-proportional. Counts are the shares times
-`total` rounded by largest remainder (they sum to `total` exactly). A source asked for more rows than it
-has is repeated (each row once more before any row twice); the card records it.
+The counts and the draw are strop/data/mixture.py's, which `strop train` also uses for `datasets:` with
+weights; here the mixture becomes a file, and its card records each source's weight, size and draw (and
+whether it was repeated).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from strop.data.mixture import draw, mixture_counts
 from strop.data.readers import read_rows
 from strop.datagen.sink import Sink
 from strop.errors import StropError
@@ -32,33 +31,6 @@ def parse_source(spec: str) -> tuple[str, float | None]:
     return spec, None
 
 
-def mixture_counts(
-    sizes: Sequence[int], weights: Sequence[float | None], total: int, temperature: float = 1.0
-) -> list[int]:
-    """Rows to draw per source: shares ∝ weight^(1/T) (weight = size when None), largest remainder."""
-    base = [float(size if w is None else w) for size, w in zip(sizes, weights)]
-    scaled = [b ** (1.0 / temperature) if b > 0 else 0.0 for b in base]
-    norm = sum(scaled)
-    if norm <= 0:
-        raise StropError("mixture: every source has weight 0")
-    exact = [total * s / norm for s in scaled]
-    counts = [int(e) for e in exact]
-    order = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
-
-
-def _draw(size: int, count: int, rng: random.Random) -> list[int]:
-    """`count` row indices from `size`: without replacement, then whole repeats of a shuffled order."""
-    picks = []
-    while count > 0:
-        take = min(count, size)
-        picks += rng.sample(range(size), take)
-        count -= take
-    return picks
-
-
 def mix(sources: Sequence[str], out: str, total: int, seed: int = 0, temperature: float = 1.0) -> dict:
     """Write the mixture, shuffled; returns the per-source counts (also in the card)."""
     parsed = [parse_source(s) for s in sources]
@@ -70,7 +42,7 @@ def mix(sources: Sequence[str], out: str, total: int, seed: int = 0, temperature
     rng = random.Random(seed)
     chosen: list[dict] = []
     for (path, _), size, count in zip(parsed, sizes, counts):
-        picks = _draw(size, count, rng)
+        picks = draw(size, count, rng)
         wanted: dict[int, int] = {}
         for index in picks:
             wanted[index] = wanted.get(index, 0) + 1

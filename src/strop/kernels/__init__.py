@@ -21,7 +21,7 @@ from torch import nn
 
 from strop.kernels._triton import HAS_TRITON
 from strop.kernels.checkpoint import checkpoint_layers
-from strop.kernels.cross_entropy import causal_lm_loss, linear_cross_entropy, shift_labels
+from strop.kernels.cross_entropy import causal_lm_group_losses, causal_lm_loss, linear_cross_entropy, shift_labels
 from strop.kernels.lora import group_layers, lora_linear, patch_attention_group, patch_lora_layers
 from strop.kernels.rmsnorm import rms_norm
 from strop.kernels.swiglu import swiglu, swiglu_packed
@@ -188,6 +188,7 @@ __all__ = [
     "KernelOptions",
     "patch_model",
     "cast_frozen",
+    "causal_lm_group_losses",
     "causal_lm_loss",
     "linear_cross_entropy",
     "shift_labels",

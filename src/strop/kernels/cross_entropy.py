@@ -174,6 +174,39 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[..., 1:], (0, 1), value=IGNORE)
 
 
+def _decoded(model: torch.nn.Module, input_ids, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The decoder's last hidden states and the output head of a transformers model (PEFT or not)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    return (out[0] if isinstance(out, tuple) else out.last_hidden_state), head
+
+
+def causal_lm_group_losses(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    n_groups: int,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """Summed causal-LM loss per group (`groups`: a group id per token, like labels; a target counts in
+    the group of its own token), shape (n_groups,); their sum is `causal_lm_loss(..., reduction="sum")`
+    when every target has a group. Each group's positions go through the head alone, so the head sees
+    each target position once, as in `causal_lm_loss`."""
+    hidden, head = _decoded(model, input_ids, attention_mask, **kwargs)
+    targets = shift_labels(labels).reshape(-1)
+    owner = shift_labels(groups).reshape(-1)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    bias = getattr(head, "bias", None)
+    sums = []
+    for g in range(n_groups):
+        rows = ((owner == g) & (targets != IGNORE)).nonzero().squeeze(1)
+        sums.append(linear_cross_entropy(flat[rows], head.weight, targets[rows], bias) if len(rows) else flat.sum() * 0)
+    return torch.stack(sums)
+
+
 def causal_lm_loss(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -185,10 +218,7 @@ def causal_lm_loss(
     """The causal-LM loss of a transformers model (PEFT-wrapped or not) without materialising logits:
     runs the decoder, then `linear_cross_entropy` against the output head. `reduction="sum"` returns the
     summed loss (for strop's step-wide normalisation)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
-    out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
-    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    hidden, head = _decoded(model, input_ids, attention_mask, **kwargs)
     targets = shift_labels(labels)
     total = linear_cross_entropy(hidden, head.weight, targets, getattr(head, "bias", None))
     if reduction == "sum":

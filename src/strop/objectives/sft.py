@@ -18,7 +18,8 @@ from torch import nn
 
 from strop.data import build_sft_data, collate
 from strop.data.formats import FORMATS
-from strop.kernels import causal_lm_loss, fused_loss_ready
+from strop.data.mixture import DATASET_IDS
+from strop.kernels import causal_lm_group_losses, causal_lm_loss, fused_loss_ready
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 from strop.run_types import RunConfig
 
@@ -43,8 +44,25 @@ class SFTObjective(Objective):
         return int((batch["labels"][:, 1:] != -100).sum())
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
+        if DATASET_IDS in batch:  # several datasets: the same sum, split by dataset for the metrics
+            per_dataset = nll_by_dataset(model, batch, len(self.cfg.datasets))
+            loss = per_dataset.sum() / denominator
+            parts = {f"mixture.nll.{d}": value.detach() for d, value in enumerate(per_dataset)}
+            return loss, {"loss": loss.detach(), **parts}
         loss = summed_nll(model, batch) / denominator
         return loss, {"loss": loss.detach()}  # a device tensor: the loop reads it only at logging steps
+
+
+def nll_by_dataset(model: nn.Module, batch: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+    """Negative log-likelihood summed over each dataset's response tokens, shape (n,)."""
+    if fused_loss_ready(model):
+        return causal_lm_group_losses(
+            model, labels=batch["labels"], groups=batch[DATASET_IDS], n_groups=n, **model_inputs(batch, model)
+        )
+    logits = model(**model_inputs(batch, model), use_cache=False).logits
+    token_logps, mask = shifted_token_logps(logits, batch["labels"])
+    owner = batch[DATASET_IDS][:, 1:]
+    return torch.stack([-(token_logps * (mask & (owner == d))).sum() for d in range(n)])
 
 
 def summed_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -20,7 +20,7 @@ import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from strop import manifest
 from strop.config import Config, config_to_yaml
+from strop.data import mixture
 from strop.data.packing import real_tokens
 from strop.evaluation import training as training_evaluation
 from strop.kernels import packed_attention
@@ -69,6 +70,7 @@ class Run:
     tracker: Tracker | NullTracker | None = None  # set while training: where objectives print tables
     evaluators: training_evaluation.TrainingEvaluation | None = None  # the config's evaluators
     router: moe_monitor.RouterMonitor | None = None  # an MoE model's router losses and health, else None
+    rows_seen: dict[str, float] = field(default_factory=dict)  # examples trained on so far, per dataset
 
     @property
     def global_micro_batch(self) -> int:
@@ -172,6 +174,10 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
     with autocast(run.device, amp_dtype):
         rows, totals = run.rows.step_rows(run, step, rows)
     batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
+    if mixture.DATASET_IDS in batches[0][0]:  # several datasets: what each contributed, counted on the host
+        for batch, weight in batches:
+            for key, value in mixture.counts_by_dataset(batch, len(cfg.datasets)).items():
+                totals[key] = totals.get(key, 0.0) + weight * value
     if pin:
         batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
     return StepBatches(batches, totals, sum(int(w * real_tokens(b)) for b, w in batches))
@@ -223,6 +229,9 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + weight * value
     totals = distributed.sum_over_ranks(totals) | run.objective.finish_step()
+    if "mixture.rows.0" in totals:
+        names = mixture.dataset_names([spec.path for spec in cfg.datasets])
+        totals = mixture.finish_metrics(totals, names, run.rows_seen)
     if run.router:
         totals |= run.router.finish_step(run.tracker.print if run.tracker else print)
     if scaler:

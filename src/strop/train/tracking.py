@@ -69,6 +69,7 @@ class Tracker:
             for k in ("loss", "eval_loss", "reward", "eval_reward", "lr", "tokens_per_s")
             if k in metrics
         ]
+        shown += [f"{k} {_short(v)}" for k, v in metrics.items() if k.startswith("loss/")]  # per dataset
         self.progress.update(self.task, info="  ".join(shown))
 
     def advance(self, step: int) -> None:
@@ -105,7 +106,7 @@ def _short(value: float) -> str:
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
-    """Loss (and eval loss) against step, and for RL runs the reward (and eval reward) beside it, then one
+    """Loss (and eval loss, and each dataset's loss in a mixture) against step, and for RL runs the reward (and eval reward) beside it, then one
     panel per configured evaluator (`eval/<name>/<metric>`) and for MoE models the router's health
     (strop/moe/monitor.py); returns None when there is nothing to plot."""
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
@@ -134,8 +135,11 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
         ax.legend()
     if router:
         _router_panel(axes[0][-1], router)
+    per_dataset = sorted({k for r in records for k in r if k.startswith("loss/")})
     for ax, (train, held_out) in zip(axes[0], panels):
         ax.plot(*zip(*curves[train]), label=f"train {train}")
+        for key in per_dataset if train == "loss" else ():
+            ax.plot(*zip(*[(r["step"], r[key]) for r in records if key in r]), alpha=0.6, label=key)
         if curves[held_out]:
             ax.plot(*zip(*curves[held_out]), "o-", label=held_out.replace("_", " "))
         ax.set_xlabel("step")
