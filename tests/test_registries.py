@@ -28,6 +28,7 @@ def test_objectives_are_the_documented_ones():
         "vision_orpo",
         "vision_simpo",
         "vision_cpo",
+        "vision_kto",
     }
 
 

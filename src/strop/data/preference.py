@@ -260,20 +260,18 @@ def _unpaired_examples(cfg: RunConfig, base_dir: Path | None, objective: str, re
             yield where, {"prompt": example["prompt"], "completion": example["rejected"], "label": False}
 
 
-def assign_kl_partners(rows: list[dict]) -> None:
+def _prompt_ids(row: dict) -> list[int]:
+    return row["input_ids"][: row["prompt_len"]]
+
+
+def assign_kl_partners(rows: list[dict], prompt_of: Callable[[dict], Any] = _prompt_ids) -> None:
     """Give each row the completion of the next row with a different prompt (cyclically): the mismatched
-    pair whose policy/reference log-ratio estimates the KTO reference point."""
+    pair whose policy/reference log-ratio estimates the KTO reference point. `prompt_of` says what makes
+    two prompts the same (for image rows, their images too)."""
     n = len(rows)
     for i, row in enumerate(rows):
-        prompt = row["input_ids"][: row["prompt_len"]]
-        partner = next(
-            (
-                rows[(i + k) % n]
-                for k in range(1, n)
-                if rows[(i + k) % n]["input_ids"][: rows[(i + k) % n]["prompt_len"]] != prompt
-            ),
-            row,
-        )
+        prompt = prompt_of(row)
+        partner = next((rows[(i + k) % n] for k in range(1, n) if prompt_of(rows[(i + k) % n]) != prompt), row)
         row["kl_ids"] = partner["input_ids"][partner["prompt_len"] :]
         row["key"] = row_key(
             row["input_ids"][: row["prompt_len"]],

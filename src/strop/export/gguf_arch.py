@@ -32,6 +32,11 @@ class ArchSpec:
 
     arch: gguf.MODEL_ARCH
     permute_qk: bool
+    # llama.cpp's MoE graph for the arch: whether it renormalises the top-k routing weights (hard-coded
+    # per arch there, so the HF config's `norm_topk_prob` must agree), and whether it can do without an
+    # output matrix (falling back to token_embd) when the embeddings are tied
+    norm_topk: bool | None = None
+    output_optional: bool = True
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -40,6 +45,10 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # llama.cpp runs Mixtral as the llama arch with expert_count set and stacked expert tensors
     "MixtralForCausalLM": ArchSpec(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
     "Qwen2ForCausalLM": ArchSpec(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
+    # the MoE families below use llama.cpp's NEOX rope (rotate-half, as HF): weights unpermuted
+    "Qwen2MoeForCausalLM": ArchSpec(gguf.MODEL_ARCH.QWEN2MOE, permute_qk=False, norm_topk=False, output_optional=False),
+    "Qwen3MoeForCausalLM": ArchSpec(gguf.MODEL_ARCH.QWEN3MOE, permute_qk=False, norm_topk=True),
+    "OlmoeForCausalLM": ArchSpec(gguf.MODEL_ARCH.OLMOE, permute_qk=False, norm_topk=False, output_optional=False),
 }
 
 
@@ -64,11 +73,41 @@ def arch_spec(config: dict[str, Any]) -> ArchSpec:
     names = config.get("architectures") or []
     for name in names:
         if name in ARCHITECTURES:
+            check_moe_config(config, ARCHITECTURES[name])
             return ARCHITECTURES[name]
     supported = ", ".join(sorted(ARCHITECTURES))
     raise StropError(
         f"cannot export architecture {names or config.get('model_type')!r} to GGUF; supported: {supported}"
     )
+
+
+def expert_count(config: dict[str, Any]) -> int:
+    """Routed experts per MoE layer (Mixtral's `num_local_experts`, the others' `num_experts`); 0 if dense."""
+    return int(config.get("num_local_experts") or config.get("num_experts") or 0)
+
+
+def check_moe_config(config: dict[str, Any], spec: ArchSpec) -> None:
+    """Refuse MoE configs whose forward llama.cpp's graph for the arch would compute differently."""
+    if spec.norm_topk is None:
+        return
+    arch = gguf.MODEL_ARCH_NAMES[spec.arch]
+    if bool(config.get("norm_topk_prob", False)) != spec.norm_topk:
+        raise StropError(
+            f"cannot export to GGUF arch {arch}: config.json has norm_topk_prob="
+            f"{config.get('norm_topk_prob', False)}, but llama.cpp's {arch} "
+            f"{'always' if spec.norm_topk else 'never'} renormalises the top-k routing weights"
+        )
+    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1)) != 1:
+        raise StropError(
+            f"cannot export to GGUF arch {arch}: some layers are dense (mlp_only_layers / decoder_sparse_step "
+            f"in config.json), and llama.cpp's {arch} expects experts in every layer"
+        )
+    n_kv = config.get("num_key_value_heads") or config["num_attention_heads"]
+    if spec.arch == gguf.MODEL_ARCH.OLMOE and n_kv != config["num_attention_heads"]:
+        raise StropError(
+            f"cannot export to GGUF arch {arch}: num_key_value_heads={n_kv} differs from num_attention_heads="
+            f"{config['num_attention_heads']}, and llama.cpp's olmoe sizes its k-norm for full multi-head attention"
+        )
 
 
 def rope_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -95,9 +134,13 @@ def write_hparams(writer: gguf.GGUFWriter, config: dict[str, Any], vocab_size: i
     writer.add_head_count(n_head)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
-    if config.get("num_local_experts"):
-        writer.add_expert_count(int(config["num_local_experts"]))
+    if expert_count(config):
+        writer.add_expert_count(expert_count(config))
         writer.add_expert_used_count(int(config["num_experts_per_tok"]))
+        if config.get("moe_intermediate_size"):  # Qwen-MoE; Mixtral and OLMoE size experts by intermediate_size
+            writer.add_expert_feed_forward_length(int(config["moe_intermediate_size"]))
+        if config.get("shared_expert_intermediate_size"):
+            writer.add_expert_shared_feed_forward_length(int(config["shared_expert_intermediate_size"]))
     writer.add_vocab_size(vocab_size)
     writer.add_rope_dimension_count(dim)
     writer.add_key_length(dim)  # llama.cpp's default is hidden_size / n_head; explicit like its converter's output
@@ -188,7 +231,10 @@ def iter_hf_tensors(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
                 yield name, f.get_tensor(name).to(torch.float32).numpy()
 
 
-_EXPERT = re.compile(r"^(.*\.block_sparse_moe)\.experts\.(\d+)\.(w[123])\.weight$")
+# one expert's projection, per expert: Mixtral's w1/w2/w3, the others' gate/up/down_proj
+_EXPERT = re.compile(r"^(.*\.(?:block_sparse_moe|mlp))\.experts\.(\d+)\.(w[123]|gate_proj|up_proj|down_proj)\.weight$")
+# a layer's experts fused into 3-D parameters (transformers 5's in-memory layout, E × 2f × h and E × h × f)
+_FUSED = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)(?:\.weight)?$")
 
 
 class TensorMapper:
@@ -202,7 +248,7 @@ class TensorMapper:
         self.n_head = int(config["num_attention_heads"])
         self.n_kv_head = int(config.get("num_key_value_heads") or self.n_head)
 
-        self.n_experts = int(config.get("num_local_experts") or 0)
+        self.n_experts = expert_count(config)
         self.pending: dict[str, dict[int, np.ndarray]] = {}
 
     def _stack_expert(self, hf_name: str, data: np.ndarray) -> tuple[str, np.ndarray | None]:
@@ -217,18 +263,34 @@ class TensorMapper:
         del self.pending[merged]
         return merged, np.stack([group[e] for e in range(self.n_experts)])
 
-    def map(self, hf_name: str, data: np.ndarray) -> tuple[str, np.ndarray] | None:
-        """(gguf name, data) for a tensor, or None for tensors llama.cpp does not use (or expert
-        weights held until their layer's set is complete)."""
+    def map(self, hf_name: str, data: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The (gguf name, data) pairs a tensor becomes: none for tensors llama.cpp does not use (and for
+        expert weights held until their layer's set is complete), two for a fused gate_up_proj, and the
+        embeddings once more as the output matrix for a tied model whose arch requires one."""
         if hf_name.endswith("rotary_emb.inv_freq"):
-            return None
+            return []
         if self.n_experts and _EXPERT.match(hf_name):
             hf_name, stacked = self._stack_expert(hf_name, data)
             if stacked is None:
-                return None
+                return []
             data = stacked
+        fused = _FUSED.match(hf_name) if self.n_experts else None
+        if fused and fused.group(2) == "gate_up_proj":
+            half = data.shape[1] // 2  # rows [0, f) are the gate, [f, 2f) the up projection
+            return [
+                self._one(f"{fused.group(1)}.gate_proj.weight", np.ascontiguousarray(data[:, :half])),
+                self._one(f"{fused.group(1)}.up_proj.weight", np.ascontiguousarray(data[:, half:])),
+            ]
+        if fused:
+            hf_name = f"{fused.group(1)}.down_proj.weight"
         if self.tied and hf_name == "lm_head.weight":
-            return None  # llama.cpp falls back to token_embd when output.weight is absent
+            return []  # written from the embeddings below where the arch needs it; else llama.cpp falls back
+        mapped = [self._one(hf_name, data)]
+        if self.tied and not self.spec.output_optional and mapped[0][0] == "token_embd.weight":
+            mapped.append(("output.weight", data))
+        return mapped
+
+    def _one(self, hf_name: str, data: np.ndarray) -> tuple[str, np.ndarray]:
         name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise StropError(

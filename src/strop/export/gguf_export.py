@@ -69,7 +69,9 @@ class ExportResult:
 def tensor_type(name: str, data: np.ndarray, qtype: str) -> gguf.GGMLQuantizationType:
     """Storage type of one tensor: norms and biases (1-D) stay F32, as llama.cpp expects; matrices
     whose rows do not split into whole quantization blocks fall back to F16."""
-    if data.ndim <= 1 or ".ffn_gate_inp." in name:  # MoE routers stay F32, as llama.cpp's converter keeps them
+    if (
+        data.ndim <= 1 or ".ffn_gate_inp" in name
+    ):  # MoE routers (and shared-expert gates) stay F32, as in llama.cpp's converter
         return Q.F32
     target = DIRECT_QTYPES[qtype][0]
     if qtype == "q4_0" and name in _SENSITIVE:
@@ -119,9 +121,7 @@ def _write_direct(model_dir: Path, out_tmp: Path, qtype: str, show_progress: boo
         with _progress(show_progress) as progress:
             task = progress.add_task(f"GGUF {qtype}", total=len(names))
             for hf_name, data in iter_hf_tensors(model_dir):
-                mapped = mapper.map(hf_name, data)
-                if mapped is not None:
-                    name, array = mapped
+                for name, array in mapper.map(hf_name, data):
                     ttype = tensor_type(name, array, qtype)
                     encoded = _encode(array, ttype)
                     raw = None if ttype in (Q.F32, Q.F16) else ttype

@@ -49,6 +49,7 @@ IMPLIED_BY_DATASET_TYPE = {
     "chatml.ultra": "dpo",
     "vision_chat": "vision_sft",
     "vision_dpo": "vision_dpo",
+    "vision_kto": "vision_kto",
 }
 
 

@@ -109,12 +109,17 @@ class KTOObjective(Objective):
                 f"strop: reference log-probs: {done['cached']} rows from {REFERENCE_CACHE}, {done['computed']} computed"
             )
 
+    def sequences(self, batch: dict[str, torch.Tensor], half: int) -> dict[str, torch.Tensor]:
+        """The matched (half 0) or mismatched (half 1) sequences of a batch, as model inputs."""
+        n = self.count(batch)
+        return rows_of(batch, slice(half * n, (half + 1) * n))
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
-        n, cfg = self.count(batch), self.cfg
+        cfg = self.cfg
         assert cfg is not None, "build_data or prepare_training sets the run's config"
-        policy, _ = sequence_logps(model, rows_of(batch, slice(0, n)))
+        policy, _ = sequence_logps(model, self.sequences(batch, 0))
         with torch.no_grad():
-            policy_kl, _ = sequence_logps(model, rows_of(batch, slice(n, 2 * n)))
+            policy_kl, _ = sequence_logps(model, self.sequences(batch, 1))
         ref, ref_kl = halves(reference_logps(model, batch, cfg.precompute_ref_log_probs, self.reference_context))
         kl = kto_reference_point(policy_kl, ref_kl)
         per_example, metrics = kto_loss(

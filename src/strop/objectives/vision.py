@@ -1,4 +1,4 @@
-"""SFT and the pair preference objectives on image conversations.
+"""SFT and the preference objectives (the pair ones and KTO) on image conversations.
 
 Each is the text objective of the same name with three changes: rows come from the model's processor
 (strop/vlm/data.py, images included), batches carry the image tensors under `vision.`, and before the
@@ -16,12 +16,21 @@ import torch
 from pydantic import BaseModel, Field
 
 from strop.data import DataReport, note_excess, split_validation
-from strop.data.preference import _fit, _reply, collate_pairs, pair_row
+from strop.data.preference import (
+    _fit,
+    _reply,
+    assign_kl_partners,
+    collate_pairs,
+    collate_unpaired,
+    pair_row,
+    unpaired_row,
+)
 from strop.data.readers import read_rows
 from strop.errors import StropError
 from strop.objectives.base import Objective
 from strop.objectives.cpo import CPOObjective
 from strop.objectives.dpo import DPOObjective, IPOObjective
+from strop.objectives.kto import KTOObjective, KTOParams
 from strop.objectives.orpo import ORPOObjective
 from strop.objectives.sft import SFTObjective
 from strop.objectives.simpo import SimPOObjective
@@ -39,7 +48,7 @@ from strop.vlm.data import (
 from strop.vlm.images import decode
 from strop.vlm.models import load_processor, set_trainable_parts
 
-VISION_DATASET_TYPES = ("vision_chat", "vision_dpo")
+VISION_DATASET_TYPES = ("vision_chat", "vision_dpo", "vision_kto")
 
 
 class VisionParams(BaseModel):
@@ -133,22 +142,44 @@ def _pair_prompt(row: dict, where: str) -> list[dict]:
     return messages
 
 
-def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], list[list[int]], dict]:
-    """Prompt ids (generation prompt included) with its image tensors, and the ids of each reply."""
+def _encode_replies(
+    encoder: Encoder, row: dict, where: str, sides: tuple[str, ...]
+) -> tuple[list[int], list[list[int]], dict]:
+    """Prompt ids (generation prompt included) with its image tensors, and the ids of the reply in each
+    of the fields `sides`."""
     prompt = _pair_prompt(row, where)
     sources = encoder.sources(prompt, where, "prompt")
     prompt_text = encoder.render(prompt, generation_prompt=True)
     encoded = encoder.process(prompt_text, [decode(data) for data in sources])
     replies = []
-    for side in ("chosen", "rejected"):
+    for side in sides:
         text, _ = _reply(row.get(side), where, side, None)
         full = encoder.render(prompt + [{"role": "assistant", "content": [{"type": "text", "text": text}]}])
         if not full.startswith(prompt_text):
             raise StropError(f"{where}: the chat template does not render the prompt as a prefix of the conversation")
         replies.append(encoder.processor.tokenizer(full[len(prompt_text) :], add_special_tokens=False)["input_ids"])
+    return encoded["input_ids"][0].tolist(), replies, vision_extras(encoded, sources)
+
+
+def encode_pair(encoder: Encoder, row: dict, where: str) -> tuple[list[int], list[list[int]], dict]:
+    """Prompt ids with its image tensors, and the ids of the chosen and the rejected reply."""
+    prompt_ids, replies, extras = _encode_replies(encoder, row, where, ("chosen", "rejected"))
     if replies[0] == replies[1]:
         raise StropError(f"{where}: 'chosen' and 'rejected' are the same reply: nothing to prefer")
-    return encoded["input_ids"][0].tolist(), replies, vision_extras(encoded, sources)
+    return prompt_ids, replies, extras
+
+
+def encode_unpaired(encoder: Encoder, row: dict, where: str) -> list[tuple[list[int], list[int], bool, dict]]:
+    """KTO's examples of a row, (prompt ids, completion ids, desirable, image extras): one for a
+    `vision_kto` row {prompt, completion, label}, two for a `vision_dpo` pair (chosen desirable)."""
+    if "completion" not in row:
+        prompt_ids, (chosen, rejected), extras = encode_pair(encoder, row, where)
+        return [(prompt_ids, chosen, True, extras), (prompt_ids, rejected, False, extras)]
+    label = row.get("label")
+    if not isinstance(label, bool):
+        raise StropError(f"{where}: field 'label' must be true (desirable) or false (undesirable), got {label!r}")
+    prompt_ids, (completion,), extras = _encode_replies(encoder, row, where, ("completion",))
+    return [(prompt_ids, completion, label, extras)]
 
 
 def build_vision_pair_data(
@@ -160,7 +191,7 @@ def build_vision_pair_data(
     for spec in cfg.datasets:
         if spec.type != "vision_dpo":
             raise StropError(
-                f"datasets: type '{spec.type}' cannot be mixed into a vision preference run (use vision_dpo)"
+                f"datasets: type '{spec.type}' cannot be mixed into a vision pair preference run (use vision_dpo)"
             )
         encoder = Encoder(processor, _folders(spec.path, base_dir), cfg.allow_image_urls)
         for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
@@ -197,6 +228,72 @@ class VisionPairMixin(VisionMixin):
         super().prepare_training(run)  # type: ignore[misc]  # mixin: the objective class after it in the MRO has it
 
 
+def build_vision_unpaired_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
+    """KTO rows carrying their prompt's images, each with the completion of a row whose prompt (text or
+    images) differs as its mismatched KL completion; the reference cache key covers the image tensors."""
+    report, rows = DataReport(), []
+    for spec in cfg.datasets:
+        if spec.type not in ("vision_kto", "vision_dpo"):
+            raise StropError(
+                f"datasets: type '{spec.type}' cannot be mixed into a vision KTO run (use vision_kto or vision_dpo)"
+            )
+        encoder = Encoder(processor, _folders(spec.path, base_dir), cfg.allow_image_urls)
+        for where, row in read_rows(spec.path, base_dir, spec.split, spec.name):
+            report.rows += 1
+            for prompt_ids, completion, label, extras in encode_unpaired(encoder, row, where):
+                strategy = "error" if cfg.excess_length_strategy == "error" else "drop"  # keep every image token
+                if _fit(prompt_ids, [completion], cfg.sequence_len, strategy, where, report) is not None:
+                    rows.append(unpaired_row(prompt_ids, completion, label, where) | extras)
+    note_excess(report, cfg, "rows")
+    train, val = split_validation(rows, cfg, report, "rows")
+    for split in (train, val):
+        if split:
+            assign_kl_partners(split, prompt_of=lambda r: (r["input_ids"][: r["prompt_len"]], _image_digest(r)))
+            for row in split:
+                row["key"] += _image_digest(row)
+    labels = [r["label"] for r in train]
+    if all(labels) or not any(labels):
+        report.notes.append("all training rows carry the same label: KTO learns best with both kinds")
+    return train, val, report
+
+
+class VisionKTOParams(KTOParams, VisionParams):
+    pass
+
+
+class VisionKTOObjective(VisionMixin, KTOObjective):
+    """KTO on image rows. A batch holds every row's prompt twice (matched, then mismatched completion), so
+    its image tensors are the first half's repeated: each half of the forward gets its half of them."""
+
+    name = "vision_kto"
+    dataset_types = ("vision_kto", "vision_dpo")
+    params = VisionKTOParams
+
+    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+        self.cfg = cfg
+        if cfg.sample_packing:
+            raise StropError("sample_packing: KTO rows with images are not packed; set sample_packing: false")
+        return build_vision_unpaired_data(cfg, self.load_processor(cfg), base_dir)
+
+    def collate(self, rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+        batch = collate_unpaired(rows, pad_id)
+        sequences = [(r, r["prompt_len"]) for r in rows] * 2  # matched sequences first, then mismatched
+        return batch | collate_vision(rows, sequences, batch["input_ids"].shape[1], self.processor)
+
+    def sequences(self, batch: dict[str, torch.Tensor], half: int) -> dict[str, torch.Tensor]:
+        text = super().sequences(batch, half)
+        images = {}
+        for key, value in batch.items():
+            if key.startswith("vision."):
+                size = value.shape[0] // 2
+                images[key] = value[half * size : (half + 1) * size]
+        return text | images
+
+    def prepare_training(self, run) -> None:
+        self.freeze_parts(run)
+        super().prepare_training(run)
+
+
 def _vision_pair(base: type[Objective], name: str) -> type:
     params = type(f"Vision{base.params.__name__}", (base.params, VisionParams), {}) if base.params else VisionParams
     return type(f"Vision{base.__name__}", (VisionPairMixin, base), {"name": name, "params": params})
@@ -210,6 +307,7 @@ VISION_OBJECTIVES = {
     "vision_orpo": _vision_pair(ORPOObjective, "vision_orpo")(),
     "vision_simpo": _vision_pair(SimPOObjective, "vision_simpo")(),
     "vision_cpo": _vision_pair(CPOObjective, "vision_cpo")(),
+    "vision_kto": VisionKTOObjective(),
 }
 #: The objective a text `rl` value means when the datasets hold images.
 VISION_OF = {
@@ -218,5 +316,6 @@ VISION_OF = {
     "orpo": "vision_orpo",
     "simpo": "vision_simpo",
     "cpo": "vision_cpo",
+    "kto": "vision_kto",
     "sft": "vision_sft",
 }
