@@ -121,11 +121,11 @@ def _cpu_safe_cache() -> Iterator[None]:
     if original is None or torch.accelerator.is_available():
         yield
         return
-    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
     try:
         yield
     finally:
-        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+        IntermediatesCache.pin_memory = original
 
 
 def _calibration_dataset(tokenizer, texts: list[str], max_length: int):
