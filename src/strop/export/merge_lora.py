@@ -54,7 +54,7 @@ def adapter_was_qlora(adapter_dir: Path) -> bool:
     return False
 
 
-def _saved_dtype(base_dir: Path):
+def saved_dtype(base_dir: Path):
     """The dtype the base checkpoint was saved in (float32 when config.json does not say)."""
     import json
 
@@ -107,7 +107,7 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, qlora: bo
             f"full-precision weights of {base}. Outputs can differ slightly from the 4-bit training model.",
             file=sys.stderr,
         )
-    dtype = _saved_dtype(base)
+    dtype = saved_dtype(base)
     model = load_adapter(load_model(str(base), torch.float32), adapter).merge_and_unload()
     model = model.to(dtype)
     has_tok = any((adapter / name).is_file() for name in _TOKENIZER_FILES)
