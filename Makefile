@@ -33,6 +33,9 @@ $(TEST_STAMP): $(STAMP) Makefile
 	$(BIN)/python -m pip install -q "sentencepiece==0.2.3"
 	# lm-evaluation-harness for `strop eval --tasks` (its own deps are light; it never pins torch).
 	$(BIN)/python -m pip install -q "lm-eval==0.4.13"
+	# llm-compressor for `strop export --format gptq|awq`. --no-deps: it pins transformers <= 5.17 but runs
+	# on the installed one; compressed-tensors 0.19 is the format library transformers loads it with.
+	$(BIN)/python -m pip install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0" loguru
 	$(BIN)/python tools/fetch_llamacpp_converter.py $(VENV)/llama.cpp
 	touch $(TEST_STAMP)
 
