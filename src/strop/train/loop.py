@@ -337,6 +337,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
         torch.manual_seed(cfg.seed + distributed.rank())  # same init everywhere, then dropout differs by rank
     trainable = run.strategy.trainable_parameters(run.model)
     optimizer = run.strategy.build_optimizer(run.model, cfg, distributed.optimizer_device(cfg, run.device))
+    run.strategy.attach_optimizer(run.model, optimizer, cfg)  # before resuming: L2-SP's w0 is the base
     total = run.total_steps
     scheduler = build_scheduler(optimizer, cfg, total)
     step = 0
