@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import FORMATS
 from strop.data.packing import Tokens, collate, pack
+from strop.data.replay import sources
 from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
@@ -35,10 +35,10 @@ class DataReport:
 
 def _load_examples(cfg, tokenizer, base_dir: Path | None, report: DataReport) -> list[Tokens]:
     examples: list[Tokens] = []
-    for spec in cfg.datasets:
+    for spec, rows in sources(cfg, base_dir, lambda: report.rows):
         convert = FORMATS[spec.type]
         count_before = report.rows
-        for where, row in dataset_rows(cfg, spec, base_dir):
+        for where, row in rows:
             report.rows += 1
             tokens = tokenize_example(convert(row, where), tokenizer, cfg.train_on_inputs, where)
             pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]
