@@ -107,3 +107,24 @@ def test_l2sp_gradient_is_alpha_times_offset(prepared):
 def test_l2sp_refused_where_the_base_is_frozen(prepared, adapter):
     with pytest.raises(StropError, match="l2sp_alpha: .*keeps the base frozen"):
         prepared(adapter=adapter, l2sp_alpha=0.1)
+
+
+def test_l2sp_and_replay_run_with_dpo(make_config, tmp_path):
+    pairs = [{"prompt": f"Say {i}", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(6)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    (tmp_path / "general.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:3]))
+    cfg, base = load_config(
+        make_config(
+            adapter="spider",
+            spider_warmup_steps=1,
+            rl="dpo",
+            l2sp_alpha=0.5,
+            datasets=[{"path": str(tmp_path / "pairs.jsonl"), "type": "dpo"}],
+            replay={"path": str(tmp_path / "general.jsonl"), "type": "dpo", "share": 0.25},
+            max_steps=2,
+            micro_batch_size=2,
+        )
+    )
+    out = loop.train(cfg, base)
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert torch.isfinite(torch.tensor(record["loss"])) and (out / "spider_mask.safetensors").is_file()
