@@ -69,7 +69,7 @@ def _apply_adapter(module: nn.Module, args, output):
 
 def sublayers(model: nn.Module, placement: str) -> list[str]:
     """Qualified names of the sublayers `placement` adapts, one or two per decoder layer."""
-    prefix, layers = decoder_layers(model)
+    prefix, layers = decoder_layers(model, language_only=True)
     kinds = {"attention": ATTENTION, "feed_forward": FEED_FORWARD}
     names = []
     for index, layer in enumerate(layers):
