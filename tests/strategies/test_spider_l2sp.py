@@ -128,3 +128,12 @@ def test_l2sp_and_replay_run_with_dpo(make_config, tmp_path):
     out = loop.train(cfg, base)
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert torch.isfinite(torch.tensor(record["loss"])) and (out / "spider_mask.safetensors").is_file()
+
+
+def test_spider_trains_a_head_the_objective_adds_whole(prepared):
+    run = prepared(adapter="spider", weight_decay=0.1)
+    run.model.value_head = torch.nn.Linear(64, 1)  # as PPO attaches its value head after adapt
+    optimizer = run.strategy.build_optimizer(run.model, run.cfg, run.device)
+    groups = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert groups[id(run.model.value_head.weight)] == 0.1 and groups[id(run.model.value_head.bias)] == 0.0
+    assert id(run.model.value_head.weight) not in {id(p) for p in run.model._strop_spider.params.values()}

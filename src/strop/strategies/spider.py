@@ -187,12 +187,20 @@ class SpiderStrategy(FullStrategy):
         return model
 
     def build_optimizer(self, model: nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
-        """The usual optimizer with its own weight decay off: `before_step` decays through the mask."""
+        """The usual optimizer with its own weight decay off for the pre-trained weights (`before_step`
+        decays them through the mask). Modules an objective adds before the optimizer (a reward or value
+        head) have no pre-trained values to consolidate: they train whole, with the usual decay."""
         from strop.strategies.optim import build_optimizer
 
         state = _state(model)
         state.decay = {n: cfg.weight_decay for n, p in state.params.items() if p.ndim >= 2}
-        return build_optimizer(list(state.params.values()), cfg.model_copy(update={"weight_decay": 0.0}), device)
+        optimizer = build_optimizer(list(state.params.values()), cfg.model_copy(update={"weight_decay": 0.0}), device)
+        masked = {id(p) for p in state.params.values()}
+        added = [p for p in self.trainable_parameters(model).values() if id(p) not in masked]
+        for group in ([p for p in added if p.ndim >= 2], cfg.weight_decay), ([p for p in added if p.ndim < 2], 0.0):
+            if group[0]:
+                optimizer.add_param_group({"params": group[0], "weight_decay": group[1]})
+        return optimizer
 
     def attach_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg) -> None:
         super().attach_optimizer(model, optimizer, cfg)
