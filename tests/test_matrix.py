@@ -56,6 +56,10 @@ STRATEGY_KEYS: dict[str, dict] = {
     "rslora": {"lora_r": 4, "lora_alpha": 8},
     "prompt_tuning": {"num_virtual_tokens": 3},
     "prefix_tuning": {"num_virtual_tokens": 3},
+    "p_tuning_v2": {"num_virtual_tokens": 3},
+    "spider": {"spider_warmup_steps": 1, "max_steps": 2},  # one step measures, the second updates
+    "houlsby": {"bottleneck_reduction_factor": 8},
+    "pfeiffer": {"bottleneck_reduction_factor": 8},
     "galore": {"galore_rank": 4, "galore_update_proj_gap": 1},
     "spectrum": {"spectrum_top_fraction": 0.5},
     "lisa": {"lisa_n_layers": 1, "lisa_step_interval": 1},
@@ -76,6 +80,8 @@ OBJECTIVE_KEYS: dict[str, dict] = {
         if isinstance(objective, RLObjective)
     },
 }
+#: The file that marks each kind of artifact: PEFT adapter, full model, moe_lora, bottleneck adapter.
+ARTIFACTS = ("adapter_config.json", "model.safetensors", "moe_lora_config.json", "bottleneck_config.json")
 #: Strategies that need a model with biases (the tiny Llama has none).
 NEEDS_BIASES = {"bitfit"}
 
@@ -149,4 +155,4 @@ def test_one_step(objective, strategy, tiny_model, tiny_qwen2, datasets_dir, tmp
     out = loop.train(config, base)
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert math.isfinite(record["loss"]) and record["grad_norm"] > 0, record
-    assert any((out / name).is_file() for name in ("adapter_config.json", "model.safetensors", "moe_lora_config.json"))
+    assert any((out / name).is_file() for name in ARTIFACTS)

@@ -47,6 +47,10 @@ def test_strategies_are_the_documented_ones():
         "spectrum",
         "lisa",
         "moe_lora",
+        "p_tuning_v2",
+        "spider",
+        "houlsby",
+        "pfeiffer",
     }
 
 

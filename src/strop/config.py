@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from strop.axolotl_keys import AxolotlParams, drop_blank_defaults, translate
 from strop.data.axolotl_types import AxolotlDatasetKeys, translate_datasets
 from strop.data.mixture import is_mixture
+from strop.data.replay import ReplaySpec
 from strop.errors import StropError
 from strop.runtime.distributed import FsdpParams
 
@@ -73,6 +74,11 @@ class Config(BaseModel):
     rl: str | None = Field(None, description="Objective other than SFT (preference or RL); empty means SFT.")
 
     datasets: list[DatasetSpec] = Field(description="Training data: list of {path, type, split?, name?}.")
+    replay: ReplaySpec | None = Field(
+        None,
+        description="Continual fine-tuning: {path, type, share} of general data mixed into the training rows "
+        "(share 0.2 = a fifth of the mixture) so the model keeps rehearsing it (strop/data/replay.py).",
+    )
     val_set_size: float = Field(
         0.0, ge=0, description="Held-out share (< 1) or count (>= 1) of examples for eval loss."
     )
@@ -198,6 +204,13 @@ class Config(BaseModel):
                     f"(known: {', '.join(sorted(known_dataset_types()))})"
                 )
         self._check_mixture()
+        if self.replay is not None:
+            if is_mixture(self):
+                raise ValueError(
+                    "replay: with weighted datasets (weight: / mixture_temperature), give the general data a "
+                    "weight in datasets: instead of a replay share"
+                )
+            self._check_replay(self.replay, OBJECTIVES[self.objective])
         return self
 
     def _check_bf16_masters(self, strategy) -> None:
@@ -232,6 +245,23 @@ class Config(BaseModel):
             )
         if not any(spec.weight != 0 for spec in self.datasets):
             raise ValueError("datasets[].weight: every dataset has weight 0; give at least one a positive weight")
+
+    def _check_replay(self, replay: ReplaySpec, objective) -> None:
+        """Replay rows go through the objective's own loader, so it must read their type, and it must
+        be a loader that reads rows (SFT-style or preference), not RL prompts or image rows."""
+        from strop.objectives.rl_common import RLObjective
+        from strop.objectives.vision import VISION_OBJECTIVES
+
+        if isinstance(objective, RLObjective) or objective.name in VISION_OBJECTIVES:
+            raise ValueError(
+                f"replay: mixes general rows into SFT-style and preference data; rl: {objective.name} samples "
+                "prompts (or image rows) instead, so add the general prompts to datasets: directly"
+            )
+        if replay.type not in objective.dataset_types:
+            raise ValueError(
+                f"replay.type: '{replay.type}' rows are not read by {objective.name} "
+                f"(it reads {', '.join(sorted(objective.dataset_types))}); replay general data of one of those types"
+            )
 
     @property
     def strategy(self) -> str:

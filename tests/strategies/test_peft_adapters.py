@@ -1,4 +1,4 @@
-"""DoRA, rsLoRA, IA3, prompt and prefix tuning: PEFT format; trained, reloaded and merged outputs agree."""
+"""DoRA, rsLoRA, IA3, prompt and prefix tuning, P-Tuning v2: PEFT format; trained, reloaded and merged outputs agree."""
 
 import math
 
@@ -13,6 +13,7 @@ CASES = {  # strategy name and config overrides
     "ia3": {"adapter": "ia3"},
     "prompt_tuning": {"adapter": "prompt_tuning", "num_virtual_tokens": 3},
     "prefix_tuning": {"adapter": "prefix_tuning", "num_virtual_tokens": 3},
+    "p_tuning_v2": {"adapter": "p_tuning_v2", "num_virtual_tokens": 3},
 }
 MERGEABLE = {"dora", "lora+peft_use_dora", "rslora", "ia3"}
 

@@ -7,6 +7,8 @@ from strop.strategies import STRATEGIES
 KEYS = {
     "prompt_tuning": {"num_virtual_tokens": 3},
     "prefix_tuning": {"num_virtual_tokens": 3},
+    "p_tuning_v2": {"num_virtual_tokens": 3},
+    "spider": {"spider_warmup_steps": 1, "max_steps": 2},
     "galore": {"galore_rank": 4, "galore_update_proj_gap": 1},
     "spectrum": {"spectrum_top_fraction": 0.5},
     "lisa": {"lisa_n_layers": 1, "lisa_step_interval": 1},
@@ -44,7 +46,7 @@ def test_strategy_runs_from_yaml(strategy, make_config, tiny_model, tiny_qwen2, 
     monkeypatch.setattr(loop, "plot_losses", lambda *a, **k: None)
     base = tiny_qwen2 if strategy == "bitfit" else tiny_model
     path = make_config(
-        adapter=strategy, base_model=str(base), max_steps=1, micro_batch_size=2, **KEYS.get(strategy, {})
+        adapter=strategy, base_model=str(base), **{"max_steps": 1, "micro_batch_size": 2, **KEYS.get(strategy, {})}
     )
     assert main(["train", str(path)]) == 0
     out = path.parent / "out"

@@ -98,9 +98,9 @@ def base_of(args: argparse.Namespace) -> str:
     """--base, else the base an adapter folder was trained on."""
     if args.base:
         return args.base
-    if (Path(args.model) / "adapter_config.json").is_file():
-        from strop.models.saved import adapter_base
+    from strop.models.saved import adapter_base, is_adapter_folder
 
+    if is_adapter_folder(Path(args.model)):
         return adapter_base(Path(args.model))
     raise StropError("eval: --forgetting needs --base BASE_MODEL (MODEL is not an adapter folder that names its base)")
 

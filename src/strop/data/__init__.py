@@ -6,10 +6,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import FORMATS
 from strop.data.mixture import DATASET_IDS, is_mixture, mix_examples
 from strop.data.packing import Tokens, collate, pack
+from strop.data.replay import source_paths, sources
 from strop.data.tokenize import IGNORE, chunk_long_text, tokenize_example
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
@@ -39,11 +39,11 @@ def _load_examples(cfg: RunConfig, tokenizer, base_dir: Path | None, report: Dat
     """Each dataset's rows in its own format (`type`, field mappings); with several datasets each token
     carries its dataset's index, for the mixture and the per-dataset metrics."""
     examples: list[Tokens] = []
-    tag = len(cfg.datasets) > 1
-    for index, spec in enumerate(cfg.datasets):
+    tag = len(source_paths(cfg)) > 1
+    for index, (spec, rows) in enumerate(sources(cfg, base_dir, lambda: report.rows)):
         convert = FORMATS[spec.type]
         count_before = report.rows
-        for where, row in dataset_rows(cfg, spec, base_dir):
+        for where, row in rows:
             report.rows += 1
             tokens = tokenize_example(convert(row, where), tokenizer, cfg.train_on_inputs, where)
             pieces = chunk_long_text(tokens, cfg.sequence_len) if spec.type == "text" else [tokens]

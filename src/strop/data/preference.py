@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from strop.data import DataReport, drop_excess, note_excess, split_validation
-from strop.data.axolotl_types import dataset_rows
 from strop.data.formats import _message
+from strop.data.replay import sources
 from strop.data.tokenize import IGNORE, _encode, _render
 from strop.errors import StropError
 from strop.models.chat_template import ensure_chat_template
@@ -195,13 +195,13 @@ def _fit(
 def _examples(
     cfg: RunConfig, base_dir: Path | None, formats: dict[str, Callable], objective: str | None, report: DataReport
 ):
-    for spec in cfg.datasets:
+    for spec, rows in sources(cfg, base_dir, lambda: report.rows):
         if spec.type not in formats:
             raise StropError(
                 f"datasets: type '{spec.type}' is not read by rl: {objective} (it reads: {', '.join(sorted(formats))})"
             )
         before = report.rows
-        for where, row in dataset_rows(cfg, spec, base_dir):
+        for where, row in rows:
             report.rows += 1
             yield where, spec.type, formats[spec.type](row, where)
         if report.rows == before and not getattr(cfg, "dataset_exact_deduplication", False):

@@ -69,6 +69,10 @@ def saved_dtype(base_dir: Path):
 def _check_inputs(base: Path, adapter: Path) -> None:
     if not (base / "config.json").is_file():
         raise StropError(f"base model {base} is not a Hugging Face model folder (no config.json)")
+    from strop.models import bottleneck
+
+    if (adapter / bottleneck.CONFIG_FILE).is_file():
+        raise StropError(f"{adapter}: {bottleneck.NOT_MERGEABLE}")
     if not (adapter / "adapter_config.json").is_file():
         raise StropError(
             f"{adapter} has no adapter_config.json: not a LoRA adapter folder "

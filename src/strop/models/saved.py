@@ -13,10 +13,14 @@ import yaml
 from torch import nn
 
 from strop.errors import StropError
+from strop.models import bottleneck
 from strop.models.chat_template import ensure_chat_template
 from strop.models.loading import load_adapter, load_model, load_tokenizer, resolve_model_path
 from strop.moe import lora_experts
 from strop.runtime.devices import default_device
+
+#: The files that mark an adapter folder that names its base: PEFT's config, strop's bottleneck config.
+ADAPTER_FILES = ("adapter_config.json", bottleneck.CONFIG_FILE)
 
 
 def saved_config(folder: Path) -> dict[str, Any]:
@@ -31,11 +35,18 @@ def saved_config(folder: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def is_adapter_folder(folder: Path) -> bool:
+    """Whether `folder` holds an adapter that goes onto a base: PEFT's or a bottleneck's."""
+    return any((Path(folder) / name).is_file() for name in ADAPTER_FILES)
+
+
 def adapter_base(folder: Path) -> str:
-    """The base an adapter was trained on: strop's saved config first, then PEFT's own record."""
+    """The base an adapter was trained on: strop's saved config first, then the adapter's own record."""
     base = saved_config(folder).get("base_model")
     if base:
         return str(base)
+    if (folder / bottleneck.CONFIG_FILE).is_file():
+        return str(bottleneck.read_config(folder)["base_model"])
     try:
         base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
     except json.JSONDecodeError as err:
@@ -55,6 +66,10 @@ def load_saved(
     if (folder / lora_experts.CONFIG_FILE).is_file():  # adapter: moe_lora (strop's own format)
         base = resolve_model_path(json.loads((folder / lora_experts.CONFIG_FILE).read_text())["base_model"])
         model = lora_experts.load(load_model(base, dtype, trust_remote_code), folder)
+        return model, str(folder if (folder / "tokenizer_config.json").is_file() else base)
+    if (folder / bottleneck.CONFIG_FILE).is_file():  # adapter: houlsby / pfeiffer (strop's own format)
+        base = resolve_model_path(adapter_base(folder))
+        model = bottleneck.load(load_model(base, dtype, trust_remote_code), folder)
         return model, str(folder if (folder / "tokenizer_config.json").is_file() else base)
     if (folder / "adapter_config.json").is_file():
         base = resolve_model_path(adapter_base(folder))

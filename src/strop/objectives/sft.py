@@ -19,6 +19,7 @@ from torch import nn
 from strop.data import build_sft_data, collate
 from strop.data.formats import FORMATS
 from strop.data.mixture import DATASET_IDS
+from strop.data.replay import source_paths
 from strop.kernels import causal_lm_group_losses, causal_lm_loss, fused_loss_ready
 from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 from strop.run_types import RunConfig
@@ -45,7 +46,8 @@ class SFTObjective(Objective):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], denominator: float):
         if DATASET_IDS in batch:  # several datasets: the same sum, split by dataset for the metrics
-            per_dataset = nll_by_dataset(model, batch, len(self.cfg.datasets))
+            assert self.cfg is not None, "build_data sets the run's config"
+            per_dataset = nll_by_dataset(model, batch, len(source_paths(self.cfg)))
             loss = per_dataset.sum() / denominator
             parts = {f"mixture.nll.{d}": value.detach() for d, value in enumerate(per_dataset)}
             return loss, {"loss": loss.detach(), **parts}

@@ -228,7 +228,9 @@ class VisionPairMixin(VisionMixin):
         super().prepare_training(run)  # type: ignore[misc]  # mixin: the objective class after it in the MRO has it
 
 
-def build_vision_unpaired_data(cfg, processor, base_dir: Path | None) -> tuple[list[dict], list[dict], DataReport]:
+def build_vision_unpaired_data(
+    cfg: RunConfig, processor, base_dir: Path | None
+) -> tuple[list[dict], list[dict], DataReport]:
     """KTO rows carrying their prompt's images, each with the completion of a row whose prompt (text or
     images) differs as its mismatched KL completion; the reference cache key covers the image tensors."""
     report, rows = DataReport(), []
@@ -269,7 +271,7 @@ class VisionKTOObjective(VisionMixin, KTOObjective):
     dataset_types = ("vision_kto", "vision_dpo")
     params = VisionKTOParams
 
-    def build_data(self, cfg, tokenizer, base_dir: Path | None):
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
         self.cfg = cfg
         if cfg.sample_packing:
             raise StropError("sample_packing: KTO rows with images are not packed; set sample_packing: false")
@@ -289,7 +291,7 @@ class VisionKTOObjective(VisionMixin, KTOObjective):
                 images[key] = value[half * size : (half + 1) * size]
         return text | images
 
-    def prepare_training(self, run) -> None:
+    def prepare_training(self, run: RunState) -> None:
         self.freeze_parts(run)
         super().prepare_training(run)
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from strop.strategies.base import Strategy
 from strop.strategies.bitfit import BitFitStrategy
+from strop.strategies.bottleneck import HoulsbyStrategy, PfeifferStrategy
 from strop.strategies.full import FullStrategy
 from strop.strategies.galore import GaLoreStrategy
 from strop.strategies.ia3 import IA3Strategy
 from strop.strategies.lisa import LisaStrategy
 from strop.strategies.lora import DoraStrategy, LoraStrategy, RsLoraStrategy
 from strop.strategies.moe_lora import MoeLoraStrategy
-from strop.strategies.prompt import PrefixTuningStrategy, PromptTuningStrategy
+from strop.strategies.prompt import PrefixTuningStrategy, PromptTuningStrategy, PTuningV2Strategy
 from strop.strategies.qlora import QLoraStrategy
 from strop.strategies.spectrum import SpectrumStrategy
+from strop.strategies.spider import SpiderStrategy
 
 STRATEGIES: dict[str, Strategy] = {
     "full": FullStrategy(),
@@ -28,11 +30,15 @@ STRATEGIES: dict[str, Strategy] = {
     "ia3": IA3Strategy(),
     "prompt_tuning": PromptTuningStrategy(),
     "prefix_tuning": PrefixTuningStrategy(),
+    "p_tuning_v2": PTuningV2Strategy(),
     "bitfit": BitFitStrategy(),
     "galore": GaLoreStrategy(),
     "spectrum": SpectrumStrategy(),
     "lisa": LisaStrategy(),
     "moe_lora": MoeLoraStrategy(),
+    "spider": SpiderStrategy(),
+    "houlsby": HoulsbyStrategy(),
+    "pfeiffer": PfeifferStrategy(),
 }
 
 

@@ -5,6 +5,8 @@ Shared by every strategy, whatever its own keys:
   NEFTune embedding hook. No strategy, no objective and not the loop need to know about it.
 - `load_in_4bit` (QLoRA base): `load` quantizes the frozen base to 4-bit NF4 for strategies whose base
   stays frozen (`supports_quantized_base`); the others refuse it with a clear message.
+- `l2sp_alpha` (L2-SP): `attach_optimizer` adds the pull toward the base weights (strategies/l2sp.py)
+  where the base trains; strategies that keep it frozen refuse it.
 - `kernels`, `kernel_checkpoint` (strop's GPU kernels): `apply` then patches the prepared model on
   CUDA (strategies/kernels.py), within what the strategy's `kernel_options` allows.
 """
@@ -42,6 +44,13 @@ class StrategyParams(BaseModel):
         description="(any strategy; CUDA, one process) strop's kernels: Triton RMSNorm and SwiGLU, fused LoRA "
         "projections, chunked linear+cross-entropy SFT loss, frozen base in bf16 under bf16 autocast. "
         "No effect on the CPU; false keeps transformers' and PEFT's own forward.",
+    )
+    l2sp_alpha: float | None = Field(
+        None,
+        ge=0,
+        description="(strategies that train base weights: full, spectrum, lisa, bitfit, galore, spider) L2-SP: "
+        "add alpha/2 * ||w - w0||^2 over the trained weights, a pull toward the base that limits forgetting; "
+        "0.01-1 is typical.",
     )
     kernel_checkpoint: Literal["auto", "gpu", "offload", "none"] = Field(
         "auto",
@@ -122,12 +131,14 @@ class Strategy:
         """Float32 weights (bf16 under bf16 masters), plus the adapter's; on a 4-bit base the decoder's
         linear weights in NF4."""
         adapter = trainable if self.adds_parameters else 0
+        # L2-SP's copy of w0, in the trained weights' dtype
+        anchors = self.trainable_dtype_bytes(cfg) * trainable if getattr(cfg, "l2sp_alpha", None) else 0
         if self.bf16_masters(cfg):
-            return 2 * (shapes.total + adapter)
+            return 2 * (shapes.total + adapter) + anchors
         if self.quantized_base_estimate(cfg, adapter):
             quantized = quantized_linear_params(shapes)
-            return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter
-        return 4 * (shapes.total + adapter)
+            return quantized * NF4_BYTES + 4 * (shapes.total - quantized) + 4 * adapter + anchors
+        return 4 * (shapes.total + adapter) + anchors
 
     def describe(self, cfg: RunConfig) -> str:
         """This strategy's settings in one line, for the plan printed before training."""
@@ -164,8 +175,10 @@ class Strategy:
         """The model as this run trains it: the strategy's own `adapt`, then what every strategy shares,
         installed after the strategy's layers are in place: the NEFTune hook and strop's kernels."""
         from strop.strategies.kernels import install_kernels
+        from strop.strategies.l2sp import check_l2sp
         from strop.strategies.neftune import install_neftune
 
+        check_l2sp(self, cfg)
         model = self.adapt(model, cfg)
         install_neftune(model, getattr(cfg, "neftune_noise_alpha", None))
         install_kernels(model, self, cfg)
@@ -193,6 +206,14 @@ class Strategy:
         from strop.strategies.optim import build_optimizer
 
         return build_optimizer(list(self.trainable_parameters(model).values()), cfg, device)
+
+    def attach_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: RunConfig) -> None:
+        """Hooks on the optimizer this run steps, installed before any checkpoint is resumed: L2-SP's pull
+        toward the base (`l2sp_alpha`); SPIDER adds its update masks."""
+        if getattr(cfg, "l2sp_alpha", None):
+            from strop.strategies.l2sp import install_l2sp
+
+            install_l2sp(optimizer, cfg.l2sp_alpha)
 
     def on_step_start(self, model: nn.Module, step: int, cfg: RunConfig) -> None:
         """Called before every optimizer step (LISA resamples its layers here). Must be a pure function

@@ -1,5 +1,6 @@
-"""Finding the repeated decoder blocks of a transformers model, for strategies that reason per layer,
-and checking that the module names a config targets exist in the model."""
+"""Per-layer helpers for strategies: the decoder blocks (found in strop.models.blocks, which adapters
+below this floor use too), a parameter's role across layers, and checking that the module names a
+config targets exist in the model."""
 
 from __future__ import annotations
 
@@ -10,20 +11,11 @@ from collections.abc import Callable
 from torch import nn
 
 from strop.errors import StropError
+from strop.models.blocks import decoder_layers
+
+__all__ = ["check_target_modules", "decoder_layers", "layer_type"]
 
 _INDEX = re.compile(r"\.(\d+)\.")
-
-
-def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """(qualified name, ModuleList) of the decoder blocks: the longest ModuleList in the model, which
-    is `model.layers` for Llama/Qwen/Mistral, `transformer.h` for GPT-2, and so on."""
-    best: tuple[str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and (best is None or len(module) > len(best[1])):
-            best = (name, module)
-    if best is None:
-        raise ValueError(f"{type(model).__name__}: no repeated decoder layers found")
-    return best
 
 
 def layer_type(name: str) -> str:

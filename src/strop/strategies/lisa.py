@@ -52,6 +52,10 @@ class LisaStrategy(FullStrategy):
         """Moments appear for every layer LISA ever samples, so they reach full AdamW size over a long run."""
         return 2 * self.trainable_dtype_bytes(cfg) * shapes.total
 
+    def weight_bytes_estimate(self, cfg: RunConfig, shapes: Shapes, trainable: int) -> float:
+        """As full fine-tuning; L2-SP keeps w0 for every layer LISA may sample, not only the active ones."""
+        return super().weight_bytes_estimate(cfg, shapes, shapes.total)
+
     def adapt(self, model: nn.Module, cfg: RunConfig) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)

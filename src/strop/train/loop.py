@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from strop import manifest
 from strop.config import Config, config_to_yaml
-from strop.data import mixture
+from strop.data import mixture, replay
 from strop.data.packing import real_tokens
 from strop.evaluation import training as training_evaluation
 from strop.kernels import packed_attention
@@ -176,7 +176,7 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
     batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
     if mixture.DATASET_IDS in batches[0][0]:  # several datasets: what each contributed, counted on the host
         for batch, weight in batches:
-            for key, value in mixture.counts_by_dataset(batch, len(cfg.datasets)).items():
+            for key, value in mixture.counts_by_dataset(batch, len(replay.source_paths(cfg))).items():
                 totals[key] = totals.get(key, 0.0) + weight * value
     if pin:
         batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
@@ -230,7 +230,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
             totals[key] = totals.get(key, 0.0) + weight * value
     totals = distributed.sum_over_ranks(totals) | run.objective.finish_step()
     if "mixture.rows.0" in totals:
-        names = mixture.dataset_names([spec.path for spec in cfg.datasets])
+        names = mixture.dataset_names(replay.source_paths(cfg))
         totals = mixture.finish_metrics(totals, names, run.rows_seen)
     if run.router:
         totals |= run.router.finish_step(run.tracker.print if run.tracker else print)
@@ -346,6 +346,7 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
         torch.manual_seed(cfg.seed + distributed.rank())  # same init everywhere, then dropout differs by rank
     trainable = run.strategy.trainable_parameters(run.model)
     optimizer = run.strategy.build_optimizer(run.model, cfg, distributed.optimizer_device(cfg, run.device))
+    run.strategy.attach_optimizer(run.model, optimizer, cfg)  # before resuming: L2-SP's w0 is the base
     total = run.total_steps
     scheduler = build_scheduler(optimizer, cfg, total)
     step = 0
