@@ -1,6 +1,7 @@
 import torch
 
 from strop.data import collate, pack
+from strop.data.packing import PACKED_MULTIPLE, drop_capacity
 from strop.data.tokenize import IGNORE
 from strop.models import load_model
 from strop.objectives.base import model_inputs, shifted_token_logps
@@ -28,6 +29,16 @@ def test_packing_fills_rows_and_restarts_positions():
     assert all(len(r["input_ids"]) <= 32 for r in rows)
     assert sum(len(r["input_ids"]) for r in rows) == sum(len(e["input_ids"]) for e in examples())
     assert rows[0]["position_ids"][:8] == list(range(7)) + [0]
+
+
+def test_packed_batches_pad_to_capacity_unless_dropped():
+    """CUDA (FlexAttention, compiled) pads every packed micro-batch to the capacity, one shape for all; the
+    dense-mask path pads to the longest row, rounded up to the tile."""
+    rows = pack(examples(), sequence_len=1024)
+    assert collate(rows, 0)["input_ids"].shape[1] == 1024
+    drop_capacity(rows)
+    longest = max(len(r["input_ids"]) for r in rows)
+    assert collate(rows, 0)["input_ids"].shape[1] == -(-longest // PACKED_MULTIPLE) * PACKED_MULTIPLE < 1024
 
 
 def test_packed_loss_equals_unpacked_loss(tiny_model):

@@ -39,6 +39,15 @@ def pack(examples: list[Tokens], sequence_len: int) -> list[Tokens]:
     return rows
 
 
+def drop_capacity(*row_lists: list[Tokens]) -> None:
+    """Packed rows that `collate` pads to their longest row instead of the capacity: where attention
+    takes dense masks (CPU), nothing is compiled, and a capacity of 8,192 tokens would pad a short run's
+    few packed tokens to 8,192² mask entries per row."""
+    for rows in row_lists:
+        for row in rows:
+            row.pop("capacity", None)
+
+
 def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=torch.long)
 

@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from strop import manifest
 from strop.config import Config, config_to_yaml
 from strop.data import mixture, replay
-from strop.data.packing import real_tokens
+from strop.data.packing import drop_capacity, real_tokens
 from strop.evaluation import training as training_evaluation
 from strop.kernels import packed_attention
 from strop.models import load_tokenizer, resolve_model_path
@@ -115,6 +115,8 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     model.config.use_cache = False
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
+    elif cfg.sample_packing:
+        drop_capacity(train_rows, val_rows)
     return Run(
         cfg,
         model,
