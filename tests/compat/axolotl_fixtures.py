@@ -86,6 +86,8 @@ def localize(name: str, folder: Path, model: Path, max_steps: int | None = 1) ->
     folder.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((CONFIGS / name).read_text())
     raw["base_model"] = str(model)
+    if raw.get("model_type") and not raw["model_type"].startswith("Auto"):
+        raw["model_type"] = "LlamaForCausalLM"  # the architecture class goes with base_model (SmolLM2 is a Llama)
     for key in ("datasets", "pretraining_dataset"):
         for index, spec in enumerate(raw.get(key) or []):
             spec["path"] = str(write_jsonl(folder / f"{key}{index}.jsonl", rows_for(spec)))
