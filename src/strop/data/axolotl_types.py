@@ -43,6 +43,11 @@ AXOLOTL_TYPES: dict[str, dict[str, str]] = {
     "llama3.prompt_pairs": {"*": "dpo"},
     "chatml.prompt_pairs": {"*": "dpo"},
     "input_output": {"*": "input_output"},
+    # alpaca rows in Axolotl's prompt styles: strop formats alpaca through the chat template
+    # (`chat_template: phi_3` / `chatml` renders what the style wrote by hand)
+    "alpaca:chat": {"*": "alpaca"},
+    "alpaca:chatml": {"*": "alpaca"},
+    "alpaca:phi": {"*": "alpaca"},
 }
 _DEFAULT_ROLES = {
     "user": ["user", "human"],
@@ -69,6 +74,9 @@ class AxolotlDatasetKeys(BaseModel):
     roles: dict[str, list[str]] | None = Field(None, description="strop role → the names the data uses for it.")
     roles_to_train: list[str] | None = Field(None, description="Roles whose turns are trained (strop: assistant).")
     train_on_eos: str | None = Field(None, description="Which end-of-turn tokens are trained (strop: turn).")
+    drop_system_message: bool | None = Field(
+        None, description="Drop the data's system turns (chat_template types); a template's default stays."
+    )
     field_chosen: str | None = Field(None, description="Row field of the chosen reply (DPO chat_template types).")
     field_rejected: str | None = Field(None, description="Row field of the rejected reply (DPO chat_template types).")
     field_prompt: str | None = Field(None, description="Row field of the prompt.")
@@ -162,7 +170,10 @@ def remap_row(spec, row: dict[str, Any], where: str, transform=None) -> dict[str
     kind = spec.axolotl_type
     if kind in ("chat_template", "chatml"):
         field = spec.field_messages or ("messages" if "messages" in row else "conversations")
-        return {"messages": _messages(row.get(field), spec, where, field)}
+        messages = _messages(row.get(field), spec, where, field)
+        if spec.drop_system_message:
+            messages = [m for m in messages if m["role"] != "system"]
+        return {"messages": messages}
     if kind == "chat_template.default":
         field = spec.field_messages or "messages"
         return {

@@ -31,10 +31,11 @@ def apply_tokens(tokenizer, cfg: RunConfig) -> list[str]:
     return [t for t in [*special.values(), *extra] if t not in before]
 
 
-def fit_embeddings(model: nn.Module, tokenizer) -> None:
-    """Grow the embeddings to the tokenizer's size and point the model's special ids at its tokens."""
+def fit_embeddings(model: nn.Module, tokenizer, multiple_of: int = 1) -> None:
+    """Grow the embeddings to the tokenizer's size (rounded up to `multiple_of` rows: Axolotl's
+    resize_token_embeddings_to_32x) and point the model's special ids at its tokens."""
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=multiple_of)
     for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(tokenizer, name, None)
         if value is not None:

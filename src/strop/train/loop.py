@@ -106,7 +106,7 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
     evaluators = training_evaluation.build(cfg, base_dir)
     device = distributed.init()
     model = strategy.load(model_path, cfg, device)
-    fit_embeddings(model, tokenizer)
+    fit_embeddings(model, tokenizer, 32 if getattr(cfg, "resize_token_embeddings_to_32x", False) else 1)
     if new_tokens:
         report.notes.append(
             f"added tokens {new_tokens}: new embedding rows learn only where the embeddings "

@@ -15,6 +15,7 @@ from strop.axolotl_keys import compat_rows, drop_blank_defaults, translate
 from strop.config import DatasetSpec, config_class, load_config
 from strop.data.axolotl_types import dataset_rows, remap_row, translate_datasets
 from strop.errors import StropError
+from strop.models.chat_templates import NAMED_TEMPLATES
 from strop.strategies.optim import build_optimizer
 from strop.train.optim import lr_factor
 from strop.train.run_keys import StopRules, apply_per_epoch
@@ -235,6 +236,49 @@ def test_special_tokens_resize_embeddings(tiny_model):
     fit_embeddings(model, tok)
     assert model.get_input_embeddings().weight.shape[0] == rows + 2
     assert model.config.eos_token_id == tok.convert_tokens_to_ids("<|eot_id|>")
+    tok.add_tokens(["<y>"])
+    fit_embeddings(model, tok, multiple_of=32)  # resize_token_embeddings_to_32x
+    assert model.get_input_embeddings().weight.shape[0] == -(-(rows + 3) // 32) * 32
+
+
+def test_pretraining_dataset_reads_its_text_column_whole(tmp_path, capsys):
+    raw = {"pretraining_dataset": [{"path": "c4.jsonl", "name": "en", "type": "pretrain", "text_column": "body"}]}
+    cfg, _ = load_config(write(tmp_path, raw))
+    assert [(d.path, d.name, d.type, d.field) for d in cfg.datasets] == [("c4.jsonl", "en", "text", "body")]
+    assert "strop does not stream" in capsys.readouterr().err
+    with pytest.raises(StropError, match=r"pretraining_dataset\[0\]: unknown key\(s\) \['skip_rows'\]"):
+        load_config(write(tmp_path, {"pretraining_dataset": [{"path": "c4.jsonl", "skip_rows": 3}]}))
+
+
+def test_no_amp_switches_are_strops_autocast_keys(tmp_path):
+    cfg, _ = load_config(write(tmp_path, {**BASE, "bfloat16": True}))
+    assert cfg.bf16 is True
+
+
+def test_drop_system_message_and_alpaca_prompt_styles():
+    spec = _spec(type="chat_template", drop_system_message=True)
+    row = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]}
+    assert remap_row(spec, row, "d:1") == {"messages": [{"role": "user", "content": "q"}]}
+    assert _spec(type="alpaca:phi").type == "alpaca"
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_TEMPLATES))
+def test_named_template_renders_every_prefix_as_a_prefix(name):
+    """tokenize.py finds each reply by rendering the conversation's prefixes: each must start the whole."""
+    from jinja2 import Template
+
+    conv = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "sure"},
+    ]
+    template = Template(NAMED_TEMPLATES[name])
+    whole = template.render(messages=conv, add_generation_prompt=False)
+    for end in range(1, len(conv)):
+        assert whole.startswith(template.render(messages=conv[:end], add_generation_prompt=False)), end
+    assert "sure" in whole and "Be brief." in whole
 
 
 def test_trl_function_reward_gets_trl_arguments(tmp_path):
