@@ -11,9 +11,6 @@ from collections.abc import Callable
 from torch import nn
 
 from strop.errors import StropError
-from strop.models.blocks import decoder_layers
-
-__all__ = ["check_target_modules", "decoder_layers", "layer_type"]
 
 _INDEX = re.compile(r"\.(\d+)\.")
 

@@ -17,11 +17,11 @@ import random
 from pydantic import Field
 from torch import nn
 
+from strop.models.blocks import decoder_layers
 from strop.models.shapes import Shapes
 from strop.run_types import RunConfig
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
-from strop.strategies.layers import decoder_layers
 
 
 class LisaParams(StrategyParams):

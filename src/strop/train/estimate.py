@@ -78,7 +78,7 @@ def skeleton(cfg: Config) -> nn.Module:
 
 
 def shapes_of(model: nn.Module) -> Shapes:
-    from strop.strategies.layers import decoder_layers
+    from strop.models.blocks import decoder_layers
 
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     hidden = config.hidden_size
