@@ -121,7 +121,7 @@ def worker(args) -> dict:
         model = LlamaForCausalLM._from_config(arch, dtype=getattr(torch, case["base_dtype"]))
     model.config.use_cache = False
     model = strategy.apply(model, cfg)
-    strategy.upcast(model)
+    strategy.upcast(model, cfg)
     strategy.base_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     amp = autocast_dtype(cfg, device)
     if distributed.active():

@@ -67,7 +67,7 @@ def child(strategy: str, workdir: Path) -> dict:
     predicted = est.estimates_for(cfg)[0][0]
     run = prepare(cfg, base)
     run.model = run.strategy.apply(run.model, cfg)
-    run.strategy.upcast(run.model)
+    run.strategy.upcast(run.model, cfg)
     loaded = proc.memory_info().rss
     trainable, total = run.strategy.count_parameters(run.model)
     optimizer = run.strategy.build_optimizer(run.model, cfg, run.device)

@@ -127,7 +127,7 @@ def prepare(stack: str, size: str, device: torch.device):
     cfg = strop_config(stack == "strop")
     strategy, objective = get_strategy("lora"), get_objective("vision_sft")
     model = strategy.apply(model, cfg)
-    strategy.upcast(model)
+    strategy.upcast(model, cfg)
     strategy.base_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     set_trainable_parts(model, freeze_vision=True, projector_only=False)
 
