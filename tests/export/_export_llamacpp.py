@@ -6,9 +6,40 @@ difference; tokenization is compared separately.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+#: llama.cpp's own HF → GGUF converter, fetched by `make test` (tools/fetch_llamacpp_converter.py).
+CONVERTER_DIR = Path(os.environ.get("STROP_LLAMACPP_CONVERTER", Path(sys.prefix) / "llama.cpp"))
+CONVERTER = CONVERTER_DIR / "convert_hf_to_gguf.py"
+
+
+def field_value(field):
+    """A GGUF metadata field as plain Python: strings decoded, arrays as lists."""
+    import gguf
+
+    kind = field.types[0]
+    if kind == gguf.GGUFValueType.ARRAY:
+        items = [field.parts[i] for i in field.data]
+        if field.types[1] == gguf.GGUFValueType.STRING:
+            return [bytes(item).decode() for item in items]
+        return [item.tolist()[0] for item in items]
+    if kind == gguf.GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]).decode()
+    return field.parts[field.data[0]].tolist()[0]
+
+
+def read_gguf(path: Path):
+    """(metadata fields, {tensor name: (type, shape, data)}) of a GGUF file."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    fields = {name: field_value(field) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+    tensors = {t.name: (t.tensor_type.name, tuple(int(n) for n in t.shape), np.asarray(t.data)) for t in reader.tensors}
+    return fields, tensors
 
 
 def load_llama(path: Path, n_ctx: int = 512):

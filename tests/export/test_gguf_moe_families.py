@@ -20,12 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _export_llamacpp import HELD_OUT_TEXT, argmax_agreement, hf_logits, llama_logits, load_llama
+from _export_llamacpp import (
+    CONVERTER,
+    HELD_OUT_TEXT,
+    argmax_agreement,
+    hf_logits,
+    llama_logits,
+    load_llama,
+    read_gguf,
+)
 
 from strop.errors import StropError
 from strop.export.gguf_export import export_gguf
 
-CONVERTER = Path(os.environ.get("STROP_LLAMACPP_CONVERTER", Path(sys.prefix) / "llama.cpp")) / "convert_hf_to_gguf.py"
 FAMILIES = ("qwen2_moe", "qwen3_moe", "olmoe")
 ARCH = {"qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe"}
 # general.* names each tool derives its own way; tokenizer flags strop writes from the tokenizer's files
@@ -104,29 +111,6 @@ def tiny_moe(request, smol_tokenizer_dir: Path, tmp_path_factory: pytest.TempPat
     return request.param, out
 
 
-def _field(field):
-    import gguf
-
-    kind = field.types[0]
-    if kind == gguf.GGUFValueType.ARRAY:
-        items = [field.parts[i] for i in field.data]
-        if field.types[1] == gguf.GGUFValueType.STRING:
-            return [bytes(item).decode() for item in items]
-        return [item.tolist()[0] for item in items]
-    if kind == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode()
-    return field.parts[field.data[0]].tolist()[0]
-
-
-def _read(path: Path):
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    fields = {k: _field(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    tensors = {t.name: (t.tensor_type.name, tuple(int(n) for n in t.shape), np.asarray(t.data)) for t in reader.tensors}
-    return fields, tensors
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not CONVERTER.is_file(), reason=f"llama.cpp's converter is not at {CONVERTER} (make test)")
 def test_same_file_as_llamacpp_converter(tiny_moe: tuple[str, Path], tmp_path: Path) -> None:
@@ -140,8 +124,8 @@ def test_same_file_as_llamacpp_converter(tiny_moe: tuple[str, Path], tmp_path: P
     )
     assert run.returncode == 0, run.stderr[-3000:]
     (our_kv, ours), (their_kv, theirs_t) = (
-        _read(export_gguf(model_dir, tmp_path / "strop.gguf", "f32", False)),
-        _read(theirs),
+        read_gguf(export_gguf(model_dir, tmp_path / "strop.gguf", "f32", False)),
+        read_gguf(theirs),
     )
     assert our_kv["general.architecture"] == ARCH[family]
     assert sorted(ours) == sorted(theirs_t)
@@ -196,8 +180,8 @@ def test_fused_experts_export_like_per_expert_ones(tiny_moe: tuple[str, Path], t
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     assert any(k.endswith("experts.gate_up_proj") for k in state)
     save_file(state, str(fused / "model.safetensors"), metadata={"format": "pt"})
-    _, per_expert = _read(export_gguf(model_dir, tmp_path / "a.gguf", "f32", False))
-    _, from_fused = _read(export_gguf(fused, tmp_path / "b.gguf", "f32", False))
+    _, per_expert = read_gguf(export_gguf(model_dir, tmp_path / "a.gguf", "f32", False))
+    _, from_fused = read_gguf(export_gguf(fused, tmp_path / "b.gguf", "f32", False))
     assert sorted(per_expert) == sorted(from_fused)
     for name, (kind, shape, data) in per_expert.items():
         assert from_fused[name][:2] == (kind, shape) and np.array_equal(from_fused[name][2], data), name

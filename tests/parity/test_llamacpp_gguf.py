@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _export_llamacpp import CONVERTER, read_gguf
 
 from strop.export.gguf_export import export_gguf
-
-CONVERTER_DIR = Path(os.environ.get("STROP_LLAMACPP_CONVERTER", Path(sys.prefix) / "llama.cpp"))
-CONVERTER = CONVERTER_DIR / "convert_hf_to_gguf.py"
 
 NAME_KEYS = {"general.name", "general.basename", "general.size_label", "general.finetune", "general.version"}
 EXPLICIT_DEFAULTS = {"tokenizer.ggml.add_eos_token": False, "tokenizer.ggml.add_space_prefix": False}
@@ -50,30 +48,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def field_value(field):
-    """A GGUF metadata field as plain Python: strings decoded, arrays as lists."""
-    import gguf
-
-    kind = field.types[0]
-    if kind == gguf.GGUFValueType.ARRAY:
-        items = [field.parts[i] for i in field.data]
-        if field.types[1] == gguf.GGUFValueType.STRING:
-            return [bytes(item).decode() for item in items]
-        return [item.tolist()[0] for item in items]
-    if kind == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode()
-    return field.parts[field.data[0]].tolist()[0]
-
-
-def read(path: Path):
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    fields = {name: field_value(field) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
-    tensors = {t.name: (t.tensor_type.name, tuple(int(n) for n in t.shape), np.asarray(t.data)) for t in reader.tensors}
-    return fields, tensors
-
-
 @pytest.fixture(scope="module")
 def both_files(smol_tiny_llama, tmp_path_factory) -> tuple[Path, Path]:
     """(strop's file, the converter's file) for the same model folder."""
@@ -91,7 +65,7 @@ def both_files(smol_tiny_llama, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def both_read(both_files):
-    return tuple(read(path) for path in both_files)
+    return tuple(read_gguf(path) for path in both_files)
 
 
 def test_same_tensors(both_read):
