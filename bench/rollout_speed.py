@@ -4,6 +4,7 @@ same batch, same sampling, one process. Prints a table; not a test. On the GPU m
     PYTHONPATH=src python bench/rollout_speed.py            # 1B and 8B Llama shapes
     PYTHONPATH=src python bench/rollout_speed.py 1b         # chosen sizes
     PYTHONPATH=src python bench/rollout_speed.py --no-eager # without the CPU decoder's row (slow on a GPU)
+    PYTHONPATH=src python bench/rollout_speed.py --profile 1b  # then one `strop` run per batch under the profiler
 
 The policy is what GRPO samples from during LoRA training: random bf16 weights in the Llama-3.2-1B or
 Llama-3.1-8B shape (no download; speed does not depend on the values) wrapped by PEFT LoRA r=16 on all
@@ -108,8 +109,26 @@ def hf_generate(model, prompts: torch.Tensor, new: int, sample: bool = True) -> 
     )
 
 
+def profile_sampling(model, tok, lists: list[list[int]], params) -> None:
+    """One run of strop's engine under PyTorch's profiler: kernels by device time, host ops by CPU time,
+    and how busy the GPU was (train_speed.profile_summary)."""
+    from torch.profiler import ProfilerActivity, profile
+    from train_speed import profile_summary
+
+    from strop.rl.rollout import sample
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0))
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - started
+    print(f"profile: {len(lists)} prompts x {GROUP} completions, {NEW} steps", flush=True)
+    profile_summary(prof, NEW, wall)
+
+
 @torch.no_grad()
-def main(sizes: list[str], eager: bool = True) -> None:
+def main(sizes: list[str], eager: bool = True, profiled: bool = False) -> None:
     from strop.rl.rollout import SamplingParams, _sample_with_cache, sample
 
     tok = NoEndTokenizer()
@@ -131,6 +150,8 @@ def main(sizes: list[str], eager: bool = True) -> None:
             seconds = timed(lambda: sample(model, tok, lists, params, GROUP, torch.Generator("cuda").manual_seed(0)))
             rows.append((size, n_prompts, "strop", generated / seconds))
             print(rows[-3:], flush=True)
+            if profiled:
+                profile_sampling(model, tok, lists, params)
         check = prompts[:4]
         reference = hf_generate(model, check, 64, sample=False)[:, PROMPT_LEN:].tolist()
         ours = [c.ids for c in sample(model, tok, check.tolist(), SamplingParams(64, temperature=0.0))]
@@ -176,5 +197,5 @@ if __name__ == "__main__":
         at = args.index("--runs")
         RUNS = int(args[at + 1])
         del args[at : at + 2]
-    sizes = [a for a in args if a != "--no-eager"]
-    main(sizes or list(SHAPES), eager="--no-eager" not in args)
+    sizes = [a for a in args if a not in ("--no-eager", "--profile")]
+    main(sizes or list(SHAPES), eager="--no-eager" not in args, profiled="--profile" in args)

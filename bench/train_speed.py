@@ -333,20 +333,49 @@ def write_cli_run(
     return path
 
 
+def profile_summary(prof, steps: int, wall_s: float) -> None:
+    """The kernels by device time, the host ops by their own CPU time (a blocking sync shows up here as
+    cudaStreamSynchronize or a copy to the host), and the share of the steps' wall time the GPU was busy:
+    a low share means the step waits on the host, not on kernels."""
+    events = prof.key_averages()
+    print(events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=90), flush=True)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=90), flush=True)
+    busy = sum(e.self_device_time_total for e in events) / 1e6 / steps
+    print(
+        f"per step: wall {1e3 * wall_s / steps:.1f} ms, GPU kernels {1e3 * busy:.1f} ms "
+        f"({100 * busy * steps / wall_s:.0f}% busy)",
+        flush=True,
+    )
+
+
 def profile_cli(config: str) -> None:
     """`strop train CONFIG` in this process with PyTorch's profiler over two optimizer steps after the
-    warm-up (a global optimizer-step hook advances its schedule), then the CUDA kernels by time."""
+    warm-up (a global optimizer-step hook advances its schedule and times the steps), then
+    `profile_summary`."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from strop.cli import main as strop_main
 
-    prof = profile(activities=[ProfilerActivity.CUDA], schedule=schedule(wait=WARM + 2, warmup=1, active=2))
-    register_optimizer_step_post_hook(lambda *args: prof.step())
+    active = 2
+    wait = WARM + 2
+    prof = profile(
+        activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+        schedule=schedule(wait=wait, warmup=1, active=active),
+    )
+    stamps: list[float] = []
+
+    def advance(*args) -> None:
+        torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        prof.step()
+
+    register_optimizer_step_post_hook(advance)
     prof.start()
     status = strop_main(["train", config])
     prof.stop()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90), flush=True)
+    first = wait + 1  # the step that ends the warm-up phase opens the active window
+    profile_summary(prof, active, stamps[first + active - 1] - stamps[first - 1])
     sys.exit(status)
 
 
@@ -472,10 +501,13 @@ def run_row(name: str) -> dict:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as prof
 
-        with prof(activities=[ProfilerActivity.CUDA]) as p:
+        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            torch.cuda.synchronize()
+            started = time.perf_counter()
             step()
             torch.cuda.synchronize()
-        print(p.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90), flush=True)
+            wall = time.perf_counter() - started
+        profile_summary(p, 1, wall)
     return result
 
 

@@ -95,16 +95,21 @@ def test_each_dataset_keeps_its_format_and_tags(tmp_path, make_config, tiny_mode
     assert DATASET_IDS not in single[0]
 
 
-def test_split_loss_equals_the_whole(tmp_path, make_config, tiny_model):
-    """The per-dataset sums (logits path and the fused head path) add up to the plain summed NLL."""
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
+def test_split_loss_equals_the_whole(tmp_path, make_config, tiny_model, device):
+    """The per-dataset sums (logits path and the fused head path, Triton's on CUDA) add up to the plain
+    summed NLL."""
     from strop.kernels import causal_lm_group_losses
 
     cfg, base = load_config(make_config(datasets=_three_sources(tmp_path)))
     tokenizer = load_tokenizer(str(tiny_model))
     rows, _, _ = build_sft_data(cfg, tokenizer, base)
     some = [[row for row in rows if row[DATASET_IDS][0] == d][:3] for d in range(3)]
-    batch = collate(some[0] + some[1] + some[2], tokenizer.pad_token_id)
-    model = load_model(str(tiny_model)).eval()
+    batch = {k: v.to(device) for k, v in collate(some[0] + some[1] + some[2], tokenizer.pad_token_id).items()}
+    model = load_model(str(tiny_model)).to(device).eval()
     with torch.no_grad():
         whole = summed_nll(model, batch)
         split = nll_by_dataset(model, batch, 3)
