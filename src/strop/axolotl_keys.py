@@ -102,8 +102,6 @@ ONLY_WHEN_OFF: dict[str, str] = {
     "fsdp_config": "strop's FSDP2 is configured with `fsdp: {sharding, cpu_offload, activation_checkpointing}`",
     "fsdp_version": "strop's FSDP2 is configured with `fsdp: {sharding, cpu_offload, activation_checkpointing}`",
     "activation_offloading": "use kernel_checkpoint: offload (strop's offloaded activation checkpointing)",
-    "hub_model_id": "strop does not push to the Hub; upload output_dir with `huggingface-cli upload`",
-    "push_to_hub": "strop does not push to the Hub; upload output_dir with `huggingface-cli upload`",
     "unfrozen_parameters": "use adapter: spectrum (strop's layer selection) or full fine-tuning",
     "relora": "ReLoRA restarts are not implemented",
     "lora_on_cpu": "strop places the whole model on one device",
@@ -234,6 +232,20 @@ class AxolotlParams(BaseModel):
     )
     mlflow_experiment_name: str | None = Field(None, description="MLflow experiment (default: MLflow's own).")
     mlflow_run_name: str | None = Field(None, description="MLflow run name (default: output_dir's name).")
+    hub_model_id: str | None = Field(
+        None,
+        description="Push the finished run to this Hugging Face Hub repository (name or namespace/name; "
+        "token from HF_TOKEN or `hf auth login`, checked before training).",
+    )
+    push_to_hub: bool | None = Field(
+        None, description="false: do not push even with hub_model_id set (setting hub_model_id alone pushes)."
+    )
+    hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] | None = Field(
+        None,
+        description="Checkpoints pushed with the final artifact: end (none), checkpoint (the newest, as "
+        "last-checkpoint/), all_checkpoints; strop pushes once, after training (every_save = end).",
+    )
+    hub_revision: str | None = Field(None, description="Branch to push to (created if new; default main).")
 
 
 def _is_off(value: Any) -> bool:

@@ -151,6 +151,9 @@ class Config(BaseModel):
     save_steps: int | None = Field(None, gt=0, description="Write a checkpoint every N steps (and at the end).")
     save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
     output_dir: str = Field("./outputs/run", description="Where checkpoints, the final model/adapter and metrics go.")
+    hub_private_repo: bool = Field(
+        True, description="Create the hub_model_id repository private (as Axolotl does); false: public."
+    )
 
     sample_prompts: list[str] | None = Field(
         None, description="Prompts answered before and after training, printed side by side."

@@ -53,8 +53,8 @@ def test_ignored_keys_print_one_line_each_and_off_values_pass(tmp_path, capsys):
 
 
 def test_feature_strop_lacks_is_refused_when_on(tmp_path):
-    with pytest.raises(StropError, match=r"hub_model_id: 'me/model' is not supported: strop does not push"):
-        load_config(write(tmp_path, {**BASE, "hub_model_id": "me/model"}))
+    with pytest.raises(StropError, match=r"relora: True is not supported: ReLoRA restarts are not implemented"):
+        load_config(write(tmp_path, {**BASE, "relora": True}))
 
 
 def test_trl_block_maps_to_rl_keys_and_rewards():

@@ -81,6 +81,11 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+def rank_before_init() -> int:
+    """This process's rank as torchrun set it, before the process group exists (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main() -> bool:
     return rank() == 0
 

@@ -44,7 +44,7 @@ from strop.runtime.precision import autocast, autocast_dtype
 from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import Strategy, get_strategy
 from strop.train import checkpoint as ckpt
-from strop.train import external_trackers, run_keys
+from strop.train import external_trackers, hub, run_keys
 from strop.train import output_dir as outputs
 from strop.train.optim import build_scheduler
 from strop.train.report import print_plan, print_samples, print_summary
@@ -314,11 +314,14 @@ def train(
     cfg: Config, base_dir: Path | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False
 ) -> Path | None:
     try:
+        push_to = hub.target(cfg)
+        if push_to and distributed.rank_before_init() == 0:  # before any model loads: no token, no training
+            hub.check_access(push_to)
         run = prepare(cfg, base_dir)
         run.model = run.strategy.apply(run.model, cfg)
         run.strategy.upcast(run.model, cfg)
         if distributed.is_main():
-            print_plan(run)
+            print_plan(run, push_to.describe() if push_to else None)
         if dry_run:
             return None
         output_dir = Path(cfg.output_dir)
@@ -326,7 +329,10 @@ def train(
         start_from = outputs.prepare_output(output_dir, resume, overwrite, outputs.input_paths(cfg, base_dir))
         start_from = run_keys.checkpoint_to_resume(cfg, output_dir) or start_from
         outputs.start_output(output_dir, [*outputs.LOOP_FILES, *run.objective.output_files])
-        return _train_loop(run, output_dir, start_from)
+        output_dir = _train_loop(run, output_dir, start_from)
+        if push_to and distributed.is_main():  # the output is complete: a failed push leaves it as it is
+            hub.push(push_to, output_dir, cfg.base_model)
+        return output_dir
     finally:
         if distributed.launched():
             distributed.teardown()

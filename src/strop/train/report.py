@@ -23,7 +23,8 @@ class PlannedRun(RunState, Protocol):
     def objective(self) -> Objective: ...
 
 
-def print_plan(run: PlannedRun) -> None:
+def print_plan(run: PlannedRun, push_to: str | None = None) -> None:
+    """The run's plan table; `push_to` describes the Hub repository the finished run goes to."""
     cfg = run.cfg
     trainable, total = run.strategy.count_parameters(run.model)
     tokens = sum(len(r["input_ids"]) for r in run.train_rows)
@@ -46,6 +47,8 @@ def print_plan(run: PlannedRun) -> None:
         ("device", distributed.describe(cfg, run.device)),
         ("output_dir", cfg.output_dir),
     ]
+    if push_to:
+        rows.append(("push to hub", push_to))
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
