@@ -340,7 +340,9 @@ def profile_summary(prof, steps: int, wall_s: float) -> None:
     events = prof.key_averages()
     print(events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=90), flush=True)
     print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=90), flush=True)
-    busy = sum(e.self_device_time_total for e in events) / 1e6 / steps
+    from torch.autograd import DeviceType
+
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6 / steps
     print(
         f"per step: wall {1e3 * wall_s / steps:.1f} ms, GPU kernels {1e3 * busy:.1f} ms "
         f"({100 * busy * steps / wall_s:.0f}% busy)",

@@ -121,3 +121,45 @@ def test_static_decoder_matches_the_eager_one(model_and_tokenizer):
     eager = _sample_with_cache(model, tok, prompts, sampled, 2, torch.Generator().manual_seed(1))
     static = _sample_with_graph(model, tok, prompts, sampled, 2, torch.Generator().manual_seed(1), capture=False)
     assert [c.ids for c in static] == [c.ids for c in eager]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_decode_attention_equals_sdpa_with_repeated_heads(masked):
+    """One-token queries of grouped-query attention, the query heads folded onto their key/value head:
+    the same output as SDPA over key/value heads repeated per query head."""
+    from types import SimpleNamespace
+
+    from strop.rl.rollout import _grouped_decode_sdpa
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(3, 8, 1, 16), torch.randn(3, 2, 20, 16), torch.randn(3, 2, 20, 16)
+    mask = torch.rand(3, 1, 1, 24) > 0.3 if masked else None
+    if mask is not None:
+        mask[..., 0] = True
+    out, _ = _grouped_decode_sdpa(SimpleNamespace(num_key_value_groups=4), query, key, value, mask, scaling=0.3)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key.repeat_interleave(4, 1),
+        value.repeat_interleave(4, 1),
+        attn_mask=None if mask is None else mask[..., :20],
+        scale=0.3,
+    )
+    assert out.shape == (3, 1, 8, 16)
+    torch.testing.assert_close(out, expected.transpose(1, 2))
+
+
+def test_grouped_decode_attention_switches_sdpa_and_restores_it(model_and_tokenizer):
+    """The static decoder under the switch gives the eager decoder's tokens, and the model's attention
+    setting is back to SDPA afterwards (also when the body raises)."""
+    from strop.rl.rollout import GROUPED_DECODE, _sample_with_cache, _sample_with_graph, grouped_decode_attention
+
+    model, tok = model_and_tokenizer
+    prompts = encode(tok, PROMPTS)
+    params = SamplingParams(max_new_tokens=10, temperature=0)
+    with grouped_decode_attention(model):
+        assert model.config._attn_implementation == GROUPED_DECODE
+        static = _sample_with_graph(model, tok, prompts, params, 2, None, capture=False)
+    assert [c.ids for c in static] == [c.ids for c in _sample_with_cache(model, tok, prompts, params, 2, None)]
+    with pytest.raises(RuntimeError), grouped_decode_attention(model):
+        raise RuntimeError
+    assert model.config._attn_implementation == "sdpa"
