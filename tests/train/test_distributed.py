@@ -179,3 +179,47 @@ def test_nproc_resumes_a_single_process_checkpoint_without_sharding(make_config)
     _launch(["-m", "strop", "train", str(config), "--nproc", "2", "--resume"])
     _assert_same_weights(load_file(whole / "adapter_model.safetensors"), load_file(split / "adapter_model.safetensors"))
     _assert_same_metrics(split, whole)
+
+
+def _pair_rows(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": f"Review {i}: is it good?",
+            "chosen": "Sentiment: positive" if i % 2 else "Sentiment: negative",
+            "rejected": f"Sentiment: {'negative' if i % 2 else 'positive'} {i}",
+        }
+        for i in range(n)
+    ]
+
+
+PREFERENCE_METRICS = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "logps/chosen")
+
+
+@pytest.mark.slow
+def test_dpo_two_processes_match_one(make_config, tmp_path):
+    """DPO with LoRA and cached reference log-probs: 2 × 2 pairs equals 1 × 4 pairs in every logged
+    metric (loss, rewards, margins) and in the adapter after 3 steps."""
+    data = {"path": str(tmp_path / "data.jsonl"), "type": "dpo"}
+    path = make_config(rows=_pair_rows(12), rl="dpo", datasets=[data], max_steps=3)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4))
+    _torchrun(_variant(path, "two", micro_batch_size=2, precompute_ref_log_probs=False))
+    two = path.parent / "two"
+    for key in (*PREFERENCE_METRICS, "rewards/margins"):
+        torch.testing.assert_close(_losses(two, key), _losses(one, key), rtol=1e-5, atol=1e-5, msg=key)
+    _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_kto_two_processes_match_one(make_config, tmp_path):
+    """KTO's reference point z₀ is a mean over the whole micro-batch's mismatched pairs: the ranks pool
+    theirs, so 2 × 2 examples equal 1 × 4 in loss, z₀ (`kl`) and the adapter."""
+    data = {"path": str(tmp_path / "data.jsonl"), "type": "dpo"}
+    keys = dict(rl="kto", datasets=[data], max_steps=4, learning_rate=2e-2, rl_beta=0.5)
+    path = make_config(rows=_pair_rows(12), **keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    two = path.parent / "two"
+    assert max(_losses(one, "kl")) > 0  # z₀ left its clamp at 0, so pooling it matters
+    for key in (*PREFERENCE_METRICS, "kl"):
+        torch.testing.assert_close(_losses(two, key), _losses(one, key), rtol=1e-5, atol=1e-5, msg=key)
+    _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))

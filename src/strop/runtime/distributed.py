@@ -148,6 +148,16 @@ def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, tensor.tolist()))
 
 
+def sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over ranks of a tensor of the same shape on every rank, in float64 on the
+    tensor's own device (no wait for the host)."""
+    if not active():
+        return tensor.double()
+    summed = tensor.to(_comm_device(), torch.float64)
+    dist.all_reduce(summed)
+    return summed.to(tensor.device)
+
+
 def sum_count(count: int) -> int:
     return int(sum_over_ranks({"n": count})["n"])
 
