@@ -117,11 +117,25 @@ def test_nproc_relaunches_the_same_command(make_config, monkeypatch):
     assert calls == [(2, ["train", str(path.resolve()), "--set", "max_steps=2", "--resume"])]
 
 
-def test_strategies_that_cannot_shard_are_refused(make_config, monkeypatch):
+@pytest.mark.parametrize(
+    "keys, reason",
+    [
+        ({"adapter": "qlora"}, "qlora does not run under torchrun yet: FSDP2 cannot shard bitsandbytes' 4-bit"),
+        ({"load_in_4bit": True}, "load_in_4bit: FSDP2 cannot shard bitsandbytes' 4-bit"),
+        ({"adapter": "spider"}, "spider does not run under torchrun yet: SPIDER ranks and masks whole weight"),
+    ],
+)
+def test_strategies_that_cannot_shard_are_refused(make_config, monkeypatch, keys, reason):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    cfg, _ = load_config(make_config(adapter="lisa"))
-    with pytest.raises(StropError, match="torchrun"):
+    cfg, _ = load_config(make_config(**keys))
+    with pytest.raises(StropError, match=reason):
         distributed.check_supported(cfg)
+
+
+@pytest.mark.parametrize("adapter", ["lisa", "galore", "lora", "full"])
+def test_strategies_that_shard_are_accepted(make_config, monkeypatch, adapter):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    distributed.check_supported(load_config(make_config(adapter=adapter))[0])
 
 
 # --- torchrun, 2 processes on the CPU ------------------------------------------------------------------
@@ -223,3 +237,32 @@ def test_kto_two_processes_match_one(make_config, tmp_path):
     for key in (*PREFERENCE_METRICS, "kl"):
         torch.testing.assert_close(_losses(two, key), _losses(one, key), rtol=1e-5, atol=1e-5, msg=key)
     _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_lisa_two_processes_match_one(make_config):
+    """LISA under FSDP2: FSDP2 shards each parameter and reduces only the gradients that exist, so the
+    layers LISA freezes and unfreezes every step (K = 1) train exactly as in one process."""
+    keys = dict(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, max_steps=3, learning_rate=1e-3)
+    path = make_config(**keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    two = path.parent / "two"
+    _assert_same_metrics(two, one)
+    _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_galore_two_processes_match_one(make_config):
+    """GaLore under FSDP2: each rank gathers a targeted weight's whole gradient for the SVD and applies
+    its rows of the update, with the projection recomputed at step 3 (T = 2). The reference is one
+    process summing the same two halves (accumulation 2 × 2): the tiny model's layer-0 q_proj gradient
+    is at rounding level, and its SVD turns the rounding of 1 × 4 against 2 + 2 rows into a 1.6e-4
+    weight difference, in one process as much as in two."""
+    keys = dict(adapter="galore", galore_rank=4, galore_update_proj_gap=2, max_steps=3, learning_rate=1e-3)
+    path = make_config(**keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=2, gradient_accumulation_steps=2, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    two = path.parent / "two"
+    _assert_same_metrics(two, one)
+    _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
