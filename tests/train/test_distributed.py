@@ -239,30 +239,48 @@ def test_kto_two_processes_match_one(make_config, tmp_path):
     _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))
 
 
+def _resume_at_step_2(path: Path, name: str, **overrides) -> Path:
+    """Run `name` again in one process from its sharded checkpoint-2, as if killed after step 2."""
+    out = path.parent / name
+    assert ckpt.is_sharded(out / "checkpoint-2")
+    shutil.rmtree(out / "checkpoint-3")
+    (out / "model.safetensors").unlink()
+    return _run_in_process(_variant(path, name, **overrides), resume=True)
+
+
 @pytest.mark.slow
-def test_lisa_two_processes_match_one(make_config):
+def test_lisa_two_processes_match_one_then_resume_in_one(make_config):
     """LISA under FSDP2: FSDP2 shards each parameter and reduces only the gradients that exist, so the
-    layers LISA freezes and unfreezes every step (K = 1) train exactly as in one process."""
-    keys = dict(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, max_steps=3, learning_rate=1e-3)
+    layers LISA freezes and unfreezes every step (K = 1) train exactly as in one process; the sharded
+    checkpoint (moments only for the layers trained so far) resumes in one process."""
+    keys = dict(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, max_steps=3, save_steps=2, learning_rate=1e-3)
     path = make_config(**keys)
     one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
     _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
     two = path.parent / "two"
     _assert_same_metrics(two, one)
-    _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
+    expected = load_file(one / "model.safetensors")
+    _assert_same_weights(expected, load_file(two / "model.safetensors"))
+    resumed = _resume_at_step_2(path, "two", micro_batch_size=4, **keys)
+    _assert_same_weights(expected, load_file(resumed / "model.safetensors"))
 
 
 @pytest.mark.slow
-def test_galore_two_processes_match_one(make_config):
+def test_galore_two_processes_match_one_then_resume_in_one(make_config):
     """GaLore under FSDP2: each rank gathers a targeted weight's whole gradient for the SVD and applies
     its rows of the update, with the projection recomputed at step 3 (T = 2). The reference is one
     process summing the same two halves (accumulation 2 × 2): the tiny model's layer-0 q_proj gradient
     is at rounding level, and its SVD turns the rounding of 1 × 4 against 2 + 2 rows into a 1.6e-4
     weight difference, in one process as much as in two."""
-    keys = dict(adapter="galore", galore_rank=4, galore_update_proj_gap=2, max_steps=3, learning_rate=1e-3)
-    path = make_config(**keys)
+    keys = dict(galore_rank=4, galore_update_proj_gap=2, max_steps=3, save_steps=2, learning_rate=1e-3)
+    path = make_config(adapter="galore", **keys)
+    keys["adapter"] = "galore"
     one = _run_in_process(_variant(path, "one", micro_batch_size=2, gradient_accumulation_steps=2, **keys))
     _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
     two = path.parent / "two"
     _assert_same_metrics(two, one)
-    _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
+    expected = load_file(one / "model.safetensors")
+    _assert_same_weights(expected, load_file(two / "model.safetensors"))
+    # the replicated projection and low-rank moments come back from the sharded checkpoint in one process
+    resumed = _resume_at_step_2(path, "two", micro_batch_size=2, gradient_accumulation_steps=2, **keys)
+    _assert_same_weights(expected, load_file(resumed / "model.safetensors"))

@@ -430,7 +430,9 @@ def _progress(run: Run, step: int, tokens_seen: int, started: float) -> dict[str
 
 def _save_checkpoint(run: Run, output_dir: Path, step: int, trainable, optimizer, scheduler) -> None:
     if distributed.active():
-        ckpt.save_sharded_checkpoint(output_dir, step, run.model, optimizer, scheduler, {}, run.cfg.save_total_limit)
+        ckpt.save_sharded_checkpoint(
+            output_dir, step, run.model, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit
+        )
     else:
         ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit)
 
