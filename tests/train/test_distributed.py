@@ -266,6 +266,19 @@ def test_lisa_two_processes_match_one_then_resume_in_one(make_config):
 
 
 @pytest.mark.slow
+def test_lisa_switches_layers_under_bf16_autocast(make_config):
+    """Under bf16 the layers are gathered in bf16 and reduced in fp32: layer 0, frozen when FSDP2 first
+    ran, must still reduce in fp32 once LISA switches it on at step 2 (it handed bf16 gradients to its
+    fp32 weights and failed before `distributed.trainable_changed`). Losses follow one process to bf16
+    precision."""
+    keys = dict(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, max_steps=2, bf16=True, learning_rate=1e-3)
+    path = make_config(**keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    torch.testing.assert_close(_losses(path.parent / "two"), _losses(one), rtol=1e-3, atol=0)
+
+
+@pytest.mark.slow
 def test_galore_two_processes_match_one_then_resume_in_one(make_config):
     """GaLore under FSDP2: each rank gathers a targeted weight's whole gradient for the SVD and applies
     its rows of the update, with the projection recomputed at step 3 (T = 2). The reference is one
