@@ -117,11 +117,25 @@ def test_nproc_relaunches_the_same_command(make_config, monkeypatch):
     assert calls == [(2, ["train", str(path.resolve()), "--set", "max_steps=2", "--resume"])]
 
 
-def test_strategies_that_cannot_shard_are_refused(make_config, monkeypatch):
+@pytest.mark.parametrize(
+    "keys, reason",
+    [
+        ({"adapter": "qlora"}, "qlora does not run under torchrun yet: FSDP2 cannot shard bitsandbytes' 4-bit"),
+        ({"load_in_4bit": True}, "load_in_4bit: FSDP2 cannot shard bitsandbytes' 4-bit"),
+        ({"adapter": "spider"}, "spider does not run under torchrun yet: SPIDER ranks and masks whole weight"),
+    ],
+)
+def test_strategies_that_cannot_shard_are_refused(make_config, monkeypatch, keys, reason):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    cfg, _ = load_config(make_config(adapter="lisa"))
-    with pytest.raises(StropError, match="torchrun"):
+    cfg, _ = load_config(make_config(**keys))
+    with pytest.raises(StropError, match=reason):
         distributed.check_supported(cfg)
+
+
+@pytest.mark.parametrize("adapter", ["lisa", "galore", "lora", "full"])
+def test_strategies_that_shard_are_accepted(make_config, monkeypatch, adapter):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    distributed.check_supported(load_config(make_config(adapter=adapter))[0])
 
 
 # --- torchrun, 2 processes on the CPU ------------------------------------------------------------------
@@ -179,3 +193,107 @@ def test_nproc_resumes_a_single_process_checkpoint_without_sharding(make_config)
     _launch(["-m", "strop", "train", str(config), "--nproc", "2", "--resume"])
     _assert_same_weights(load_file(whole / "adapter_model.safetensors"), load_file(split / "adapter_model.safetensors"))
     _assert_same_metrics(split, whole)
+
+
+def _pair_rows(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": f"Review {i}: is it good?",
+            "chosen": "Sentiment: positive" if i % 2 else "Sentiment: negative",
+            "rejected": f"Sentiment: {'negative' if i % 2 else 'positive'} {i}",
+        }
+        for i in range(n)
+    ]
+
+
+PREFERENCE_METRICS = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "logps/chosen")
+
+
+@pytest.mark.slow
+def test_dpo_two_processes_match_one(make_config, tmp_path):
+    """DPO with LoRA and cached reference log-probs: 2 × 2 pairs equals 1 × 4 pairs in every logged
+    metric (loss, rewards, margins) and in the adapter after 3 steps."""
+    data = {"path": str(tmp_path / "data.jsonl"), "type": "dpo"}
+    path = make_config(rows=_pair_rows(12), rl="dpo", datasets=[data], max_steps=3)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4))
+    _torchrun(_variant(path, "two", micro_batch_size=2, precompute_ref_log_probs=False))
+    two = path.parent / "two"
+    for key in (*PREFERENCE_METRICS, "rewards/margins"):
+        torch.testing.assert_close(_losses(two, key), _losses(one, key), rtol=1e-5, atol=1e-5, msg=key)
+    _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_kto_two_processes_match_one(make_config, tmp_path):
+    """KTO's reference point z₀ is a mean over the whole micro-batch's mismatched pairs: the ranks pool
+    theirs, so 2 × 2 examples equal 1 × 4 in loss, z₀ (`kl`) and the adapter."""
+    data = {"path": str(tmp_path / "data.jsonl"), "type": "dpo"}
+    keys = dict(rl="kto", datasets=[data], max_steps=4, learning_rate=2e-2, rl_beta=0.5)
+    path = make_config(rows=_pair_rows(12), **keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    two = path.parent / "two"
+    assert max(_losses(one, "kl")) > 0  # z₀ left its clamp at 0, so pooling it matters
+    for key in (*PREFERENCE_METRICS, "kl"):
+        torch.testing.assert_close(_losses(two, key), _losses(one, key), rtol=1e-5, atol=1e-5, msg=key)
+    _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))
+
+
+def _resume_at_step_2(path: Path, name: str, **overrides) -> Path:
+    """Run `name` again in one process from its sharded checkpoint-2, as if killed after step 2."""
+    out = path.parent / name
+    assert ckpt.is_sharded(out / "checkpoint-2")
+    shutil.rmtree(out / "checkpoint-3")
+    (out / "model.safetensors").unlink()
+    return _run_in_process(_variant(path, name, **overrides), resume=True)
+
+
+@pytest.mark.slow
+def test_lisa_two_processes_match_one_then_resume_in_one(make_config):
+    """LISA under FSDP2: FSDP2 shards each parameter and reduces only the gradients that exist, so the
+    layers LISA freezes and unfreezes every step (K = 1) train exactly as in one process; the sharded
+    checkpoint (moments only for the layers trained so far) resumes in one process."""
+    keys = dict(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, max_steps=3, save_steps=2, learning_rate=1e-3)
+    path = make_config(**keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    two = path.parent / "two"
+    _assert_same_metrics(two, one)
+    expected = load_file(one / "model.safetensors")
+    _assert_same_weights(expected, load_file(two / "model.safetensors"))
+    resumed = _resume_at_step_2(path, "two", micro_batch_size=4, **keys)
+    _assert_same_weights(expected, load_file(resumed / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_lisa_switches_layers_under_bf16_autocast(make_config):
+    """Under bf16 the layers are gathered in bf16 and reduced in fp32: layer 0, frozen when FSDP2 first
+    ran, must still reduce in fp32 once LISA switches it on at step 2 (it handed bf16 gradients to its
+    fp32 weights and failed before `distributed.trainable_changed`). Losses follow one process to bf16
+    precision."""
+    keys = dict(adapter="lisa", lisa_n_layers=1, lisa_step_interval=1, max_steps=2, bf16=True, learning_rate=1e-3)
+    path = make_config(**keys)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=4, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    torch.testing.assert_close(_losses(path.parent / "two"), _losses(one), rtol=1e-3, atol=0)
+
+
+@pytest.mark.slow
+def test_galore_two_processes_match_one_then_resume_in_one(make_config):
+    """GaLore under FSDP2: each rank gathers a targeted weight's whole gradient for the SVD and applies
+    its rows of the update, with the projection recomputed at step 3 (T = 2). The reference is one
+    process summing the same two halves (accumulation 2 × 2): the tiny model's layer-0 q_proj gradient
+    is at rounding level, and its SVD turns the rounding of 1 × 4 against 2 + 2 rows into a 1.6e-4
+    weight difference, in one process as much as in two."""
+    keys = dict(galore_rank=4, galore_update_proj_gap=2, max_steps=3, save_steps=2, learning_rate=1e-3)
+    path = make_config(adapter="galore", **keys)
+    keys["adapter"] = "galore"
+    one = _run_in_process(_variant(path, "one", micro_batch_size=2, gradient_accumulation_steps=2, **keys))
+    _torchrun(_variant(path, "two", micro_batch_size=2, **keys))
+    two = path.parent / "two"
+    _assert_same_metrics(two, one)
+    expected = load_file(one / "model.safetensors")
+    _assert_same_weights(expected, load_file(two / "model.safetensors"))
+    # the replicated projection and low-rank moments come back from the sharded checkpoint in one process
+    resumed = _resume_at_step_2(path, "two", micro_batch_size=2, gradient_accumulation_steps=2, **keys)
+    _assert_same_weights(expected, load_file(resumed / "model.safetensors"))

@@ -13,6 +13,15 @@ from strop.data.tokenize import IGNORE
 from strop.kernels.packed_attention import attention_for
 from strop.run_types import RunConfig, RunState
 
+#: Batch key present (a 0-d tensor) only in the filler micro-batch of a rank that got no rows of a global
+#: micro-batch (train/loop.py): it runs the model so every rank joins each collective, and its loss counts
+#: 0. An objective that pools a statistic over the ranks (KTO's z₀) leaves such a batch's rows out.
+FILLER = "filler"
+
+
+def is_filler(batch: dict[str, torch.Tensor]) -> bool:
+    return FILLER in batch
+
 
 class Objective:
     """An objective builds its examples, collates them, counts normalisation units and computes a loss.

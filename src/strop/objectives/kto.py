@@ -15,12 +15,14 @@ the paper advises λ_D n_D / (λ_U n_U) in [1, 4/3] when the classes are unbalan
 
 The mismatched pair of a row (its prompt with another row's completion) is fixed when the data is
 built, not reshuffled per batch, so its reference log-prob is cached per row like everything else;
-z₀ is the mean over the micro-batch's mismatched pairs, as in the paper. Paired datasets are accepted
-and split into one desirable and one undesirable example per pair.
+z₀ is the mean over the micro-batch's mismatched pairs, as in the paper; under torchrun the ranks pool
+their slices of it (and of the metrics' class means), so N processes make the updates of one. Paired
+datasets are accepted and split into one desirable and one undesirable example per pair.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -28,13 +30,14 @@ from pydantic import Field
 from torch import nn
 
 from strop.data.preference import PAIR_FORMATS, UNPAIRED_FORMATS, build_unpaired_data, collate_unpaired
-from strop.objectives.base import Objective
+from strop.objectives.base import Objective, is_filler
 from strop.objectives.preference_common import (
     REFERENCE_CACHE,
     ReferenceContext,
     ReferenceParams,
     beta,
     halves,
+    pooled_means,
     prepare_reference,
     reference_logps,
     rows_of,
@@ -42,6 +45,7 @@ from strop.objectives.preference_common import (
     shares,
 )
 from strop.run_types import RunConfig, RunState
+from strop.runtime import distributed
 
 
 class KTOParams(ReferenceParams):
@@ -52,6 +56,14 @@ class KTOParams(ReferenceParams):
 def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
     """z₀: the mismatched pairs' mean log-ratio, clamped at 0 and detached."""
     return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
+
+
+def pooled_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor, filler: bool) -> torch.Tensor:
+    """z₀ under torchrun, where each rank holds a slice of the micro-batch: the mean over every rank's
+    mismatched pairs (a filler batch adds none), as one process reading the whole micro-batch has it."""
+    ratio = (policy_kl_logps - ref_kl_logps).detach()
+    mean = pooled_means({"kl": ratio}, filler)["kl"]
+    return torch.tensor(0.0 if math.isnan(mean) else max(mean, 0.0), device=ratio.device, dtype=ratio.dtype)
 
 
 def kto_loss(
@@ -121,8 +133,14 @@ class KTOObjective(Objective):
         with torch.no_grad():
             policy_kl, _ = sequence_logps(model, self.sequences(batch, 1))
         ref, ref_kl = halves(reference_logps(model, batch, cfg.precompute_ref_log_probs, self.reference_context))
-        kl = kto_reference_point(policy_kl, ref_kl)
+        sharded = distributed.active()
+        if sharded:
+            kl = pooled_reference_point(policy_kl, ref_kl, is_filler(batch))
+        else:
+            kl = kto_reference_point(policy_kl, ref_kl)
         per_example, metrics = kto_loss(
             policy, ref, batch["desirable"], kl, beta(cfg, 0.1), cfg.kto_desirable_weight, cfg.kto_undesirable_weight
         )
-        return shares(per_example, metrics, denominator)
+        # the class means over the whole micro-batch: one rank's slice has its own mix of the classes
+        means = pooled_means(metrics, is_filler(batch)) if sharded else None
+        return shares(per_example, metrics, denominator, means)

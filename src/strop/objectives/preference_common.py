@@ -12,6 +12,7 @@ no-grad forward per step and nothing on disk.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -27,6 +28,7 @@ from strop.errors import StropError
 from strop.models.loading import eval_mode
 from strop.objectives.base import Objective, shifted_token_logps, vision_inputs
 from strop.run_types import RunConfig, RunState
+from strop.runtime import distributed
 from strop.safe_io import disk_errors, staged_file
 
 REFERENCE_CACHE = "reference_logps.safetensors"
@@ -168,18 +170,23 @@ def prepare_reference(run: RunState, collate: Callable, kind: str) -> dict[str, 
     cache = _read_cache(path, identity)
     rows = list(run.train_rows) + list(run.val_rows)
     todo = list({r["key"]: r for r in rows if r["key"] not in cache}.values())
-    if todo:
-        values = compute_reference(
+    if todo:  # under torchrun each rank computes every N-th row (the model is not sharded yet)
+        n, rank = distributed.world_size(), distributed.rank()
+        mine = compute_reference(
             run.model,
-            todo,
+            todo[rank::n],
             collate,
             run.tokenizer.pad_token_id,
             max(run.cfg.micro_batch_size, 8),
             run.device,
             amp_dtype,
         )
-        cache.update({r["key"]: v for r, v in zip(todo, values)})
-        _write_cache(path, identity, cache)
+        table = torch.zeros(len(todo), 2, dtype=torch.float64, device=run.device)
+        table[rank::n] = torch.tensor(mine, dtype=torch.float64, device=run.device).reshape(-1, 2)
+        values = distributed.sum_tensor(table).cpu().tolist()
+        cache.update({r["key"]: tuple(v) for r, v in zip(todo, values)})
+        if distributed.is_main():
+            _write_cache(path, identity, cache)
     for row in rows:
         row["ref"] = cache[row["key"]]
     return {"cached": len(rows) - len(todo), "computed": len(todo)}
@@ -188,22 +195,43 @@ def prepare_reference(run: RunState, collate: Callable, kind: str) -> dict[str, 
 # ---------------------------------------------------------------- metrics -----------------------------
 
 
+def pooled_means(values: dict[str, torch.Tensor], filler: bool) -> dict[str, float]:
+    """The mean of each per-example tensor over its non-NaN entries and over the whole global
+    micro-batch: under torchrun the ranks add up their sums and counts (a filler batch adds none), so
+    each rank gets the mean one process reading the whole micro-batch would. One collective for all keys;
+    every rank must call it with the same keys. NaN where no entry counts."""
+    keys = sorted(values)
+    flat = [values[k].detach().double().reshape(-1) for k in keys]
+    valid = [~torch.isnan(v) for v in flat]
+    local = torch.stack([torch.stack([v[m].sum(), m.sum().double()]) for v, m in zip(flat, valid)])
+    totals = distributed.sum_tensor(local * (0.0 if filler else 1.0)).tolist()
+    return {k: total / count if count else float("nan") for k, (total, count) in zip(keys, totals)}
+
+
 def shares(
-    per_example: torch.Tensor, metrics: dict[str, torch.Tensor], denominator: float
+    per_example: torch.Tensor,
+    metrics: dict[str, torch.Tensor],
+    denominator: float,
+    means: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch's share of the step loss, and of each metric's step mean.
 
     A metric is a per-example tensor, NaN where it does not apply (e.g. KTO's rewards/chosen on an
     undesirable example); its share is the mean over the examples it applies to, weighted by this
-    micro-batch's share of the step's examples.
+    micro-batch's share of the step's examples. `means` replaces those means (`pooled_means`: over all
+    ranks' rows of the micro-batch, where a rank's own few rows would weigh the classes differently).
     """
     loss = per_example.sum() / denominator
     n = per_example.shape[0]
     out = {"loss": float(loss.detach())}
     for key, value in metrics.items():
-        value = value.detach().float().reshape(-1)
-        valid = ~torch.isnan(value)
-        out[key] = float(value[valid].mean()) * n / denominator if bool(valid.any()) else 0.0
+        if means is not None:
+            mean = means[key]
+        else:
+            value = value.detach().float().reshape(-1)
+            valid = ~torch.isnan(value)
+            mean = float(value[valid].mean()) if bool(valid.any()) else float("nan")
+        out[key] = 0.0 if math.isnan(mean) else mean * n / denominator
     return loss, out
 
 

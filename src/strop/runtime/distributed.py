@@ -42,7 +42,11 @@ from strop.run_types import RunConfig
 from strop.runtime.devices import default_device
 
 #: Why a bitsandbytes 4-bit base (qlora, or load_in_4bit) cannot be sharded.
-QUANTIZED_BASE = "a 4-bit bitsandbytes base cannot be sharded by FSDP2"
+QUANTIZED_BASE = (
+    "FSDP2 cannot shard bitsandbytes' 4-bit Params4bit weights (packed uint8 storage with a separate "
+    "quantization state, which FSDP2's flat per-parameter sharding does not carry without a quant-storage "
+    "dtype setup strop does not have)"
+)
 
 
 class FsdpParams(BaseModel):
@@ -153,6 +157,16 @@ def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, tensor.tolist()))
 
 
+def sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over ranks of a tensor of the same shape on every rank, in float64 on the
+    tensor's own device (no wait for the host)."""
+    if not active():
+        return tensor.double()
+    summed = tensor.to(_comm_device(), torch.float64)
+    dist.all_reduce(summed)
+    return summed.to(tensor.device)
+
+
 def sum_count(count: int) -> int:
     return int(sum_over_ranks({"n": count})["n"])
 
@@ -231,6 +245,21 @@ def gathered_root(model: torch.nn.Module):
         yield model
     finally:
         model.reshard()
+
+
+def trainable_changed(modules: list[torch.nn.Module]) -> None:
+    """Call (on every rank) after switching `requires_grad` of the parameters of these sharded modules
+    (LISA's layers). FSDP2 reads `requires_grad` at every gather and reduces only the gradients that
+    exist, but each group fixes its gradients' reduce and output dtypes from the parameters that train
+    when it is first initialised: a layer frozen then would, under mixed precision, reduce its later
+    gradients in the gathered bf16 and hand bf16 gradients to fp32 weights. `unshard` re-initialises
+    the group from the current flags (one gather of these layers each time the set changes)."""
+    if not active():
+        return
+    for module in modules:
+        if hasattr(module, "unshard"):
+            module.unshard()
+            module.reshard()
 
 
 def optimizer_device(cfg: RunConfig, device: torch.device) -> torch.device:

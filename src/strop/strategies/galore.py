@@ -13,6 +13,12 @@ whose rank r ≥ min(m, n) cannot be compressed and is updated by plain AdamW (n
 by a full orthogonal basis is lossless for the gradient but Adam's elementwise normalisation is not
 rotation-invariant, so it would be a different optimizer, not a cheaper AdamW.
 
+Under torchrun (FSDP2) each targeted weight and its gradient are sharded by rows. Every rank gathers
+the whole gradient of a targeted weight (one all-gather per weight per step), computes the same SVD,
+projection and low-rank moments, and applies its own rows of the projected-back update: the update of
+one process. The projection and the r-sized moments are therefore replicated on every rank, not sharded
+(GaLore made them small); the other parameters' AdamW state stays sharded.
+
 Written here rather than depending on `galore-torch` because the state must be checkpointable by
 strop's loop (tensors + JSON scalars in `state_dict()`): per parameter `step`, `exp_avg`,
 `exp_avg_sq` and `projection` are all tensors; `rank`, `update_proj_gap`, `scale` are group scalars.
@@ -25,6 +31,7 @@ import math
 import torch
 from pydantic import Field
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from strop.models.shapes import Shapes
 from strop.run_types import RunConfig
@@ -97,6 +104,8 @@ class GaLoreAdamW(torch.optim.Optimizer):
         beta1, beta2 = group["betas"]
         rank = group["rank"]
         low_rank = rank is not None and grad.dim() == 2 and rank < min(grad.shape)
+        if low_rank and isinstance(grad, DTensor):  # FSDP2: the whole gradient, on every rank
+            grad = grad.full_tensor()
         if not state:
             state["step"] = torch.tensor(0.0)
         state["step"] += 1
@@ -115,6 +124,8 @@ class GaLoreAdamW(torch.optim.Optimizer):
         update = exp_avg / (1 - beta1**t) / denom
         if low_rank:
             update = project_back(update, state["projection"], param.shape) * group["scale"]
+            if isinstance(param, DTensor):  # this rank's shard of the whole update (no communication)
+                update = distribute_tensor(update, param.device_mesh, param.placements, src_data_rank=None)
         if group["weight_decay"]:
             param.mul_(1 - group["lr"] * group["weight_decay"])
         param.add_(update.to(param.dtype), alpha=-group["lr"])
@@ -157,7 +168,6 @@ def galore_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict]:
 
 class GaLoreStrategy(FullStrategy):
     name = "galore"
-    fsdp_unsupported = "GaLore projects whole gradient matrices, which FSDP shards"
     params = GaLoreParams
     supports_bf16_masters = False  # its own optimizer projects fp32 gradients
 

@@ -5,7 +5,9 @@ K steps a fresh set of γ layers is drawn uniformly without replacement, the res
 
 Resumable by construction: the active set for step s is a pure function of (seed, s // K), computed at
 every step in `on_step_start`, so a run resumed at step s trains the same layers as one that never
-stopped. The optimizer holds every parameter that can ever train; AdamW skips a parameter whose
+stopped. Under torchrun (FSDP2) the switch works as in one process: FSDP2 shards each parameter and
+reduces only the gradients that exist (`distributed.trainable_changed` re-derives a layer's gradient
+dtypes when it switches). The optimizer holds every parameter that can ever train; AdamW skips a parameter whose
 gradient is None (frozen this period), so its moments and weight decay pause with it. The artifact is a
 complete HF model folder.
 """
@@ -20,6 +22,7 @@ from torch import nn
 from strop.models.blocks import decoder_layers
 from strop.models.shapes import Shapes
 from strop.run_types import RunConfig
+from strop.runtime import distributed
 from strop.strategies.base import StrategyParams
 from strop.strategies.full import FullStrategy
 
@@ -40,7 +43,6 @@ def active_layers(n_layers: int, cfg: RunConfig, step: int) -> list[int]:
 
 class LisaStrategy(FullStrategy):
     name = "lisa"
-    fsdp_unsupported = "LISA changes which layers train at every step"
     params = LisaParams
 
     def trainable_estimate(self, cfg: RunConfig, shapes: Shapes) -> int:
@@ -65,9 +67,14 @@ class LisaStrategy(FullStrategy):
     def on_step_start(self, model: nn.Module, step: int, cfg: RunConfig) -> None:
         _, layers = decoder_layers(model)
         active = set(active_layers(len(layers), cfg, step))
+        changed = []
         for index, layer in enumerate(layers):
-            for param in layer.parameters():
-                param.requires_grad_(index in active)
+            params = list(layer.parameters())
+            if any(p.requires_grad != (index in active) for p in params):
+                changed.append(layer)
+                for param in params:
+                    param.requires_grad_(index in active)
+        distributed.trainable_changed(changed)
 
     def trainable_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Every parameter that can ever train (all of them): the optimizer and checkpoints need them."""

@@ -13,7 +13,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -301,16 +301,33 @@ def _dist():
 def _state_options(**kwargs):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(ignore_frozen_params=True, **kwargs)
+    return StateDictOptions(strict=False, **kwargs)
+
+
+def _sharded_state(model, optimizer, trainable: Collection[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sharded weights of `trainable` (every parameter the strategy may train: LISA's layers frozen
+    for the moment too, which `ignore_frozen_params` would drop) and persistent buffers, and the
+    optimizer state; by name. DTensor views, nothing gathered."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return {k: v for k, v in model_state.items() if k in trainable or k not in params}, optim_state
 
 
 def save_sharded_checkpoint(
-    output_dir: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any], keep: int | None
+    output_dir: Path,
+    step: int,
+    model,
+    trainable: Collection[str],
+    optimizer,
+    scheduler,
+    extra: dict[str, Any],
+    keep: int | None,
 ) -> Path:
     """Every rank must call this. Trainable weights and optimizer state as DCP shards, plus the
     scheduler, step and each rank's RNG; committed by rank 0's rename once all ranks are done."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     dist = _dist()
     final = output_dir / f"checkpoint-{step}"
@@ -319,7 +336,7 @@ def save_sharded_checkpoint(
         if dist.is_main():
             _start(tmp)
         dist.barrier()
-        model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
+        model_state, optim_state = _sharded_state(model, optimizer, trainable)
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
         rng_tensors, rng_meta = rng_state()
         write(f"rng-{dist.rank()}.safetensors", lambda path: save_file(rng_tensors, path))
@@ -339,19 +356,41 @@ def save_sharded_checkpoint(
     return final
 
 
-def _load_sharded(path: Path, model, optimizer) -> None:
+def _params_with_optimizer_state(path: Path) -> set[str]:
+    """Names of the parameters whose optimizer state a sharded checkpoint holds ("optim.state.NAME.KEY")."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    model_state, optim_state = get_state_dict(model, optimizer, options=_state_options())
-    dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
-    set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=model_state,
-        optim_state_dict=optim_state,
-        options=_state_options(strict=False),
-    )
+    keys = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    prefix = "optim.state."
+    return {key[len(prefix) :].rsplit(".", 1)[0] for key in keys if key.startswith(prefix)}
+
+
+@contextmanager
+def _requiring_grad(model, trainable: Collection[str], names: set[str]) -> Iterator[None]:
+    """Within: of the trainable parameters, exactly `names` require grad. torch's get_state_dict builds
+    a fresh optimizer's state (the template DCP loads into) for the parameters that require grad now,
+    which under LISA are not those that had state when the checkpoint was written."""
+    params = [(name, p) for name, p in model.named_parameters() if name in trainable]
+    before = [p.requires_grad for _, p in params]
+    for name, param in params:
+        param.requires_grad_(name in names)
+    try:
+        yield
+    finally:
+        for (_, param), flag in zip(params, before):
+            param.requires_grad_(flag)
+
+
+def _load_sharded(path: Path, model, trainable: Collection[str], optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    with _requiring_grad(model, trainable, _params_with_optimizer_state(path)):
+        model_state, optim_state = _sharded_state(model, optimizer, trainable)
+        dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+        set_state_dict(
+            model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state, options=_state_options()
+        )
 
 
 def _load_single_into_sharded(path: Path, state: dict[str, Any], model, optimizer) -> None:
@@ -371,7 +410,7 @@ def _load_single_into_sharded(path: Path, state: dict[str, Any], model, optimize
         optimizer,
         model_state_dict=weights,  # type: ignore[arg-type]
         optim_state_dict=optim_state,  # type: ignore[arg-type]
-        options=_state_options(full_state_dict=True, strict=False),
+        options=_state_options(full_state_dict=True),
     )
 
 
@@ -382,7 +421,7 @@ def resume(path: Path, model, trainable: dict[str, torch.nn.Parameter], optimize
         return load_checkpoint(path, trainable, optimizer, scheduler)
     state = json.loads((path / "trainer_state.json").read_text())
     if is_sharded(path):
-        _load_sharded(path, model, optimizer)
+        _load_sharded(path, model, trainable, optimizer)
     else:
         _load_single_into_sharded(path, state, model, optimizer)
     scheduler.load_state_dict(_from_json(state["scheduler"]))

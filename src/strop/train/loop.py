@@ -38,6 +38,7 @@ from strop.models.generate import answer_prompts
 from strop.models.tokens import apply_tokens, fit_embeddings
 from strop.moe import monitor as moe_monitor
 from strop.objectives import Objective, objective_for
+from strop.objectives.base import FILLER
 from strop.rl.engine import RolloutEngine
 from strop.runtime import distributed
 from strop.runtime.precision import autocast, autocast_dtype
@@ -150,7 +151,9 @@ def _collate_or_filler(run: Run, rows: list, filler: list) -> tuple[dict[str, to
     """A rank with no rows still runs the model (the sharded weights need every rank in each
     collective) on a filler row whose loss is multiplied by 0; returns the batch and that weight."""
     pad = run.tokenizer.pad_token_id
-    return (run.objective.collate(rows, pad), 1.0) if rows else (run.objective.collate(filler, pad), 0.0)
+    if rows:
+        return run.objective.collate(rows, pad), 1.0
+    return run.objective.collate(filler, pad) | {FILLER: torch.tensor(True)}, 0.0
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -433,7 +436,9 @@ def _progress(run: Run, step: int, tokens_seen: int, started: float) -> dict[str
 
 def _save_checkpoint(run: Run, output_dir: Path, step: int, trainable, optimizer, scheduler) -> None:
     if distributed.active():
-        ckpt.save_sharded_checkpoint(output_dir, step, run.model, optimizer, scheduler, {}, run.cfg.save_total_limit)
+        ckpt.save_sharded_checkpoint(
+            output_dir, step, run.model, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit
+        )
     else:
         ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit)
 
