@@ -30,12 +30,13 @@ from pydantic import Field
 from safetensors.torch import save_file
 from torch import nn
 
+from strop.errors import StropError
 from strop.models.heads import VALUE_HEAD_ATTRIBUTE, VALUE_HEAD_FILE, ValueHead, attach_head
 from strop.models.loading import eval_mode
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.grpo import grpo_token_loss
 from strop.objectives.rl_common import RLObjective, RolloutParams, per_token, sequence_batch, token_entropy
-from strop.run_types import RunState
+from strop.run_types import RunConfig, RunState
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -82,6 +83,17 @@ class PPOObjective(RLObjective):
     name = "ppo"
     params = PPOParams
     default_kl_beta = 0.05
+
+    def build_data(self, cfg: RunConfig, tokenizer, base_dir: Path | None):
+        from strop.runtime import distributed
+
+        if distributed.launched():
+            raise StropError(
+                "rl: ppo does not run under torchrun yet: its value head reads the final hidden state through "
+                "a hook on lm_head outside the sharded forward, and its whitening of advantages over the batch "
+                "would need a cross-rank mean and std; train PPO on one process, or use grpo/dapo/dr_grpo"
+            )
+        return super().build_data(cfg, tokenizer, base_dir)
 
     def prepare_training(self, run: RunState) -> None:
         super().prepare_training(run)

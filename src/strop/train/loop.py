@@ -159,12 +159,14 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 @dataclass
 class StepBatches:
-    """The collated micro-batches of one optimizer step with their weights (0 for a filler), the
-    objective's metrics of making them, and their real (non-padding) token count."""
+    """The collated micro-batches of one optimizer step with their weights (0 for a filler), this
+    process's share of the metrics of making them (summed over processes), the row source's metrics
+    (RL rollouts: already over every process), and their real (non-padding) token count."""
 
     batches: list[tuple[dict[str, torch.Tensor], float]]
     totals: dict
     tokens: int
+    rollout: dict[str, float] = field(default_factory=dict)
 
 
 def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatches:
@@ -174,7 +176,8 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
     first = (step // run.objective.updates_per_batch(cfg)) * cfg.gradient_accumulation_steps
     rows = [micro_batch_rows(run, first + i) for i in range(cfg.gradient_accumulation_steps)]
     with autocast(run.device, amp_dtype):
-        rows, totals = run.rows.step_rows(run, step, rows)
+        rows, rollout = run.rows.step_rows(run, step, rows)
+    totals: dict[str, float] = {}
     batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
     if mixture.DATASET_IDS in batches[0][0]:  # several datasets: what each contributed, counted on the host
         for batch, weight in batches:
@@ -182,7 +185,7 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
                 totals[key] = totals.get(key, 0.0) + weight * value
     if pin:
         batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
-    return StepBatches(batches, totals, sum(int(w * real_tokens(b)) for b, w in batches))
+    return StepBatches(batches, totals, sum(int(w * real_tokens(b)) for b, w in batches), rollout)
 
 
 class Prefetcher:
@@ -230,7 +233,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
         (scaler.scale(loss) if scaler else loss).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + weight * value
-    totals = distributed.sum_over_ranks(totals) | run.objective.finish_step()
+    totals = distributed.sum_over_ranks(totals) | prepared.rollout | run.objective.finish_step()
     if "mixture.rows.0" in totals:
         names = mixture.dataset_names(replay.source_paths(cfg))
         totals = mixture.finish_metrics(totals, names, run.rows_seen)

@@ -12,7 +12,8 @@ class RowSource(Protocol):
     rows_from_model: bool
 
     def step_rows(self, run: RunState, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
-        """The rows each micro-batch of step `step` trains on, given its data rows, and metrics of making them."""
+        """The rows each micro-batch of step `step` trains on, given its data rows (this process's share),
+        and metrics of making them, over every process."""
         ...
 
     def evaluate(self, run: RunState) -> dict[str, float] | None:

@@ -1,0 +1,123 @@
+"""RL under torchrun: two processes (FSDP2, gloo on the CPU) against one process with the same global
+batch. Rollouts are keyed by global prompt position, so both sample the same completions; rewards,
+advantages, losses, gradient norms and final weights must then agree, whichever way the two processes
+generate (`rl_generation`), and a checkpoint of the two-process run resumes in one process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tests.train.test_distributed import _assert_same_weights, _losses, _run_in_process, _torchrun, _variant
+
+from strop.rl.rollout import SamplingParams, keyed_uniform, row_keys, sample
+
+REWARDS = """
+def by_length(prompts, completions, rows):
+    return [float(len(c) % 5) for c in completions]
+"""
+
+#: Rollout and loss metrics that two processes must log as one does.
+KEYS = ("loss", "grad_norm", "reward", "reward_std", "completion_length", "truncated", "entropy")
+
+
+def _rl_config(make_config, tmp_path: Path, **overrides) -> Path:
+    """GRPO with token-level loss (loss_type dapo: its denominator is the step's completion tokens over
+    every process) on 5 prompts, 3 micro-batches of 2 prompts a step: the third holds one prompt, so
+    under two processes rank 1 runs a filler group there."""
+    (tmp_path / "my_rewards.py").write_text(REWARDS)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {w} {i}"}) + "\n" for i, w in enumerate("abcde")))
+    keys = {
+        "rl": "grpo",
+        "loss_type": "dapo",
+        "rewards": [{"type": "function", "function": "my_rewards.py:by_length"}],
+        "datasets": [{"path": str(data), "type": "prompt"}],
+        "num_generations": 4,
+        "max_completion_length": 8,
+        "sequence_len": 64,
+        "gradient_accumulation_steps": 3,
+        "max_steps": 3,
+        "learning_rate": 5e-2,
+        **overrides,
+    }
+    return make_config(**keys)
+
+
+def _assert_same_rl_metrics(got: Path, expected: Path) -> None:
+    for key in KEYS:
+        torch.testing.assert_close(_losses(got, key), _losses(expected, key), rtol=1e-5, atol=1e-6, msg=key)
+
+
+def _completions(out: Path) -> list[tuple[str, str]]:
+    lines = (out / "completions.jsonl").read_text().splitlines()
+    return [(r["prompt"], r["completion"]) for r in map(json.loads, lines)]
+
+
+# --- fast ------------------------------------------------------------------------------------------------
+
+
+def test_keyed_draws_do_not_depend_on_the_batch(tiny_model):
+    """A row's completion is a function of its key: sampled alone or in a batch with others, the same."""
+    from strop.models import load_model, load_tokenizer
+
+    model, tok = load_model(str(tiny_model)), load_tokenizer(str(tiny_model))
+    prompts = [tok.encode("Say fox"), tok.encode("The quick brown fox jumps")]
+    params = SamplingParams(max_new_tokens=6, temperature=1.0)
+    together = sample(model, tok, prompts, params, n=3, keys=row_keys(7, [4, 9], 3))
+    alone = sample(model, tok, prompts[1:], params, n=3, keys=row_keys(7, [9], 3))
+    assert [c.ids for c in together[3:]] == [c.ids for c in alone]
+    other_seed = sample(model, tok, prompts, params, n=3, keys=row_keys(8, [4, 9], 3))
+    assert [c.ids for c in together] != [c.ids for c in other_seed]
+
+
+def test_keyed_uniform_is_uniform_and_keyed():
+    keys = row_keys(3, list(range(2000)), 4)
+    assert keys.unique().numel() == keys.numel()
+    draws = keyed_uniform(keys, 5)
+    assert float(draws.min()) >= 0 and float(draws.max()) < 1
+    assert abs(float(draws.mean()) - 0.5) < 0.01 and abs(float(draws.std()) - 12**-0.5) < 0.01
+    assert torch.equal(keyed_uniform(keys[100:200], 5), draws[100:200])
+    assert not torch.equal(keyed_uniform(keys, 6), draws)
+
+
+def test_ppo_under_torchrun_is_refused_with_its_reason(make_config, tmp_path, monkeypatch):
+    from strop.config import load_config
+    from strop.errors import StropError
+    from strop.train.loop import prepare
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg, base = load_config(_rl_config(make_config, tmp_path, rl="ppo"))
+    with pytest.raises(StropError, match="ppo does not run under torchrun yet: its value head"):
+        prepare(cfg, base)
+
+
+# --- torchrun, 2 processes on the CPU ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_grpo_two_processes_match_one_then_resume_in_one(make_config, tmp_path):
+    """2 processes × 1 prompt per micro-batch equal 1 process × 2, for both generation modes: the same
+    completions, rewards, losses and gradient norms each step, and the same LoRA weights after 3 steps.
+    The two-process checkpoint of step 2 then resumes in one process and ends where one process does."""
+    path = _rl_config(make_config, tmp_path, save_steps=2, save_total_limit=2)
+    one = _run_in_process(_variant(path, "one", micro_batch_size=2))
+    expected = load_file(one / "adapter_model.safetensors")
+    assert len({r for _, r in _completions(one)}) > 1  # sampling, not one repeated answer
+    for mode in ("gather_per_layer", "full_copy"):
+        _torchrun(_variant(path, mode, micro_batch_size=1, rl_generation=mode))
+        two = path.parent / mode
+        assert _completions(two) == _completions(one), mode
+        _assert_same_rl_metrics(two, one)
+        _assert_same_weights(expected, load_file(two / "adapter_model.safetensors"))
+
+    two = path.parent / "gather_per_layer"
+    shutil.rmtree(two / "checkpoint-3")  # as if killed after step 2: resume on ONE process
+    (two / "adapter_model.safetensors").unlink()
+    resumed = _run_in_process(_variant(path, "gather_per_layer", micro_batch_size=2), resume=True)
+    _assert_same_weights(expected, load_file(resumed / "adapter_model.safetensors"))
+    _assert_same_rl_metrics(resumed, one)
