@@ -12,26 +12,30 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.train.test_distributed import _assert_same_weights, _losses, _run_in_process, _torchrun, _variant
+from tests.train.test_distributed import _assert_same_weights, _run_in_process, _torchrun, _variant
 
 from strop.rl.rollout import SamplingParams, keyed_uniform, row_keys, sample
 
 REWARDS = """
 def by_length(prompts, completions, rows):
     return [float(len(c) % 5) for c in completions]
+
+def flat_when_even(prompts, completions, rows):
+    return [1.0 if int(r["prompt"].split()[-1]) % 2 == 0 else float(len(c) % 5) for c, r in zip(completions, rows)]
 """
 
 #: Rollout and loss metrics that two processes must log as one does.
-KEYS = ("loss", "grad_norm", "reward", "reward_std", "completion_length", "truncated", "entropy")
+KEYS = ("loss", "grad_norm", "reward", "reward_std", "completion_length", "truncated", "entropy", "kl", "clip_fraction")
 
 
 def _rl_config(make_config, tmp_path: Path, **overrides) -> Path:
     """GRPO with token-level loss (loss_type dapo: its denominator is the step's completion tokens over
-    every process) on 5 prompts, 3 micro-batches of 2 prompts a step: the third holds one prompt, so
-    under two processes rank 1 runs a filler group there."""
+    every process) on 5 training prompts, 3 micro-batches of 2 prompts a step: the third holds one
+    prompt, so under two processes rank 1 runs a filler group there. 3 validation prompts, evaluated
+    at the last step: rank 1 answers one and a filler."""
     (tmp_path / "my_rewards.py").write_text(REWARDS)
     data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Say {w} {i}"}) + "\n" for i, w in enumerate("abcde")))
+    data.write_text("".join(json.dumps({"prompt": f"Say {w} {i}"}) + "\n" for i, w in enumerate("abcdefgh")))
     keys = {
         "rl": "grpo",
         "loss_type": "dapo",
@@ -42,6 +46,8 @@ def _rl_config(make_config, tmp_path: Path, **overrides) -> Path:
         "sequence_len": 64,
         "gradient_accumulation_steps": 3,
         "max_steps": 3,
+        "val_set_size": 3,
+        "eval_steps": 3,
         "learning_rate": 5e-2,
         **overrides,
     }
@@ -49,8 +55,15 @@ def _rl_config(make_config, tmp_path: Path, **overrides) -> Path:
 
 
 def _assert_same_rl_metrics(got: Path, expected: Path) -> None:
-    for key in KEYS:
-        torch.testing.assert_close(_losses(got, key), _losses(expected, key), rtol=1e-5, atol=1e-6, msg=key)
+    for key in KEYS:  # rollout metrics are logged on the steps that sample (every num_iterations)
+        ours, theirs = ([(m["step"], m[key]) for m in _metrics(out) if key in m] for out in (got, expected))
+        assert [s for s, _ in ours] == [s for s, _ in theirs] and ours, key
+        torch.testing.assert_close([v for _, v in ours], [v for _, v in theirs], rtol=1e-5, atol=1e-6, msg=key)
+    assert _metrics(got)[-1]["eval_reward"] == pytest.approx(_metrics(expected)[-1]["eval_reward"], abs=1e-6)
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _completions(out: Path) -> list[tuple[str, str]]:
@@ -102,9 +115,11 @@ def test_ppo_under_torchrun_is_refused_with_its_reason(make_config, tmp_path, mo
 @pytest.mark.slow
 def test_grpo_two_processes_match_one_then_resume_in_one(make_config, tmp_path):
     """2 processes × 1 prompt per micro-batch equal 1 process × 2, for both generation modes: the same
-    completions, rewards, losses and gradient norms each step, and the same LoRA weights after 3 steps.
-    The two-process checkpoint of step 2 then resumes in one process and ends where one process does."""
-    path = _rl_config(make_config, tmp_path, save_steps=2, save_total_limit=2)
+    completions, rewards, losses, KL and gradient norms each step, and the same LoRA weights after 3
+    steps. With num_iterations 2 and β > 0 the old and reference log-probs (the adapter switched off)
+    are forwards of the sharded policy too. The two-process checkpoint of step 2 then resumes in one
+    process and ends where one process does."""
+    path = _rl_config(make_config, tmp_path, save_steps=2, save_total_limit=2, kl_beta=0.05, num_iterations=2)
     one = _run_in_process(_variant(path, "one", micro_batch_size=2))
     expected = load_file(one / "adapter_model.safetensors")
     assert len({r for _, r in _completions(one)}) > 1  # sampling, not one repeated answer
@@ -121,3 +136,26 @@ def test_grpo_two_processes_match_one_then_resume_in_one(make_config, tmp_path):
     resumed = _run_in_process(_variant(path, "gather_per_layer", micro_batch_size=2), resume=True)
     _assert_same_weights(expected, load_file(resumed / "adapter_model.safetensors"))
     _assert_same_rl_metrics(resumed, one)
+
+
+@pytest.mark.slow
+def test_dapo_dynamic_sampling_runs_in_lockstep_on_two_processes(make_config, tmp_path):
+    """DAPO (dynamic sampling, clip-higher, truncation masking; overlong shaping off so that a constant
+    reward stays flat) on 2 processes, where even-numbered prompts always score alike: each rank refills
+    its own flat groups, every rank sampling the largest shortfall, so no rank waits on a forward the
+    other never runs. Each step logs every real prompt's group once."""
+    path = _rl_config(
+        make_config,
+        tmp_path,
+        rl="dapo",
+        loss_type="dapo",
+        overlong_buffer_length=None,
+        rewards=[{"type": "function", "function": "my_rewards.py:flat_when_even"}],
+    )
+    _torchrun(_variant(path, "dapo", micro_batch_size=1, max_steps=2))
+    out = path.parent / "dapo"
+    metrics = _metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert any(m["dynamic_sampling_rounds"] >= 1 for m in metrics)
+    assert all(m["kept_zero_variance_groups"] <= m["zero_variance_groups"] for m in metrics)
+    assert len(_completions(out)) == 2 * 5 * 4  # steps × training prompts × group size, fillers left out
