@@ -1,7 +1,8 @@
 """RL under torchrun: two processes (FSDP2, gloo on the CPU) against one process with the same global
 batch. Rollouts are keyed by global prompt position, so both sample the same completions; rewards,
 advantages, losses, gradient norms and final weights must then agree, whichever way the two processes
-generate (`rl_generation`), and a checkpoint of the two-process run resumes in one process."""
+generate (`rl_generation`), and a checkpoint of the two-process run, saved rollouts included, resumes
+in one process."""
 
 from __future__ import annotations
 
@@ -117,9 +118,10 @@ def test_grpo_two_processes_match_one_then_resume_in_one(make_config, tmp_path):
     """2 processes × 1 prompt per micro-batch equal 1 process × 2, for both generation modes: the same
     completions, rewards, losses, KL and gradient norms each step, and the same LoRA weights after 3
     steps. With num_iterations 2 and β > 0 the old and reference log-probs (the adapter switched off)
-    are forwards of the sharded policy too. The two-process checkpoint of step 2 then resumes in one
-    process and ends where one process does."""
-    path = _rl_config(make_config, tmp_path, save_steps=2, save_total_limit=2, kl_beta=0.05, num_iterations=2)
+    are forwards of the sharded policy too. The two-process checkpoint of step 1, which holds step 0's
+    rollouts for the second update on them, then resumes in one process and ends where one process
+    does."""
+    path = _rl_config(make_config, tmp_path, save_steps=1, save_total_limit=3, kl_beta=0.05, num_iterations=2)
     one = _run_in_process(_variant(path, "one", micro_batch_size=2))
     expected = load_file(one / "adapter_model.safetensors")
     assert len({r for _, r in _completions(one)}) > 1  # sampling, not one repeated answer
@@ -131,7 +133,9 @@ def test_grpo_two_processes_match_one_then_resume_in_one(make_config, tmp_path):
         _assert_same_weights(expected, load_file(two / "adapter_model.safetensors"))
 
     two = path.parent / "gather_per_layer"
-    shutil.rmtree(two / "checkpoint-3")  # as if killed after step 2: resume on ONE process
+    assert (two / "checkpoint-1" / "rollouts.json").is_file()  # between the 2 updates on step 0's rollouts
+    for later in ("checkpoint-2", "checkpoint-3"):  # as if killed after step 1: resume on ONE process
+        shutil.rmtree(two / later)
     (two / "adapter_model.safetensors").unlink()
     resumed = _run_in_process(_variant(path, "gather_per_layer", micro_batch_size=2), resume=True)
     _assert_same_weights(expected, load_file(resumed / "adapter_model.safetensors"))

@@ -55,6 +55,8 @@ class RolloutEngine:
         )
         self.buffer_step: int | None = None
         self.buffer: list[list[dict]] = []
+        self.buffer_groups: list[tuple[int, list[dict]]] = []  # (global prompt position, rows) of real groups
+        self.restored: dict | None = None  # a checkpoint's rollouts, until the step that reuses them
         self.policy: torch.nn.Module | None = None  # what this rollout samples from (see objective.rollout_policy)
 
     def sample_groups(
@@ -121,6 +123,9 @@ class RolloutEngine:
         """The rollouts the step trains on, grouped as the prompts were, and the rollout metrics. Rollouts
         are sampled on the first of each `num_iterations` steps (and after a resume) and reused after."""
         data_step = step // self.cfg.num_iterations
+        if self.restored is not None and self.restored["data_step"] == data_step:
+            self.buffer_step, self.buffer = data_step, self.restored_rows(run, micro_batches, self.restored)
+        self.restored = None
         if self.buffer_step == data_step:
             return self.buffer, {}
         prompt_rows, positions, groups_per_micro = self.step_prompts(run, micro_batches)
@@ -137,9 +142,38 @@ class RolloutEngine:
             out.append(rows[start * n : (start + count) * n])
             start += count
         self.buffer_step, self.buffer = data_step, out
-        real = [g for g in groups if not g["filler"]]  # after selection: slot i holds the i-th real position
-        self.log_completions(run, step, real, [p for p in positions if p >= 0])
+        real = [i for i, g in enumerate(groups) if not g["filler"]]  # after selection: the i-th real slot
+        real_positions = [p for p in positions if p >= 0]  # holds the i-th real position
+        self.buffer_groups = [(p, rows[i * n : (i + 1) * n]) for p, i in zip(real_positions, real)]
+        self.log_completions(run, step, [groups[i] for i in real], real_positions)
         return out, metrics
+
+    def state(self, step: int) -> dict | None:
+        """The rollouts step `step` will reuse (a checkpoint between the num_iterations steps of one
+        batch), over every rank and keyed by global prompt position, so that they resume on any number
+        of processes; None at a batch boundary, where the step samples afresh."""
+        if self.buffer_step is None or self.buffer_step != step // self.cfg.num_iterations:
+            return None
+        groups = sorted(
+            (pair for part in distributed.gather_json(self.buffer_groups) for pair in part), key=lambda x: x[0]
+        )
+        return {"data_step": self.buffer_step, "groups": groups}
+
+    def restore(self, saved: dict) -> None:
+        self.restored = saved
+
+    def restored_rows(self, run: RunState, micro_batches: list[list[dict]], restored: dict) -> list[list[dict]]:
+        """A checkpoint's rollouts laid out over this rank's micro-batches as `step_rows` lays out
+        fresh ones: each position's group, filler slots as weightless copies of a saved group."""
+        saved = dict(restored["groups"])
+        filler = [{**row, "weight": 0.0, "counted": 0.0} for row in restored["groups"][0][1]]
+        _, positions, counts = self.step_prompts(run, micro_batches)
+        flat = [row for p in positions for row in (saved[p] if p >= 0 else filler)]
+        n, out, start = self.cfg.num_generations, [], 0
+        for count in counts:
+            out.append(flat[start * n : (start + count) * n])
+            start += count
+        return out
 
     def log_completions(self, run: RunState, step: int, groups: list[dict], positions: list[int]) -> None:
         """Every rollout goes to completions.jsonl (rank 0 writes every rank's, in global prompt order);

@@ -14,6 +14,7 @@ micro_batch_size m make the same updates as one process with N·m.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -357,6 +358,9 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     step = 0
     if start_from is not None:
         step = ckpt.resume(start_from, run.model, trainable, optimizer, scheduler)["step"]
+        if (start_from / ROLLOUTS).is_file():
+            with disk_errors(start_from / ROLLOUTS):
+                run.rows.restore(json.loads((start_from / ROLLOUTS).read_text()))
         if distributed.is_main():
             print(f"strop: resumed from {start_from} at step {step}")
     outputs.cut_logs(output_dir, {name: step + offset for name, offset in outputs.APPEND_LOGS.items()})
@@ -429,10 +433,18 @@ def _progress(run: Run, step: int, tokens_seen: int, started: float) -> dict[str
 
 
 def _save_checkpoint(run: Run, output_dir: Path, step: int, trainable, optimizer, scheduler) -> None:
+    saved = run.rows.state(step)  # every rank: the row source may gather its state over ranks
+    files = {ROLLOUTS: json.dumps(saved)} if saved is not None else None
     if distributed.active():
-        ckpt.save_sharded_checkpoint(output_dir, step, run.model, optimizer, scheduler, {}, run.cfg.save_total_limit)
+        ckpt.save_sharded_checkpoint(
+            output_dir, step, run.model, optimizer, scheduler, {}, run.cfg.save_total_limit, files
+        )
     else:
-        ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit)
+        ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit, files)
+
+
+#: A checkpoint's saved row-source state (RL: the rollouts the next steps reuse), when there is any.
+ROLLOUTS = "rollouts.json"
 
 
 def _samples(run: Run) -> list[str] | None:

@@ -20,6 +20,15 @@ class RowSource(Protocol):
         """Held-out metrics of the source's own, or None for the loop's loss on the validation rows."""
         ...
 
+    def state(self, step: int) -> dict | None:
+        """What a checkpoint taken before step `step` must keep for the run to continue exactly (JSON;
+        every process calls it), or None."""
+        ...
+
+    def restore(self, saved: dict) -> None:
+        """Take back what `state` gave, on any number of processes."""
+        ...
+
 
 class DatasetRows:
     """The row source of supervised objectives: each step trains on its rows of the dataset."""
@@ -31,3 +40,10 @@ class DatasetRows:
 
     def evaluate(self, run: RunState) -> None:
         return None
+
+    def state(self, step: int) -> None:
+        """The data position follows from the step alone."""
+        return None
+
+    def restore(self, saved: dict) -> None:
+        """Nothing to take back: `state` saves nothing."""
