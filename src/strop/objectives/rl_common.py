@@ -170,7 +170,7 @@ class RLObjective(Objective):
         target = dict(self.generation_copy.named_parameters())
         with torch.no_grad():
             for name, param in run.model.named_parameters():
-                if param.requires_grad:
+                if param.requires_grad and name in target:  # not PPO's value head, added after the copy
                     target[name].copy_(distributed.unsharded(param))
         return self.generation_copy
 
