@@ -44,6 +44,7 @@ def _rl_config(make_config, tmp_path: Path, **overrides) -> Path:
         "datasets": [{"path": str(data), "type": "prompt"}],
         "num_generations": 4,
         "max_completion_length": 8,
+        "stop_strings": ["e"],  # uneven completion lengths, finished and truncated ones
         "sequence_len": 64,
         "gradient_accumulation_steps": 3,
         "max_steps": 3,
@@ -88,6 +89,28 @@ def test_keyed_draws_do_not_depend_on_the_batch(tiny_model):
     assert [c.ids for c in together[3:]] == [c.ids for c in alone]
     other_seed = sample(model, tok, prompts, params, n=3, keys=row_keys(8, [4, 9], 3))
     assert [c.ids for c in together] != [c.ids for c in other_seed]
+
+
+def test_a_rank_whose_rows_ended_keeps_stepping_until_every_rank_has(tiny_model, monkeypatch):
+    """Lockstep decoding as another rank still decoding sees it: every step runs a forward (here the
+    other rank never ends early, so all max_new_tokens of them), rows that ended stay as they ended,
+    and the completions equal those of decoding alone."""
+    from strop.models import load_model, load_tokenizer
+    from strop.rl import rollout
+    from strop.runtime import distributed
+
+    model, tok = load_model(str(tiny_model)), load_tokenizer(str(tiny_model))
+    prompts = [tok.encode("Say fox"), tok.encode("hello world")]
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, stop_strings=("e", "o", "a", " "))
+    keys = row_keys(3, [0, 1], 3)
+    alone = rollout._sample_with_cache(model, tok, prompts, params, 3, None, keys)
+    assert max(len(c.ids) for c in alone) < params.max_new_tokens  # every row ends early on its own
+    forwards = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(1))
+    monkeypatch.setattr(distributed, "all_ranks", lambda ended: False)
+    stepped = rollout._sample_with_cache(model, tok, prompts, params, 3, None, keys, lockstep=True)
+    assert [c.ids for c in stepped] == [c.ids for c in alone]
+    assert len(forwards) == 1 + params.max_new_tokens  # the prefill, then one forward after each sampled token
 
 
 def test_keyed_uniform_is_uniform_and_keyed():
