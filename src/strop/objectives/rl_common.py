@@ -200,7 +200,8 @@ class RLObjective(Objective):
         self, sampler, run: RunState, groups: list[dict], seed: int
     ) -> tuple[list[dict], dict[str, float]]:
         """The groups to train on, out of those `sampler` (the rollout engine) sampled, and metrics of the
-        choice; `sampler.sample_groups(run, prompt_rows, n, seed)` samples more. All of them by default."""
+        choice; `sampler.sample_groups(run, prompt_rows, n, seed, positions=...)` samples more. All of them by
+        default."""
         return groups, {}
 
     def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
