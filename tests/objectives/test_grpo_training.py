@@ -131,6 +131,7 @@ def test_dapo_drops_constant_groups_and_refills(rl_config, tmp_path):
     assert any(m["zero_variance_groups"] > 0 for m in metrics)
     assert all(m["kept_zero_variance_groups"] <= m["zero_variance_groups"] for m in metrics)
     assert all("reward/overlong" in m for m in metrics)  # DAPO's overlong shaping is on by default
+    assert all(0 < m["generation_s"] <= m["rollout_s"] for m in metrics)  # refill rounds included
 
 
 def test_ppo_trains_a_value_head(rl_config):

@@ -175,6 +175,7 @@ def test_dapo_dynamic_sampling_runs_in_lockstep_on_two_processes(make_config, tm
     assert [m["step"] for m in metrics] == [1, 2]
     assert any(m["dynamic_sampling_rounds"] >= 1 for m in metrics)
     assert all(m["kept_zero_variance_groups"] <= m["zero_variance_groups"] for m in metrics)
+    assert all(0 < m["generation_s"] <= m["rollout_s"] for m in metrics)
     assert len(_completions(out)) == 2 * 5 * 4  # steps × training prompts × group size, fillers left out
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class RolloutEngine:
         self.buffer: list[list[dict]] = []
         self.buffer_groups: list[tuple[int, list[dict]]] = []  # (global prompt position, rows) of real groups
         self.restored: dict | None = None  # a checkpoint's rollouts, until the step that reuses them
+        self.generation_s = 0.0  # time spent sampling in this step's rollout
         self.policy: torch.nn.Module | None = None  # what this rollout samples from (see objective.rollout_policy)
 
     def sample_groups(
@@ -75,6 +77,7 @@ class RolloutEngine:
         policy = self.policy if self.policy is not None else run.model
         size = self.cfg.generation_batch_size or len(prompt_rows)
         completions: list[Completion] = []
+        started = time.perf_counter()
         for start in range(0, len(prompt_rows), size):
             chunk = prompt_rows[start : start + size]
             completions += sample(
@@ -85,6 +88,7 @@ class RolloutEngine:
                 n,
                 keys=keys[start * n : (start + len(chunk)) * n],
             )
+        self.generation_s += time.perf_counter() - started
         prompts = [r["prompt"] for r in prompt_rows for _ in range(n)]
         rows = [r["row"] for r in prompt_rows for _ in range(n)]
         where = [r["where"] for r in prompt_rows for _ in range(n)]
@@ -128,6 +132,7 @@ class RolloutEngine:
         self.restored = None
         if self.buffer_step == data_step:
             return self.buffer, {}
+        started, self.generation_s = time.perf_counter(), 0.0
         prompt_rows, positions, groups_per_micro = self.step_prompts(run, micro_batches)
         seed = self.cfg.seed * 1_000_003 + data_step
         self.policy = self.objective.rollout_policy(run)
@@ -136,6 +141,8 @@ class RolloutEngine:
         groups, selection = self.objective.select_groups(self, run, groups, seed)
         rows = self.objective.score_rows(run, groups)
         metrics |= selection | self.objective.rollout_stats()
+        # this process's wall time: sampling alone, and the whole rollout (rewards, old and reference log-probs)
+        metrics |= {"generation_s": self.generation_s, "rollout_s": time.perf_counter() - started}
         n = self.cfg.num_generations
         out, start = [], 0
         for count in groups_per_micro:
