@@ -131,6 +131,7 @@ def test_dapo_drops_constant_groups_and_refills(rl_config, tmp_path):
     assert any(m["zero_variance_groups"] > 0 for m in metrics)
     assert all(m["kept_zero_variance_groups"] <= m["zero_variance_groups"] for m in metrics)
     assert all("reward/overlong" in m for m in metrics)  # DAPO's overlong shaping is on by default
+    assert all(0 < m["generation_s"] <= m["rollout_s"] for m in metrics)  # refill rounds included
 
 
 def test_ppo_trains_a_value_head(rl_config):
@@ -171,6 +172,22 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(rl_config, tmp_path)
     a, b = (load_file(str(out / "adapter_model.safetensors")) for out in (straight, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert records(straight / "completions.jsonl")[-8:] == records(resumed / "completions.jsonl")[-8:]
+
+
+def test_a_run_resumed_between_the_iterations_of_a_batch_reuses_its_saved_rollouts(rl_config, tmp_path):
+    """num_iterations 2: a checkpoint after step 1 falls between the two updates on one batch of rollouts.
+    It keeps them (rollouts.json), so the resumed step 2 trains on the rollouts the uninterrupted run
+    trained on, not on fresh ones from the updated weights."""
+    from safetensors.torch import load_file
+
+    keys = {"lr_scheduler": "constant", "learning_rate": 1e-2, "save_steps": 1, "num_iterations": 2}
+    straight = loop.train(*rl_config(**keys, max_steps=3, output_dir=str(tmp_path / "straight")))
+    loop.train(*rl_config(**keys, max_steps=1, output_dir=str(tmp_path / "resumed")))
+    assert (tmp_path / "resumed" / "checkpoint-1" / "rollouts.json").is_file()
+    resumed = loop.train(*rl_config(**keys, max_steps=3, output_dir=str(tmp_path / "resumed")), resume=True)
+    assert not (resumed / "checkpoint-2" / "rollouts.json").exists()  # a batch boundary: nothing to keep
+    a, b = (load_file(str(out / "adapter_model.safetensors")) for out in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ppo_scores_with_a_reward_model_trained_by_strop(rl_config, make_config, tmp_path):

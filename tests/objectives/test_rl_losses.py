@@ -91,12 +91,16 @@ def test_per_token_values_sit_at_the_shifted_completion_positions():
 @pytest.mark.parametrize(("loss_type", "expected"), [("grpo", 3), ("dr_grpo", 3 * 4), ("dapo", 2 + 1)])
 def test_masked_completions_stay_in_the_grpo_and_dr_grpo_normalisers(loss_type, expected):
     """Three completions, the first masked (truncated): GRPO's 1/G and Dr. GRPO's G·L_max still count it,
-    DAPO's token count does not (module docstring of objectives/grpo.py)."""
+    DAPO's token count does not (module docstring of objectives/grpo.py). A fourth row is a torchrun
+    filler (weight 0, not counted): no normaliser counts it."""
     from types import SimpleNamespace
 
     from strop.objectives.grpo import GRPOObjective
 
     objective = GRPOObjective()
     objective.cfg, objective.loss_type = SimpleNamespace(max_completion_length=4), loss_type
-    labels = torch.tensor([[-100, 5, 5, 5, 5], [-100, 5, 5, -100, -100], [-100, 5, -100, -100, -100]])
-    assert objective.count({"labels": labels, "weights": torch.tensor([0.0, 1.0, 1.0])}) == expected
+    labels = torch.tensor(
+        [[-100, 5, 5, 5, 5], [-100, 5, 5, -100, -100], [-100, 5, -100, -100, -100], [-100, 5, 5, -100, -100]]
+    )
+    batch = {"labels": labels, "weights": torch.tensor([0.0, 1.0, 1.0, 0.0]), "counted": torch.tensor([1.0, 1, 1, 0])}
+    assert objective.count(batch) == expected

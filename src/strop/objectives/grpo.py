@@ -43,6 +43,7 @@ from pydantic import Field
 from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.rl_common import RLObjective, RolloutParams, k3_kl, per_token, sequence_batch, token_entropy
 from strop.run_types import RunState
+from strop.runtime import distributed
 
 
 class GRPOParams(RolloutParams):
@@ -158,8 +159,9 @@ class GRPOObjective(RLObjective):
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         """The step's normaliser (see the module docstring): every sampled completion counts for grpo and
-        dr_grpo, masked ones included; only the tokens that carry loss count for dapo."""
-        sequences = batch["weights"].shape[0]
+        dr_grpo, masked ones included (torchrun's filler rows do not); only the tokens that carry loss
+        count for dapo."""
+        sequences = int(batch["counted"].sum())
         if self.loss_type == "grpo":
             return sequences
         if self.loss_type == "dr_grpo":
@@ -181,27 +183,44 @@ class GRPOObjective(RLObjective):
 
     def select_groups(self, sampler, run: RunState, groups, seed):
         """DAPO's dynamic sampling: groups whose completions all got one reward carry no gradient, so more
-        prompts are sampled until every slot holds an informative group (or the rounds run out)."""
+        prompts are sampled until every slot holds an informative group (or the rounds run out).
+
+        Under torchrun each rank fills its own slots (groups never straddle ranks), in lockstep: a round
+        runs while any rank lacks informative groups, and every rank then samples the largest shortfall
+        (equal forwards on every rank), drawn from its own slice of the round's picks (no prompt twice)."""
         if not self.setting("dynamic_sampling") or self.cfg.num_generations == 1:
             return groups, {}
-        informative = [g for g in groups if max(g["rewards"]) > min(g["rewards"])]
-        flat = [g for g in groups if max(g["rewards"]) == min(g["rewards"])]
+        real = [g for g in groups if not g.get("filler")]
+        informative = [g for g in real if max(g["rewards"]) > min(g["rewards"])]
+        flat = [g for g in real if max(g["rewards"]) == min(g["rewards"])]
         rounds = 0
-        while len(informative) < len(groups) and rounds < self.cfg.dynamic_sampling_max_rounds:
+        while rounds < self.cfg.dynamic_sampling_max_rounds:
+            missing = distributed.max_count(max(0, len(real) - len(informative)))
+            if not missing:
+                break
             rounds += 1
-            picks = torch.randint(
+            draws = torch.randint(
                 len(run.train_rows),
-                (len(groups) - len(informative),),
+                (missing * distributed.world_size(),),
                 generator=torch.Generator().manual_seed(seed + 7919 * rounds),
             ).tolist()
+            first = distributed.rank() * missing
             extra = sampler.sample_groups(
-                run, [run.train_rows[i] for i in picks], self.cfg.num_generations, seed + 7919 * rounds
+                run,
+                [run.train_rows[i] for i in draws[first : first + missing]],
+                self.cfg.num_generations,
+                seed + 7919 * rounds,
+                positions=list(range(first, first + missing)),
             )
             informative += [g for g in extra if max(g["rewards"]) > min(g["rewards"])]
-        kept = (informative + flat)[: len(groups)]  # refill what is still missing with flat groups (zero advantage)
-        return kept, {
+        # refill what is still missing with flat groups (zero advantage); fillers keep their slots
+        kept = (informative + flat)[: len(real)]
+        counts = distributed.sum_over_ranks(
+            {"kept": len(kept), "flat": sum(max(g["rewards"]) == min(g["rewards"]) for g in kept)}
+        )
+        return kept + [g for g in groups if g.get("filler")], {
             "dynamic_sampling_rounds": rounds,
-            "kept_zero_variance_groups": sum(max(g["rewards"]) == min(g["rewards"]) for g in kept) / len(kept),
+            "kept_zero_variance_groups": counts["flat"] / max(1.0, counts["kept"]),
         }
 
     def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
@@ -230,6 +249,7 @@ class GRPOObjective(RLObjective):
         width = batch["input_ids"].shape[1] - 1
         batch["advantages"] = torch.tensor([r["advantage"] for r in rows], dtype=torch.float32)
         batch["weights"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
+        batch["counted"] = torch.tensor([r.get("counted", 1.0) for r in rows], dtype=torch.float32)
         for key in ("old_logps", "ref_logps"):
             if all(key in r for r in rows):
                 batch[key] = per_token(rows, key, width)

@@ -17,10 +17,15 @@ A value head V estimates the return from every position; generalised advantage e
 Memory: the value head is a linear layer on the policy's own final hidden state (one backbone, not a
 second critic model), and under an adapter strategy the reference is the base with the adapter switched
 off, so PPO holds one model. The head is saved beside the artifact as value_head.safetensors.
+
+Under torchrun the head is part of the root FSDP unit and runs inside the model's forward (a hook on
+lm_head), where that unit's weights are gathered; the whitening of advantages takes its mean and
+std over every rank's completion tokens (torchrun's filler rows count in neither).
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -36,6 +41,7 @@ from strop.objectives.base import model_inputs, shifted_token_logps
 from strop.objectives.grpo import grpo_token_loss
 from strop.objectives.rl_common import RLObjective, RolloutParams, per_token, sequence_batch, token_entropy
 from strop.run_types import RunState
+from strop.runtime import distributed
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -68,10 +74,16 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
 
 
 @contextmanager
-def capture_final_hidden(lm_head: nn.Module):
-    """Records the input of the LM head (the final normed hidden state) during a forward pass."""
+def capture_values(lm_head: nn.Module, value_head: nn.Module):
+    """Records the value head's output on the input of the LM head (the final normed hidden state)
+    during a forward pass. Computed inside the forward, where a sharded model's root weights (the value
+    head's among them) are gathered."""
     captured: dict[str, torch.Tensor] = {}
-    handle = lm_head.register_forward_pre_hook(lambda module, args: captured.__setitem__("hidden", args[0]))
+
+    def record(module, args) -> None:
+        captured["values"] = value_head(args[0].float()).squeeze(-1)
+
+    handle = lm_head.register_forward_pre_hook(record)
     try:
         yield captured
     finally:
@@ -95,11 +107,10 @@ class PPOObjective(RLObjective):
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, token log-probs, completion mask and values at the shifted positions."""
-        with capture_final_hidden(self.lm_head) as captured:
+        with capture_values(self.lm_head, self.value_head) as captured:
             logits = model(**model_inputs(batch, model), use_cache=False).logits
         logps, mask = shifted_token_logps(logits, batch["labels"])
-        hidden = captured["hidden"][:, -logits.shape[1] :]  # prompt tuning: its virtual positions come first
-        values = self.value_head(hidden[:, :-1].float()).squeeze(-1)
+        values = captured["values"][:, -logits.shape[1] :][:, :-1]  # prompt tuning: virtual positions come first
         return logits, logps, mask, values
 
     def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
@@ -123,12 +134,24 @@ class PPOObjective(RLObjective):
                     returns.tolist(),
                     float(kl.sum()),
                 )
-        flat = torch.tensor([a for row in rows for a in row["advantages"]])
-        centre, spread = flat.mean(), flat.std() if flat.numel() > 1 else torch.tensor(1.0)
+        counted = [row for row in rows if row["counted"]]  # torchrun's filler rows stay out of every statistic
+        flat = torch.tensor([a for row in counted for a in row["advantages"]], dtype=torch.float64)
+        total = distributed.sum_over_ranks(
+            {
+                "n": flat.numel(),
+                "sum": float(flat.sum()),
+                "squares": float((flat**2).sum()),
+                "kl": sum(r["rollout_kl"] for r in counted),
+                "tokens": sum(r["completion_len"] for r in counted),
+            }
+        )
+        centre = total["sum"] / max(1.0, total["n"])
+        spread = (
+            math.sqrt(max(0.0, total["squares"] - total["n"] * centre**2) / (total["n"] - 1)) if total["n"] > 1 else 1.0
+        )
         for row in rows:
             row["advantages"] = ((torch.tensor(row["advantages"]) - centre) / (spread + 1e-8)).tolist()
-        tokens = sum(r["completion_len"] for r in rows)
-        self.rollout_kl = sum(r["rollout_kl"] for r in rows) / max(1, tokens)
+        self.rollout_kl = total["kl"] / max(1.0, total["tokens"])
         return rows
 
     def rollout_stats(self) -> dict[str, float]:
@@ -145,6 +168,7 @@ class PPOObjective(RLObjective):
     def loss(self, model, batch, denominator):
         cfg = self.cfg
         logits, logps, mask, values = self.forward(model, batch)
+        mask = mask & (batch["weights"][:, None] > 0)
         policy, cut, _ = grpo_token_loss(
             logps, batch["old_logps"], batch["advantages"], cfg.epsilon_low, cfg.epsilon_high or cfg.epsilon_low
         )

@@ -9,11 +9,21 @@ kept on the rows for the importance ratio.
 
 The reference policy (for the KL term, only when `kl_beta` > 0) is the model with its adapter switched
 off under an adapter strategy (no second copy), or a frozen copy of the base model otherwise.
+
+Under torchrun (FSDP2) `rl_generation` chooses what rollouts sample from:
+- gather_per_layer (default): the sharded policy itself. Each decode step is an FSDP forward that gathers
+  one layer's weights at a time, so no rank ever holds more than one layer beyond its shard; every rank
+  decodes in lockstep, eagerly (no CUDA graph).
+- full_copy: a plain, unsharded copy of the model on every rank, made before sharding; before each
+  rollout its trainable weights are gathered from the shards (for LoRA: the adapters only). Decoding then
+  needs no communication and keeps the CUDA-graph decoder, at the memory of one more whole model per rank.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -27,6 +37,7 @@ from strop.objectives.base import Objective, model_inputs, shifted_token_logps
 from strop.rl.rewards import REWARDS, RewardSpec
 from strop.rl.rollout import Completion
 from strop.run_types import RunConfig, RunState
+from strop.runtime import distributed
 
 
 class RolloutParams(BaseModel):
@@ -61,6 +72,12 @@ class RolloutParams(BaseModel):
         None, gt=0, description="(RL) Upper clip bound 1 + epsilon_high (DAPO's clip-higher; default epsilon_low)."
     )
     log_completions_steps: int = Field(10, gt=0, description="(RL) Print a table of sampled completions every N steps.")
+    rl_generation: Literal["gather_per_layer", "full_copy"] = Field(
+        "gather_per_layer",
+        description="(RL) Under torchrun, what rollouts sample from: the sharded policy, gathered layer by "
+        "layer (gather_per_layer), or a whole copy per rank refreshed before each rollout (full_copy: "
+        "faster, one more model in memory).",
+    )
 
 
 def sequence_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -117,16 +134,18 @@ class RLObjective(Objective):
         return build_prompt_data(cfg, tokenizer, base_dir, cfg.max_completion_length)
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
-        """Completion tokens of the rows that count (token-level normalisation)."""
+        """Completion tokens of the rows that count (token-level normalisation; filler rows weigh 0)."""
         return int(((batch["labels"][:, 1:] != -100) & (batch["weights"][:, None] > 0)).sum())
 
     # ------------------------------------------------------------------ set-up
     def prepare_training(self, run: RunState) -> None:
-        from strop.runtime import distributed
-
-        if distributed.launched():
-            raise StropError(f"rl: {self.name} does not run under torchrun yet; train on one process")
         cfg = self.cfg = run.cfg
+        # before the loop shards the model: under torchrun with full_copy, the plain copy rollouts sample from
+        self.generation_copy = (
+            copy.deepcopy(run.model).eval().requires_grad_(False)
+            if distributed.launched() and cfg.rl_generation == "full_copy"
+            else None
+        )
         self.kl_beta = cfg.kl_beta if cfg.kl_beta is not None else self.default_kl_beta
         self.reference = None
         self.reference_context = run.strategy.reference_context
@@ -143,12 +162,27 @@ class RLObjective(Objective):
         self.train_stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ rollouts
+    def rollout_policy(self, run: RunState) -> nn.Module:
+        """The model this rollout samples from: the live policy, or (full_copy) the plain copy with the
+        policy's trainable weights gathered into it now. Every rank calls it, in step."""
+        if self.generation_copy is None:
+            return run.model
+        target = dict(self.generation_copy.named_parameters())
+        with torch.no_grad():
+            for name, param in run.model.named_parameters():
+                if param.requires_grad and name in target:  # not PPO's value head, added after the copy
+                    target[name].copy_(distributed.unsharded(param))
+        return self.generation_copy
+
     def reward_shaping(self, completions: list[Completion], per_reward: dict[str, list[float]]) -> list[float]:
         """Extra reward added to the configured ones (DAPO's overlong penalty); logged in per_reward."""
         return [0.0] * len(completions)
 
     def rollout_rows(self, group: dict) -> list[dict]:
+        """One row per completion; a filler group's rows (torchrun: see rl/engine.py) weigh 0 and count
+        in no normaliser."""
         prompt = group["prompt_row"]["input_ids"]
+        filler = group.get("filler", False)
         return [
             {
                 "input_ids": prompt + c.ids,
@@ -156,7 +190,8 @@ class RLObjective(Objective):
                 "completion_len": len(c.ids),
                 "finished": c.finished,
                 "reward": r,
-                "weight": 1.0,
+                "weight": 0.0 if filler else 1.0,
+                "counted": 0.0 if filler else 1.0,
             }
             for c, r in zip(group["completions"], group["rewards"])
         ]
@@ -165,7 +200,8 @@ class RLObjective(Objective):
         self, sampler, run: RunState, groups: list[dict], seed: int
     ) -> tuple[list[dict], dict[str, float]]:
         """The groups to train on, out of those `sampler` (the rollout engine) sampled, and metrics of the
-        choice; `sampler.sample_groups(run, prompt_rows, n, seed)` samples more. All of them by default."""
+        choice; `sampler.sample_groups(run, prompt_rows, n, seed, positions=...)` samples more. All of them by
+        default."""
         return groups, {}
 
     def score_rows(self, run: RunState, groups: list[dict]) -> list[dict]:
@@ -208,6 +244,6 @@ class RLObjective(Objective):
 
     def finish_step(self) -> dict[str, float]:
         """Token-averaged statistics of the step's loss passes (clip fraction, KL, entropy)."""
-        stats, self.train_stats = self.train_stats, {}
+        stats, self.train_stats = distributed.sum_over_ranks(self.train_stats), {}
         tokens = stats.pop("tokens", 0.0)
         return {k: v / tokens for k, v in stats.items()} if tokens else {}

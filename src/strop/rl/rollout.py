@@ -21,7 +21,15 @@ Two decoders, the same sampling:
 
 Prompt and prefix tuning prepend virtual tokens inside PEFT's forward, which an incremental decode loop
 cannot reproduce; for those, `sample` uses transformers' `generate` (same sampling settings).
-Randomness comes from the `generator` passed in, so a rollout is a function of (weights, seed).
+Randomness comes either from the `generator` passed in, or from `keys`: one integer per sampled row, from
+which a counter-based hash gives that row's uniform draw at each position (inverse-CDF sampling). Keyed
+draws depend on nothing but (key, position): not on the batch a row was sampled in, its place in it, or
+which rows were pruned, so N processes that each sample their share of the prompts draw exactly what one
+process sampling all of them draws (rl/engine.py keys rows by global prompt position).
+
+Under torchrun with a sharded (FSDP2) policy every forward is a collective: all ranks decode in lockstep
+with the eager cache decoder (a CUDA graph cannot record FSDP's gathers), a rank whose rows have all
+ended keeps stepping one of them, and the loop stops when every rank's rows have ended.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ import torch
 from torch import nn
 
 from strop.models.loading import eval_mode
+from strop.runtime import distributed
+
+_MASK32 = 0xFFFFFFFF
 
 #: The name strop's decode attention is registered under in transformers' attention interfaces.
 GROUPED_DECODE = "strop_grouped_decode"
@@ -77,12 +88,50 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from the last position's logits."""
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift, multiply) on int64 lanes holding values below 2^32; the
+    multiplier is below 2^27, so no product leaves int64."""
+    for _ in range(2):
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def row_keys(seed: int, positions: list[int], n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """One key per completion j of the prompt at each global position: result[i * n + j]."""
+    base = _mix32(torch.tensor([seed & _MASK32], dtype=torch.long) ^ _mix32(torch.tensor([(seed >> 32) & _MASK32])))
+    where = torch.tensor(positions, dtype=torch.long).repeat_interleave(n) & _MASK32
+    index = torch.arange(n, dtype=torch.long).repeat(len(positions))
+    return _mix32(_mix32(base ^ where) ^ index).to(device)
+
+
+def keyed_uniform(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """A uniform draw in [0, 1) per key for decode position `step`: a function of (key, step) only."""
+    mixed = _mix32(keys ^ _mix32(torch.full_like(keys, step & _MASK32)))
+    return (mixed >> 8).double() / float(1 << 24)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None,
+    keys: torch.Tensor | None = None,
+    step: int = 0,
+) -> torch.Tensor:
+    """One token per row from the last position's logits: drawn with `generator`, or by inverting each
+    row's cumulative distribution at its keyed uniform."""
     if params.temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if keys is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = probs.double().cumsum(-1)
+    target = (keyed_uniform(keys, step) * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def _all_ended(ended: bool, lockstep: bool) -> bool:
+    """Whether decoding stops: this rank's rows have ended, and under lockstep every rank's have."""
+    return distributed.all_ranks(ended) if lockstep else ended
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -129,15 +178,18 @@ def sample(
     params: SamplingParams,
     n: int = 1,
     generator: torch.Generator | None = None,
+    keys: torch.Tensor | None = None,
 ) -> list[Completion]:
-    """`n` completions of each prompt, grouped: result[i * n + j] is the j-th completion of prompt i."""
+    """`n` completions of each prompt, grouped: result[i * n + j] is the j-th completion of prompt i.
+    `keys` (one per result row, see `row_keys`) replaces `generator` as the source of randomness."""
+    lockstep = distributed.is_sharded(model)
     with eval_mode(model):
         if _uses_prompt_learning(model):
-            return _sample_with_generate(model, tokenizer, prompts, params, n, generator)
-        if next(model.parameters()).is_cuda:
+            return _sample_with_generate(model, tokenizer, prompts, params, n, generator, keys, lockstep)
+        if next(model.parameters()).is_cuda and not lockstep:
             with grouped_decode_attention(model):
-                return _sample_with_graph(model, tokenizer, prompts, params, n, generator)
-        return _sample_with_cache(model, tokenizer, prompts, params, n, generator)
+                return _sample_with_graph(model, tokenizer, prompts, params, n, generator, keys)
+        return _sample_with_cache(model, tokenizer, prompts, params, n, generator, keys, lockstep)
 
 
 def _grouped_decode_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -213,8 +265,9 @@ class _Rows:
         return [_completion(row, self.ends, self.tokenizer, self.stops) for row in self.generated]
 
 
-def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
-    """Eager decoding with a growing cache; finished rows are pruned from the batch."""
+def _sample_with_cache(model, tokenizer, prompts, params, n, generator, keys=None, lockstep=False) -> list[Completion]:
+    """Eager decoding with a growing cache; finished rows are pruned from the batch (under lockstep a
+    rank keeps one row stepping after its own rows have ended)."""
     from transformers import DynamicCache
 
     device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
@@ -233,16 +286,17 @@ def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[
         logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
     rows = _Rows(len(prompts) * n, ends, params, tokenizer)
     next_position = mask.sum(-1, keepdim=True)
-    for _ in range(params.max_new_tokens):
-        tokens = sample_next(logits, params, generator)
-        if rows.add(tokens):
+    for step in range(params.max_new_tokens):
+        tokens = sample_next(logits, params, generator, keys, step)
+        if _all_ended(rows.add(tokens), lockstep):
             break
         if sum(rows.done) * 4 >= len(rows.done):  # prune finished rows out of the batch and the cache
-            keep = [slot for slot, finished in enumerate(rows.done) if not finished]
+            keep = [slot for slot, finished in enumerate(rows.done) if not finished] or [0]
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
-            rows.active, rows.done = [rows.active[i] for i in keep], [False] * len(keep)
+            rows.active, rows.done = [rows.active[i] for i in keep], [rows.done[i] for i in keep]
             tokens, mask, next_position = tokens[index], mask[index], next_position[index]
+            keys = keys[index] if keys is not None else None
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logits = model(
             input_ids=tokens[:, None],
@@ -256,7 +310,9 @@ def _sample_with_cache(model, tokenizer, prompts, params, n, generator) -> list[
     return rows.completions()
 
 
-def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture: bool = True) -> list[Completion]:
+def _sample_with_graph(
+    model, tokenizer, prompts, params, n, generator, keys=None, capture: bool = True
+) -> list[Completion]:
     """Decoding with a preallocated cache and static-shaped inputs, the decode step recorded once as a
     CUDA graph and replayed: a small model's step is bound by kernel launches, not by the GPU.
 
@@ -304,7 +360,7 @@ def _sample_with_graph(model, tokenizer, prompts, params, n, generator, capture:
     rows = _Rows(count, ends, params, tokenizer)
     replay = None
     for offset in range(params.max_new_tokens):
-        tokens = sample_next(logits, params, generator)
+        tokens = sample_next(logits, params, generator, keys, offset)
         if rows.add(tokens) or offset + 1 == params.max_new_tokens:
             break
         token.copy_(tokens[:, None])
@@ -347,7 +403,9 @@ def _record(step, cache):
     return replay
 
 
-def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> list[Completion]:
+def _sample_with_generate(model, tokenizer, prompts, params, n, generator, keys, lockstep) -> list[Completion]:
+    """transformers' generate (prompt and prefix tuning). It has no per-row randomness, so keys only seed
+    it; under lockstep `synced_gpus` keeps every rank stepping until all have ended."""
     device, ends, pad, ids, mask = _prompt_batch(model, tokenizer, prompts)
     settings: dict[str, Any] = (
         {"do_sample": False}
@@ -359,7 +417,9 @@ def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> li
             "top_k": params.top_k or None,
         }
     )
-    if generator is not None:  # generate has no generator argument: seed from ours
+    if keys is not None:
+        torch.manual_seed(int(keys[0]))
+    elif generator is not None:  # generate has no generator argument: seed from ours
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     out = model.generate(
         input_ids=ids,
@@ -368,6 +428,7 @@ def _sample_with_generate(model, tokenizer, prompts, params, n, generator) -> li
         num_return_sequences=n,
         pad_token_id=pad,
         eos_token_id=sorted(ends),
+        synced_gpus=lockstep,
         **settings,
         **({"stop_strings": list(params.stop_strings), "tokenizer": tokenizer} if params.stop_strings else {}),
     )

@@ -28,6 +28,7 @@ sample generation) runs on every rank in lockstep, because the sharded weights n
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -171,11 +172,53 @@ def sum_count(count: int) -> int:
     return int(sum_over_ranks({"n": count})["n"])
 
 
+def max_count(count: int) -> int:
+    """The largest of each rank's count (every rank gets it)."""
+    if not active():
+        return count
+    tensor = torch.tensor([count], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def all_ranks(flag: bool) -> bool:
+    """Whether `flag` holds on every rank (every rank must call)."""
+    return sum_count(int(not flag)) == 0
+
+
+def gather_json(value: Any) -> list[Any]:
+    """Every rank's `value` (JSON-serialisable: numbers, strings, lists, dicts) in rank order, on every
+    rank. Sent as JSON bytes rather than through all_gather_object, which pickles."""
+    if not active():
+        return [value]
+    data = torch.frombuffer(bytearray(json.dumps(value).encode()), dtype=torch.uint8).to(_comm_device())
+    sizes = [torch.zeros(1, dtype=torch.int64, device=data.device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64, device=data.device))
+    longest = max(int(size) for size in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=data.device)
+    padded[: data.numel()] = data
+    pieces = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(pieces, padded)
+    return [json.loads(bytes(p[: int(n)].tolist()).decode()) for p, n in zip(pieces, sizes)]
+
+
+def unsharded(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a tensor that may be a sharded DTensor (a collective: every rank must call)."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if full is not None else tensor
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether `model` is wrapped by FSDP2: then each of its forwards gathers weights from every rank."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return active() and isinstance(model, FSDPModule)
+
+
 def local_scalar(value: torch.Tensor) -> torch.Tensor:
     """A scalar that may be a DTensor (e.g. the gradient norm over sharded parameters) as a plain tensor,
     left on the device."""
-    full = getattr(value, "full_tensor", None)
-    return full() if full is not None else value
+    return unsharded(value)
 
 
 def loss_scale() -> float:

@@ -15,6 +15,7 @@ import re
 import shutil
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,9 @@ def save_checkpoint(
     scheduler,
     extra: dict[str, Any],
     keep: int | None,
+    files: dict[str, str] | None = None,
 ) -> Path:
+    """`files`: further JSON files of the run's own (name → text), e.g. RL's saved rollouts."""
     final, tmp = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.tmp"
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     weights = {k: v.detach().contiguous().cpu() for k, v in trainable.items()}
@@ -187,8 +190,14 @@ def save_checkpoint(
             **extra,
         }
         write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
+        _write_files(write, files)
     _commit(tmp, final, keep)
     return final
+
+
+def _write_files(write: Callable[[str, Callable[[Path], Any]], None], files: dict[str, str] | None) -> None:
+    for name, text in (files or {}).items():
+        write(name, partial(Path.write_text, data=text))
 
 
 def _start(tmp: Path) -> None:
@@ -324,9 +333,11 @@ def save_sharded_checkpoint(
     scheduler,
     extra: dict[str, Any],
     keep: int | None,
+    files: dict[str, str] | None = None,
 ) -> Path:
     """Every rank must call this. Trainable weights and optimizer state as DCP shards, plus the
-    scheduler, step and each rank's RNG; committed by rank 0's rename once all ranks are done."""
+    scheduler, step and each rank's RNG; committed by rank 0's rename once all ranks are done. Rank 0
+    writes `files` (name → text)."""
     import torch.distributed.checkpoint as dcp
 
     dist = _dist()
@@ -350,6 +361,7 @@ def save_sharded_checkpoint(
                 **extra,
             }
             write("trainer_state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
+            _write_files(write, files)
     if dist.is_main():
         _commit(tmp, final, keep)
     dist.barrier()

@@ -14,6 +14,7 @@ micro_batch_size m make the same updates as one process with N·m.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -162,12 +163,14 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 @dataclass
 class StepBatches:
-    """The collated micro-batches of one optimizer step with their weights (0 for a filler), the
-    objective's metrics of making them, and their real (non-padding) token count."""
+    """The collated micro-batches of one optimizer step with their weights (0 for a filler), this
+    process's share of the metrics of making them (summed over processes), the row source's metrics
+    (RL rollouts: already over every process), and their real (non-padding) token count."""
 
     batches: list[tuple[dict[str, torch.Tensor], float]]
     totals: dict
     tokens: int
+    rollout: dict[str, float] = field(default_factory=dict)
 
 
 def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatches:
@@ -177,7 +180,8 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
     first = (step // run.objective.updates_per_batch(cfg)) * cfg.gradient_accumulation_steps
     rows = [micro_batch_rows(run, first + i) for i in range(cfg.gradient_accumulation_steps)]
     with autocast(run.device, amp_dtype):
-        rows, totals = run.rows.step_rows(run, step, rows)
+        rows, rollout = run.rows.step_rows(run, step, rows)
+    totals: dict[str, float] = {}
     batches = [_collate_or_filler(run, r, run.train_rows[:1]) for r in rows]
     if mixture.DATASET_IDS in batches[0][0]:  # several datasets: what each contributed, counted on the host
         for batch, weight in batches:
@@ -185,7 +189,7 @@ def step_batches(run: Run, step: int, amp_dtype, pin: bool = False) -> StepBatch
                 totals[key] = totals.get(key, 0.0) + weight * value
     if pin:
         batches = [({k: v.pin_memory() for k, v in b.items()}, w) for b, w in batches]
-    return StepBatches(batches, totals, sum(int(w * real_tokens(b)) for b, w in batches))
+    return StepBatches(batches, totals, sum(int(w * real_tokens(b)) for b, w in batches), rollout)
 
 
 class Prefetcher:
@@ -233,7 +237,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
         (scaler.scale(loss) if scaler else loss).backward()
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + weight * value
-    totals = distributed.sum_over_ranks(totals) | run.objective.finish_step()
+    totals = distributed.sum_over_ranks(totals) | prepared.rollout | run.objective.finish_step()
     if "mixture.rows.0" in totals:
         names = mixture.dataset_names(replay.source_paths(cfg))
         totals = mixture.finish_metrics(totals, names, run.rows_seen)
@@ -363,6 +367,9 @@ def _train_loop(run: Run, output_dir: Path, start_from: Path | None) -> Path:
     step = 0
     if start_from is not None:
         step = ckpt.resume(start_from, run.model, trainable, optimizer, scheduler)["step"]
+        if (start_from / ROLLOUTS).is_file():
+            with disk_errors(start_from / ROLLOUTS):
+                run.rows.restore(json.loads((start_from / ROLLOUTS).read_text()))
         if distributed.is_main():
             print(f"strop: resumed from {start_from} at step {step}")
     outputs.cut_logs(output_dir, {name: step + offset for name, offset in outputs.APPEND_LOGS.items()})
@@ -435,12 +442,18 @@ def _progress(run: Run, step: int, tokens_seen: int, started: float) -> dict[str
 
 
 def _save_checkpoint(run: Run, output_dir: Path, step: int, trainable, optimizer, scheduler) -> None:
+    saved = run.rows.state(step)  # every rank: the row source may gather its state over ranks
+    files = {ROLLOUTS: json.dumps(saved)} if saved is not None else None
     if distributed.active():
         ckpt.save_sharded_checkpoint(
-            output_dir, step, run.model, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit
+            output_dir, step, run.model, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit, files
         )
     else:
-        ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit)
+        ckpt.save_checkpoint(output_dir, step, trainable, optimizer, scheduler, {}, run.cfg.save_total_limit, files)
+
+
+#: A checkpoint's saved row-source state (RL: the rollouts the next steps reuse), when there is any.
+ROLLOUTS = "rollouts.json"
 
 
 def _samples(run: Run) -> list[str] | None:

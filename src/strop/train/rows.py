@@ -12,11 +12,21 @@ class RowSource(Protocol):
     rows_from_model: bool
 
     def step_rows(self, run: RunState, step: int, micro_batches: list[list]) -> tuple[list[list], dict[str, float]]:
-        """The rows each micro-batch of step `step` trains on, given its data rows, and metrics of making them."""
+        """The rows each micro-batch of step `step` trains on, given its data rows (this process's share),
+        and metrics of making them, over every process."""
         ...
 
     def evaluate(self, run: RunState) -> dict[str, float] | None:
         """Held-out metrics of the source's own, or None for the loop's loss on the validation rows."""
+        ...
+
+    def state(self, step: int) -> dict | None:
+        """What a checkpoint taken before step `step` must keep for the run to continue exactly (JSON;
+        every process calls it), or None."""
+        ...
+
+    def restore(self, saved: dict) -> None:
+        """Take back what `state` gave, on any number of processes."""
         ...
 
 
@@ -30,3 +40,10 @@ class DatasetRows:
 
     def evaluate(self, run: RunState) -> None:
         return None
+
+    def state(self, step: int) -> None:
+        """The data position follows from the step alone."""
+        return None
+
+    def restore(self, saved: dict) -> None:
+        """Nothing to take back: `state` saves nothing."""
