@@ -95,7 +95,7 @@ def test_single_process_helpers_are_identities():
     assert distributed.sum_over_ranks({"loss": 1.5}) == {"loss": 1.5}
     assert distributed.loss_scale() == 1.0
     value = torch.tensor(2.5)
-    assert distributed.local_scalar(value) is value
+    assert distributed.unsharded(value) is value
 
 
 def test_decoder_layers_are_the_blocks(tiny_model):

@@ -203,7 +203,8 @@ def gather_json(value: Any) -> list[Any]:
 
 
 def unsharded(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole of a tensor that may be a sharded DTensor (a collective: every rank must call)."""
+    """The whole of a tensor that may be a sharded DTensor (a collective: every rank must call), left on
+    its device: e.g. the gradient norm over sharded parameters."""
     full = getattr(tensor, "full_tensor", None)
     return full() if full is not None else tensor
 
@@ -213,12 +214,6 @@ def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return active() and isinstance(model, FSDPModule)
-
-
-def local_scalar(value: torch.Tensor) -> torch.Tensor:
-    """A scalar that may be a DTensor (e.g. the gradient norm over sharded parameters) as a plain tensor,
-    left on the device."""
-    return unsharded(value)
 
 
 def loss_scale() -> float:

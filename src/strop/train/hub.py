@@ -167,7 +167,7 @@ def push(hub: HubTarget, output_dir: Path, base_model: str) -> str:
 
     files = files_to_push(output_dir, hub.strategy)
     contents: dict[str, str | bytes] = {remote: str(local) for remote, local in files}
-    if (output_dir / "README.md").is_file() and "README.md" in contents:
+    if "README.md" in contents:
         contents["README.md"] = model_card(output_dir / "README.md", base_model)
     size = sum(path.stat().st_size for _, path in files)
     print(f"strop: pushing {len(files)} files ({size / 2**20:.1f} MiB) to the Hub: {hub.describe()} at {endpoint()}")

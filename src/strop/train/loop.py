@@ -248,7 +248,7 @@ def train_step(run: Run, step: int, optimizer, scaler, amp_dtype, prepared: Step
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clip = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
     # a device tensor until the step is logged (`_host_values`)
-    totals["grad_norm"] = distributed.local_scalar(torch.nn.utils.clip_grad_norm_(params, clip))  # type: ignore[assignment]
+    totals["grad_norm"] = distributed.unsharded(torch.nn.utils.clip_grad_norm_(params, clip))  # type: ignore[assignment]
     if scaler:
         scaler.step(optimizer)
         scaler.update()
