@@ -36,6 +36,8 @@ $(TEST_STAMP): $(STAMP) Makefile
 	# llm-compressor for `strop export --format gptq|awq`. --no-deps: it pins transformers <= 5.17 but runs
 	# on the installed one; compressed-tensors 0.19 is the format library transformers loads it with.
 	$(BIN)/python -m pip install -q --no-deps "llmcompressor==0.14.0.1" "compressed-tensors==0.19.0" loguru
+	# torchao for Axolotl's adamw_torch_8bit / adamw_torch_4bit optimizers (qwen3--32b-qlora.yaml trains its step).
+	$(BIN)/python -m pip install -q --no-deps "torchao==0.18.0"
 	$(BIN)/python tools/fetch_llamacpp_converter.py $(VENV)/llama.cpp
 	touch $(TEST_STAMP)
 

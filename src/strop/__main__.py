@@ -1,5 +1,3 @@
-import sys
+from strop.cli import entry
 
-from strop.cli import main
-
-sys.exit(main())
+entry()

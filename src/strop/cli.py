@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -144,5 +145,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The `strop` executable (and `python -m strop`). A rank started by torchrun flushes its output and
+    leaves without interpreter finalization: FSDP2's DTensor collectives keep the gloo process group alive
+    after destroy_process_group (its worker and transport threads were still running when `train`
+    returned), and a rank finalizing beside them was seen to abort (SIGABRT, "terminate called without an
+    active exception"), which makes torchrun kill the other ranks of a run that had finished."""
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -59,3 +59,19 @@ def test_packed_attention_does_not_leak(tiny_model):
         one = model(**model_inputs(collate(pack([a, b], 64), 0))).logits[0, 7:20]
         two = model(**model_inputs(collate(pack([a2, b], 64), 0))).logits[0, 7:20]
     torch.testing.assert_close(one, two)
+
+
+def test_unpadded_batches_carry_no_attention_mask(tiny_model):
+    """A mask is collated only where a row is padded: given an all-ones mask, transformers syncs with the
+    device to check it before each forward. Without one the forward gives the same logits."""
+    model = load_model(str(tiny_model)).eval()
+    exs = examples()
+    same_length = [exs[0], {"input_ids": exs[2]["input_ids"][:2] + exs[0]["input_ids"][2:], "labels": exs[0]["labels"]}]
+    batch = collate(same_length, pad_id=0)
+    assert "attention_mask" not in batch
+    padded = collate(exs[:2], pad_id=0)
+    assert padded["attention_mask"].sum(dim=1).tolist() == [7, 13]
+    with torch.no_grad():
+        without = model(**model_inputs(batch)).logits
+        ones = model(**model_inputs(batch | {"attention_mask": torch.ones_like(batch["input_ids"])})).logits
+    torch.testing.assert_close(without, ones)

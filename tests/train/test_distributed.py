@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from strop.config import load_config
 from strop.errors import StropError
 from strop.runtime import distributed
+from strop.runtime.precision import cpu_computes_bf16
 from strop.train import checkpoint as ckpt
 from strop.train.loop import train
 
@@ -70,10 +71,17 @@ def _assert_same_metrics(got: Path, expected: Path) -> None:
         torch.testing.assert_close(_losses(got, key), _losses(expected, key), rtol=1e-5, atol=1e-6, msg=key)
 
 
-def _assert_same_weights(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+def _assert_same_weights(
+    expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], noisy: tuple[str, ...] = ()
+) -> None:
+    """Every tensor within rounding; those in `noisy` (updated from a gradient that is itself rounding
+    noise) within 5e-4, a sixth of the learning rate's reach over the tests' steps."""
     assert expected.keys() == got.keys()
     for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=5e-5, msg=key)
+        atol = 5e-4 if key in noisy else 5e-5
+        torch.testing.assert_close(
+            got[key], expected[key], rtol=1e-4, atol=atol, msg=lambda detail, key=key: f"{key}: {detail}"
+        )
 
 
 # --- fast ------------------------------------------------------------------------------------------------
@@ -266,6 +274,7 @@ def test_lisa_two_processes_match_one_then_resume_in_one(make_config):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not cpu_computes_bf16(), reason="this CPU has no native bf16: strop computes in fp32 here")
 def test_lisa_switches_layers_under_bf16_autocast(make_config):
     """Under bf16 the layers are gathered in bf16 and reduced in fp32: layer 0, frozen when FSDP2 first
     ran, must still reduce in fp32 once LISA switches it on at step 2 (it handed bf16 gradients to its
@@ -283,8 +292,10 @@ def test_galore_two_processes_match_one_then_resume_in_one(make_config):
     """GaLore under FSDP2: each rank gathers a targeted weight's whole gradient for the SVD and applies
     its rows of the update, with the projection recomputed at step 3 (T = 2). The reference is one
     process summing the same two halves (accumulation 2 × 2): the tiny model's layer-0 q_proj gradient
-    is at rounding level, and its SVD turns the rounding of 1 × 4 against 2 + 2 rows into a 1.6e-4
-    weight difference, in one process as much as in two."""
+    is at rounding level, and its SVD turns the rounding of 1 × 4 against 2 + 2 rows into a weight
+    difference of 1.6e-4 on an AMD EPYC (under 5e-5 on the CPU of an earlier CI run): that tensor alone is compared
+    within 5e-4, every other one within rounding."""
+    noisy = ("model.layers.0.self_attn.q_proj.weight",)
     keys = dict(galore_rank=4, galore_update_proj_gap=2, max_steps=3, save_steps=2, learning_rate=1e-3)
     path = make_config(adapter="galore", **keys)
     keys["adapter"] = "galore"
@@ -293,7 +304,7 @@ def test_galore_two_processes_match_one_then_resume_in_one(make_config):
     two = path.parent / "two"
     _assert_same_metrics(two, one)
     expected = load_file(one / "model.safetensors")
-    _assert_same_weights(expected, load_file(two / "model.safetensors"))
+    _assert_same_weights(expected, load_file(two / "model.safetensors"), noisy)
     # the replicated projection and low-rank moments come back from the sharded checkpoint in one process
     resumed = _resume_at_step_2(path, "two", micro_batch_size=2, gradient_accumulation_steps=2, **keys)
-    _assert_same_weights(expected, load_file(resumed / "model.safetensors"))
+    _assert_same_weights(expected, load_file(resumed / "model.safetensors"), noisy)

@@ -58,7 +58,10 @@ PACKED_MULTIPLE = 128
 
 def collate(rows: list[Tokens], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a micro-batch. Packed rows keep position ids and segment ids (-1 on padding) instead of a
-    mask: an L × L mask per row is built, if at all, on the device that runs the model.
+    mask: an L × L mask per row is built, if at all, on the device that runs the model. Unpacked rows
+    carry an attention mask only when one of them is padded: given an all-ones mask, transformers asks
+    the device whether every entry is one (`masking_utils.fast_all`) before each forward, a host sync
+    per micro-batch that a mask-less forward, with the same result, does not make.
 
     Packed micro-batches are padded to the packing capacity, so every one has the same shape: the compiled
     kernels (RoPE, FlexAttention) then compile once. Padded to their longest row instead, micro-batches of
@@ -77,7 +80,8 @@ def collate(rows: list[Tokens], pad_id: int) -> dict[str, torch.Tensor]:
     if DATASET_IDS in rows[0]:  # each token's dataset (several datasets), -1 on padding
         batch[DATASET_IDS] = _pad([r[DATASET_IDS] for r in rows], -1, length)
     if not packed:
-        batch["attention_mask"] = _pad([[1] * len(r["input_ids"]) for r in rows], 0, length)
+        if any(len(r["input_ids"]) < length for r in rows):
+            batch["attention_mask"] = _pad([[1] * len(r["input_ids"]) for r in rows], 0, length)
         return batch
     batch["position_ids"] = _pad([r["position_ids"] for r in rows], 0, length)
     batch["segment_ids"] = _pad([r["segment_ids"] for r in rows], -1, length)

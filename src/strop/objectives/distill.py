@@ -157,7 +157,8 @@ class DistillObjective(SFTObjective):
         """ULD per student position [B, L-1] (0 where no teacher position ends at the same character),
         and how many response positions were aligned. Position i predicts token i + 1, so it counts when
         that token is a response token."""
-        rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))  # none: no row is padded
+        rows = [ids[real.bool()].tolist() for ids, real in zip(batch["input_ids"], mask)]
         student_ends, teacher_rows = [], []
         for ids in rows:
             text, ends = token_ends(self.student_tokenizer, ids)

@@ -42,7 +42,7 @@ from strop.objectives import Objective, objective_for
 from strop.objectives.base import FILLER
 from strop.rl.engine import RolloutEngine
 from strop.runtime import distributed
-from strop.runtime.precision import autocast, autocast_dtype
+from strop.runtime.precision import autocast, autocast_dtype, bf16_fallback_note
 from strop.safe_io import disk_errors, temp_folder
 from strop.strategies import Strategy, get_strategy
 from strop.train import checkpoint as ckpt
@@ -115,6 +115,8 @@ def prepare(cfg: Config, base_dir: Path | None) -> Run:
             "train (full fine-tuning, or lora_modules_to_save listing embed_tokens and lm_head)"
         )
     model.config.use_cache = False
+    if precision_note := bf16_fallback_note(cfg, device):
+        report.notes.append(precision_note)
     if cfg.sample_packing and packed_attention.install(model):
         report.notes.append("packed rows: FlexAttention document masking (no dense mask)")
     elif cfg.sample_packing:
