@@ -143,6 +143,7 @@ def strop_base(model):
 
 
 def run_one(stack: str, size: str, image_size: int, steps: int, warm: int) -> dict:
+    from strop.data.packing import real_tokens
     from strop.objectives import get_objective
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -154,7 +155,7 @@ def run_one(stack: str, size: str, image_size: int, steps: int, warm: int) -> di
     batch = {k: v.to(device) for k, v in collate(rows, TOKEN_IDS["pad"]).items()}
     if "mm_token_type_ids" not in inspect.signature(type(strop_base(model)).forward).parameters:
         del batch["vision.mm_token_type_ids"]  # transformers before it existed computes M-RoPE without it
-    tokens = int(batch["attention_mask"].sum())
+    tokens = real_tokens(batch)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
