@@ -350,10 +350,25 @@ def profile_summary(prof, steps: int, wall_s: float) -> None:
     )
 
 
+def host_profile_summary(host, steps: int) -> None:
+    """Python's own profile of the same steps: the functions by their own time, then by time inside them,
+    per step. Where the GPU waits on the host, this names the Python that keeps it waiting."""
+    import io
+    import pstats
+
+    for order in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(host, stream=text).strip_dirs().sort_stats(order).print_stats(25)
+        print(f"host Python over {steps} steps, by {order}:", text.getvalue()[-6000:], sep="\n", flush=True)
+
+
 def profile_cli(config: str) -> None:
     """`strop train CONFIG` in this process with PyTorch's profiler over two optimizer steps after the
     warm-up (a global optimizer-step hook advances its schedule and times the steps), then
-    `profile_summary`."""
+    `profile_summary`; and, over two later steps without PyTorch's profiler, Python's
+    (`host_profile_summary`)."""
+    import cProfile
+
     from torch.optim.optimizer import register_optimizer_step_post_hook
     from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -365,19 +380,26 @@ def profile_cli(config: str) -> None:
         activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
         schedule=schedule(wait=wait, warmup=1, active=active),
     )
+    host = cProfile.Profile()
+    first = wait + 1  # the step that ends the warm-up phase opens the active window
+    host_window = (first + active + 1, first + active + 1 + active)  # after the torch profiler's window
     stamps: list[float] = []
 
     def advance(*args) -> None:
         torch.cuda.synchronize()
         stamps.append(time.perf_counter())
         prof.step()
+        if len(stamps) == host_window[0]:
+            host.enable()
+        elif len(stamps) == host_window[1]:
+            host.disable()
 
     register_optimizer_step_post_hook(advance)
     prof.start()
-    status = strop_main(["train", config])
+    status = strop_main(["train", config, "--set", f"max_steps={host_window[1] + 1}"])
     prof.stop()
-    first = wait + 1  # the step that ends the warm-up phase opens the active window
     profile_summary(prof, active, stamps[first + active - 1] - stamps[first - 1])
+    host_profile_summary(host, active)
     sys.exit(status)
 
 
@@ -510,6 +532,11 @@ def run_row(name: str) -> dict:
             torch.cuda.synchronize()
             wall = time.perf_counter() - started
         profile_summary(p, 1, wall)
+        import cProfile
+
+        host = cProfile.Profile()
+        host.runcall(lambda: [step() for _ in range(2)])
+        host_profile_summary(host, 2)
     return result
 
 
