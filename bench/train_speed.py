@@ -25,6 +25,7 @@ backward (+2N weight grads for full fine-tuning) and causal attention, not the r
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import statistics
@@ -367,8 +368,6 @@ def profile_cli(config: str) -> None:
     warm-up (a global optimizer-step hook advances its schedule and times the steps), then
     `profile_summary`; and, over two later steps without PyTorch's profiler, Python's
     (`host_profile_summary`)."""
-    import cProfile
-
     from torch.optim.optimizer import register_optimizer_step_post_hook
     from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -532,8 +531,6 @@ def run_row(name: str) -> dict:
             torch.cuda.synchronize()
             wall = time.perf_counter() - started
         profile_summary(p, 1, wall)
-        import cProfile
-
         host = cProfile.Profile()
         host.runcall(lambda: [step() for _ in range(2)])
         host_profile_summary(host, 2)

@@ -22,10 +22,10 @@ Tokens = dict[str, list[int]]
 
 def pack(examples: list[Tokens], sequence_len: int) -> list[Tokens]:
     """Best-fit decreasing: longest example first, each into the row it fills most tightly, else a new row.
-    Rows are near-full (the loop shuffles them every epoch, so the length order carries no further); in
-    sorted free space, a binary search finds the row, so a large dataset packs in O(n log n). Each row
-    gains `position_ids`, `segment_ids` and its `capacity` (`[sequence_len]`), the length `collate` pads
-    it to."""
+    Rows come out near full; the loop shuffles them every epoch, so their length order does not reach
+    training. A binary search over the rows' sorted free space finds the row, not a scan of every row.
+    Each row gains `position_ids`, `segment_ids` and its `capacity` (`[sequence_len]`), the length
+    `collate` pads it to."""
     rows: list[Tokens] = []
     free: list[tuple[int, int]] = []  # (free tokens, row index), ascending
     for example in sorted(examples, key=lambda e: -len(e["input_ids"])):
