@@ -50,10 +50,11 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -ra
+	# Two workers (pytest-xdist), one compute thread each: 17 min instead of 24 on a 2-core CPU.
+	$(BIN)/python -m pytest -q -ra -n 2
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not integration and not slow"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,16 @@ CORPUS = [
     "What is two plus two? Four.",
     "hello world " * 3,
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker computes on one thread, and so do the processes it starts: two
+    workers on two cores then share the machine instead of fighting over it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def build_tiny_model(folder: Path) -> Path:
