@@ -35,6 +35,15 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the real SmolLM2 first, then the other slow ones, each group in its own order. Under xdist's
+    worksteal scheduler (the Makefile's) the worker that runs out of work takes half of the other's queue,
+    so the long tests are spread over both workers: 16 min 11 s on two cores, 17 min 9 s in plain order."""
+    items.sort(
+        key=lambda item: (item.get_closest_marker("integration") is None, item.get_closest_marker("slow") is None)
+    )
+
+
 def build_tiny_model(folder: Path) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
