@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# Two pytest-xdist workers, work stealing, one compute thread each (tests/conftest.py): 16 min instead of 24
+# on a 2-core CPU.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 .PHONY: quickstart test test-fast install clean
 
@@ -50,11 +53,10 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
-	# Two workers (pytest-xdist, work stealing), one compute thread each: 16 min instead of 24 on a 2-core CPU.
-	$(BIN)/python -m pytest -q -ra -n 2 --dist worksteal
+	$(PYTEST) -ra
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not integration and not slow"
+	$(PYTEST) -m "not integration and not slow"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
